@@ -1,0 +1,162 @@
+//! Text generation: GGUF models (llama, qwen2, gemma3) with a continuous-batching
+//! scheduler. `TextEngine` is the only type the server needs.
+//!
+//! CONTRACT (shared by the helpers building this crate and the server):
+//! the public items below are fixed; their bodies are filled in by the modules.
+
+mod model;      // architectures: forward pass over a preallocated KV cache (helper "model")
+mod sampling;   // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs (helper "engine")
+mod scheduler;  // continuous batching loop on its own thread (helper "engine")
+mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding (helper "engine")
+mod template;   // chat template rendering with minijinja (helper "engine")
+
+pub use model::{Model, SeqCache};
+pub use tokenizer::IncrementalDecoder;
+
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct TextEngineConfig {
+    /// Most sequences decoded together in one step.
+    pub max_batch: usize,
+    /// Requests waiting beyond the running batch; over this, `submit` answers `Overloaded`.
+    pub queue_capacity: usize,
+}
+
+impl Default for TextEngineConfig {
+    fn default() -> Self {
+        Self { max_batch: 8, queue_capacity: 64 }
+    }
+}
+
+/// Facts about a loaded model, read from its GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub arch: String,
+    pub name: String,
+    /// Training context length from the GGUF.
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub bos: Option<u32>,
+    /// Every token that ends generation (eos, eot, <|im_end|>, <end_of_turn>...).
+    pub stop_tokens: Vec<u32>,
+    /// Fill-in-the-middle tokens, when the vocabulary has them.
+    pub fim: Option<FimTokens>,
+    /// The chat template from `tokenizer.chat_template`, if any.
+    pub chat_template: Option<String>,
+    /// Whether the tokenizer adds BOS when encoding a prompt (`tokenizer.ggml.add_bos_token`).
+    pub add_bos: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FimTokens {
+    pub prefix: u32,
+    pub suffix: u32,
+    pub middle: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax), deterministic.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// Added to the logit of each token id before sampling (OpenAI: -100..100).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Same seed + same request => same output. None => random seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_p: 1.0, presence_penalty: 0.0, frequency_penalty: 0.0, logit_bias: vec![], seed: None }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Extra token ids that end generation, besides `ModelInfo::stop_tokens`.
+    pub stop_tokens: Vec<u32>,
+    /// Some(k): report the chosen token's logprob and the k most likely alternatives.
+    pub logprobs: Option<usize>,
+    /// Report logprobs of the prompt tokens too (completions `echo` + `logprobs`).
+    pub prompt_logprobs: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    /// The k most likely tokens at this position, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token was produced (the stop token itself is not emitted as a Token event).
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Sent first, only when `prompt_logprobs`: one entry per prompt token (None for the first).
+    PromptLogprobs(Vec<Option<TokenLogprob>>),
+    Token { id: u32, logprob: Option<TokenLogprob> },
+    Finished { reason: FinishReason },
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the engine is at capacity; retry later")]
+    Overloaded,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+/// A loaded text model plus its scheduler thread. Cheap to clone.
+#[derive(Clone)]
+pub struct TextEngine {
+    inner: std::sync::Arc<scheduler::Shared>,
+}
+
+impl TextEngine {
+    /// Loads the GGUF at `path` and starts the scheduler thread.
+    pub fn load(path: &Path, config: TextEngineConfig) -> anyhow::Result<Self> {
+        scheduler::start(path, config).map(|inner| Self { inner })
+    }
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+    /// Tokenizes text; special tokens written in the text (e.g. "<|im_start|>") map to their ids.
+    /// `add_bos` adds BOS when the model wants it (`ModelInfo::add_bos`).
+    pub fn encode(&self, text: &str, add_bos: bool) -> anyhow::Result<Vec<u32>> {
+        self.inner.tokenizer.encode(text, add_bos)
+    }
+    pub fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+        self.inner.tokenizer.decode(ids)
+    }
+    /// The text of one token as OpenAI reports it in logprobs.
+    pub fn token_text(&self, id: u32) -> String {
+        self.inner.tokenizer.token_text(id)
+    }
+    /// A decoder that turns a stream of generated ids into text pieces (UTF-8 safe).
+    pub fn decoder(&self) -> IncrementalDecoder {
+        self.inner.tokenizer.incremental()
+    }
+    /// Renders OpenAI chat `messages` (and `tools`) with the model's template.
+    pub fn render_chat(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> anyhow::Result<String> {
+        template::render(&self.inner.info, messages, tools)
+    }
+    /// Queues a request. Events arrive on the receiver; dropping it cancels the sequence.
+    pub fn submit(&self, req: GenerateRequest) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, EngineError> {
+        scheduler::submit(&self.inner, req)
+    }
+}

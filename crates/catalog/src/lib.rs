@@ -4,7 +4,13 @@
 //! CONTRACT (catalog helper fills in bodies; the server codes against these items).
 pub mod fetch;
 
+mod date;
+mod load;
+
+pub use date::today;
+
 use serde::Deserialize;
+use std::fmt;
 use std::path::PathBuf;
 
 /// An API endpoint a model can serve.
@@ -22,7 +28,23 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The URL path, e.g. "/v1/chat/completions".
-    pub fn path(self) -> &'static str { todo!() }
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Moderations => "/v1/moderations",
+            Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
+            Endpoint::AudioTranslations => "/v1/audio/translations",
+            Endpoint::ImagesGenerations => "/v1/images/generations",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path())
+    }
 }
 
 /// Where a model's weights come from.
@@ -38,8 +60,13 @@ pub enum Source {
     HuggingFace { repo: String, file: String, revision: Option<String> },
 }
 
+fn default_owner() -> String {
+    "hearth".to_string()
+}
+
 /// A served local model (a pinned snapshot).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelEntry {
     pub id: String,
     pub family: String,
@@ -48,10 +75,12 @@ pub struct ModelEntry {
     pub source: Source,
     pub context_window: usize,
     pub endpoints: Vec<Endpoint>,
+    #[serde(default = "default_owner")]
     pub owned_by: String,
     /// Unix seconds.
+    #[serde(default)]
     pub created: i64,
-    /// "YYYY-MM-DD"; requests after this date are refused.
+    /// "YYYY-MM-DD"; from this date on, requests are refused.
     pub deprecation_date: Option<String>,
     /// The id to use instead once deprecated.
     pub replacement: Option<String>,
@@ -59,8 +88,11 @@ pub struct ModelEntry {
 
 /// An OpenAI name that points at a local model.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Alias {
     pub id: String,
+    /// A model id (pinned), another alias, or `family:NAME` (the newest live
+    /// snapshot of that family).
     pub target: String,
     /// The alias's own limit (the seed's window); the effective window is min(this, model's).
     pub context_window: Option<usize>,
@@ -92,6 +124,48 @@ pub enum ResolveError {
     WrongEndpoint { model: String, serves: Vec<Endpoint> },
 }
 
+/// OpenAI's wording where it has one (the server puts this in `error.message`).
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::NotFound { model } => {
+                write!(f, "The model `{model}` does not exist or you do not have access to it.")
+            }
+            ResolveError::Deprecated { model, date, replacement } => {
+                write!(f, "The model `{model}` has been deprecated since {date}")?;
+                match replacement {
+                    Some(r) => write!(f, "; please use `{r}` instead."),
+                    None => write!(f, "."),
+                }
+            }
+            ResolveError::WrongEndpoint { model, serves } => {
+                let chat = serves.contains(&Endpoint::ChatCompletions);
+                let completions = serves.contains(&Endpoint::Completions);
+                match (chat, completions) {
+                    (true, false) => write!(
+                        f,
+                        "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?"
+                    ),
+                    (false, true) => write!(
+                        f,
+                        "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?"
+                    ),
+                    _ => {
+                        let paths: Vec<&str> = serves.iter().map(|e| e.path()).collect();
+                        write!(
+                            f,
+                            "The model `{model}` is not supported by this endpoint; it is served by: {}.",
+                            paths.join(", ")
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
 /// An entry of `GET /v1/models`.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -100,20 +174,145 @@ pub struct Listed {
     pub owned_by: String,
 }
 
-pub struct Catalog { /* filled in */ }
+/// Prefix of an alias target naming a family instead of one snapshot.
+pub const FAMILY_PREFIX: &str = "family:";
+
+/// Longest alias chain followed; `load` rejects cycles, this is a backstop.
+const MAX_HOPS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    models: Vec<ModelEntry>,
+    aliases: Vec<Alias>,
+}
 
 impl Catalog {
     /// The built-in default catalog (crates/catalog/default.toml, include_str!).
-    pub fn builtin() -> Self { todo!() }
+    pub fn builtin() -> Self {
+        // The text is compiled in and covered by tests; failing here is a build defect.
+        load::builtin().expect("the built-in catalog (default.toml) is valid")
+    }
     /// Built-in catalog extended/overridden by a user TOML file (same format).
-    pub fn with_user_file(path: &std::path::Path) -> anyhow::Result<Self> { let _ = path; todo!() }
-    pub fn models(&self) -> &[ModelEntry] { todo!() }
+    pub fn with_user_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        load::with_user_file(path)
+    }
+    /// Built-in catalog extended/overridden by user TOML text. Relative `path`
+    /// sources are taken relative to `base_dir`.
+    pub fn with_user_toml(text: &str, base_dir: &std::path::Path) -> anyhow::Result<Self> {
+        load::with_user_toml(text, base_dir)
+    }
+    pub fn models(&self) -> &[ModelEntry] {
+        &self.models
+    }
+    pub fn aliases(&self) -> &[Alias] {
+        &self.aliases
+    }
+    /// The local model with this exact id (no alias resolution).
+    pub fn model(&self, id: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.id == id)
+    }
     /// Every model and alias, for `GET /v1/models`.
-    pub fn list(&self) -> Vec<Listed> { todo!() }
+    pub fn list(&self) -> Vec<Listed> {
+        let models = self.models.iter().map(|m| Listed {
+            id: m.id.clone(),
+            created: m.created,
+            owned_by: m.owned_by.clone(),
+        });
+        let aliases = self.aliases.iter().map(|a| Listed {
+            id: a.id.clone(),
+            created: a.created.unwrap_or(0),
+            owned_by: a.owned_by.clone().unwrap_or_else(default_owner),
+        });
+        models.chain(aliases).collect()
+    }
+    /// Like `list`, without the names that `today` would refuse as deprecated.
+    pub fn list_on(&self, today: &str) -> Vec<Listed> {
+        self.list()
+            .into_iter()
+            .filter(|l| !matches!(self.resolve(&l.id, None, today), Err(ResolveError::Deprecated { .. })))
+            .collect()
+    }
     /// Resolves a name for an endpoint (None: just check existence, e.g. GET /v1/models/{id}).
     /// `today` is "YYYY-MM-DD" (passed in so tests can move time).
     pub fn resolve(&self, name: &str, endpoint: Option<Endpoint>, today: &str) -> Result<Resolved<'_>, ResolveError> {
-        let _ = (name, endpoint, today);
-        todo!()
+        let deprecated = |date: &str, replacement: &Option<String>| ResolveError::Deprecated {
+            model: name.to_string(),
+            date: date.to_string(),
+            replacement: replacement.clone(),
+        };
+        let mut window = usize::MAX;
+        let mut allowed: Option<Vec<Endpoint>> = None;
+        let mut current = name;
+        let mut hops = 0;
+        let entry = loop {
+            // `family:` is alias-target syntax, not a name clients may send.
+            if let Some(family) = current.strip_prefix(FAMILY_PREFIX).filter(|_| hops > 0) {
+                break self.newest_of_family(family, today).map_err(|e| match e {
+                    Some(newest) => deprecated(newest.deprecation_date.as_deref().unwrap_or(""), &newest.replacement),
+                    None => ResolveError::NotFound { model: name.to_string() },
+                })?;
+            }
+            if let Some(entry) = self.model(current) {
+                if let Some(date) = entry.deprecation_date.as_deref().filter(|d| is_past(d, today)) {
+                    return Err(deprecated(date, &entry.replacement));
+                }
+                break entry;
+            }
+            let alias = match self.aliases.iter().find(|a| a.id == current) {
+                Some(a) if hops < MAX_HOPS => a,
+                _ => return Err(ResolveError::NotFound { model: name.to_string() }),
+            };
+            if let Some(date) = alias.deprecation_date.as_deref().filter(|d| is_past(d, today)) {
+                return Err(deprecated(date, &alias.replacement));
+            }
+            if let Some(w) = alias.context_window {
+                window = window.min(w);
+            }
+            if let Some(eps) = &alias.endpoints {
+                allowed = Some(match allowed {
+                    Some(prev) => prev.into_iter().filter(|e| eps.contains(e)).collect(),
+                    None => eps.clone(),
+                });
+            }
+            current = &alias.target;
+            hops += 1;
+        };
+        // An alias may narrow what its model serves, never widen it.
+        let endpoints: Vec<Endpoint> = match allowed {
+            Some(a) => a.into_iter().filter(|e| entry.endpoints.contains(e)).collect(),
+            None => entry.endpoints.clone(),
+        };
+        if let Some(wanted) = endpoint {
+            if !endpoints.contains(&wanted) {
+                return Err(ResolveError::WrongEndpoint { model: name.to_string(), serves: endpoints });
+            }
+        }
+        Ok(Resolved {
+            requested: name.to_string(),
+            entry,
+            context_window: window.min(entry.context_window),
+            endpoints,
+        })
     }
+
+    /// The newest (largest `created`) live snapshot of a family. Err(Some(newest))
+    /// when every snapshot is deprecated, Err(None) when the family is empty.
+    fn newest_of_family(&self, family: &str, today: &str) -> Result<&ModelEntry, Option<&ModelEntry>> {
+        let newest_first = |a: &&ModelEntry, b: &&ModelEntry| b.created.cmp(&a.created);
+        let mut members: Vec<&ModelEntry> = self.models.iter().filter(|m| m.family == family).collect();
+        members.sort_by(newest_first);
+        let live = members
+            .iter()
+            .find(|m| !m.deprecation_date.as_deref().is_some_and(|d| is_past(d, today)));
+        match live {
+            Some(m) => Ok(m),
+            None => Err(members.first().copied()),
+        }
+    }
+}
+
+/// Whether a deprecation date has come: dates are validated "YYYY-MM-DD", so
+/// string order is date order.
+fn is_past(date: &str, today: &str) -> bool {
+    date <= today
 }

@@ -2,6 +2,29 @@
 //! -> response shaping. Usable as a library (`router`) or whole (`serve`).
 //!
 //! CONTRACT: `ServerConfig` and `serve` are called by src/main.rs.
+mod auth;
+mod body;
+mod chat;
+mod completions;
+pub mod error;
+mod generate;
+mod logprobs;
+mod models;
+mod routes;
+mod sse;
+mod state;
+pub mod stop;
+mod tools;
+
+pub use error::ApiError;
+pub use routes::{router, BODY_LIMIT};
+pub use state::AppState;
+
+use anyhow::{bail, Context};
+use hearth_catalog::Catalog;
+use hearth_engine::text::TextEngine;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::{net::SocketAddr, path::PathBuf};
 
 #[derive(Debug, Clone)]
@@ -11,7 +34,7 @@ pub struct ServerConfig {
     /// unless `allow_insecure_no_auth`).
     pub api_keys: Vec<String>,
     pub allow_insecure_no_auth: bool,
-    /// Where weights are cached ($HEARTH_HOME/models).
+    /// $HEARTH_HOME: weights are cached in its `models/` folder.
     pub home: PathBuf,
     /// Optional user catalog TOML extending the built-in one.
     pub catalog_file: Option<PathBuf>,
@@ -22,6 +45,84 @@ pub struct ServerConfig {
 
 /// Fetches (if needed) and loads the models, then serves until ctrl-c.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    let _ = config;
-    todo!()
+    check_exposure(&config)?;
+    let catalog = match &config.catalog_file {
+        Some(path) => Catalog::with_user_file(path).with_context(|| format!("reading the catalog {}", path.display()))?,
+        None => Catalog::builtin(),
+    };
+    let engines = load_models(&catalog, &config).await?;
+    let state = Arc::new(AppState::new(catalog, engines, config.api_keys.clone()));
+    let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
+    tracing::info!("hearth is serving the OpenAI API on http://{}/v1", config.addr);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await
+        .context("serving HTTP")
+}
+
+/// Without keys, only loopback is safe, unless the operator says otherwise.
+fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
+    if config.api_keys.is_empty() && !config.addr.ip().is_loopback() && !config.allow_insecure_no_auth {
+        bail!(
+            "refusing to listen on {} without API keys: anyone who can reach this address could use the server. \
+             Configure API keys, listen on a loopback address (127.0.0.1), or explicitly allow unauthenticated access \
+             (allow_insecure_no_auth / --allow-insecure-no-auth).",
+            config.addr
+        );
+    }
+    Ok(())
+}
+
+async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result<HashMap<String, TextEngine>> {
+    let ids: Vec<String> = match &config.models {
+        Some(ids) => ids.clone(),
+        None => catalog.models().iter().filter(|m| m.format == "gguf").map(|m| m.id.clone()).collect(),
+    };
+    let models_dir = config.home.join("models");
+    let mut engines = HashMap::new();
+    for id in ids {
+        let entry = catalog.model(&id).with_context(|| format!("`{id}` is not a model id of the catalog"))?.clone();
+        let dir = models_dir.clone();
+        let path = tokio::task::spawn_blocking(move || hearth_catalog::fetch::ensure(&entry, &dir))
+            .await?
+            .with_context(|| format!("fetching model `{id}`"))?;
+        let engine_config = config.engine.clone();
+        let load_path = path.clone();
+        let engine = tokio::task::spawn_blocking(move || TextEngine::load(&load_path, engine_config))
+            .await?
+            .with_context(|| format!("loading model `{id}` from {}", path.display()))?;
+        let info = engine.info();
+        tracing::info!("model `{id}` ready ({}, context {} tokens, vocabulary {})", info.arch, info.context_length, info.vocab_size);
+        engines.insert(id, engine);
+    }
+    Ok(engines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(addr: &str, keys: &[&str], allow: bool) -> ServerConfig {
+        ServerConfig {
+            addr: addr.parse().unwrap(),
+            api_keys: keys.iter().map(|k| k.to_string()).collect(),
+            allow_insecure_no_auth: allow,
+            home: PathBuf::from("/tmp"),
+            catalog_file: None,
+            models: None,
+            engine: Default::default(),
+        }
+    }
+
+    #[test]
+    fn exposure_rules() {
+        assert!(check_exposure(&config("127.0.0.1:8080", &[], false)).is_ok());
+        assert!(check_exposure(&config("[::1]:8080", &[], false)).is_ok());
+        assert!(check_exposure(&config("0.0.0.0:8080", &[], false)).is_err());
+        assert!(check_exposure(&config("0.0.0.0:8080", &["k"], false)).is_ok());
+        assert!(check_exposure(&config("0.0.0.0:8080", &[], true)).is_ok());
+    }
 }

@@ -11,7 +11,19 @@ mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding 
 mod template;   // chat template rendering with minijinja (helper "engine")
 
 pub use model::{Model, SeqCache};
-pub use tokenizer::IncrementalDecoder;
+/// Loads a model's weights from an opened GGUF (used by the scheduler and the model tests).
+pub use model::load as load_model;
+pub use tokenizer::{IncrementalDecoder, Tokenizer};
+
+/// The tokenizer and facts of a GGUF model, read without loading its weights.
+pub fn load_vocab(path: &Path) -> anyhow::Result<(ModelInfo, Tokenizer)> {
+    scheduler::read_vocab(path)
+}
+
+/// Renders chat `messages` (and `tools`) with the template in `info` (see `TextEngine::render_chat`).
+pub fn render_chat(info: &ModelInfo, tokenizer: &Tokenizer, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> anyhow::Result<String> {
+    template::render(info, tokenizer, messages, tools)
+}
 
 use std::path::Path;
 
@@ -153,7 +165,7 @@ impl TextEngine {
     }
     /// Renders OpenAI chat `messages` (and `tools`) with the model's template.
     pub fn render_chat(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> anyhow::Result<String> {
-        template::render(&self.inner.info, messages, tools)
+        template::render(&self.inner.info, &self.inner.tokenizer, messages, tools)
     }
     /// Queues a request. Events arrive on the receiver; dropping it cancels the sequence.
     pub fn submit(&self, req: GenerateRequest) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, EngineError> {

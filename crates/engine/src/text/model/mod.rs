@@ -1,0 +1,78 @@
+//! CONTRACT for the model helper: GGUF transformer architectures (llama, qwen2,
+//! gemma3) running over a per-sequence KV cache that is allocated once.
+mod cache;
+mod decoder;
+mod hparams;
+mod ops;
+mod weights;
+
+use candle_core::{bail, Result, Tensor};
+
+pub use cache::SeqCache;
+
+/// Most prompt tokens run through the model at once (bounds the attention scores' size).
+const PREFILL_CHUNK: usize = 512;
+
+pub trait Model: Send {
+    /// A cache for up to `capacity` tokens.
+    fn new_cache(&self, capacity: usize) -> Result<SeqCache>;
+    /// Appends `tokens` at `cache.len()`. Returns f32 logits `[tokens.len(), vocab]` when
+    /// `all_logits`, else `[1, vocab]` for the last token.
+    fn prefill(&self, tokens: &[u32], cache: &mut SeqCache, all_logits: bool) -> Result<Tensor>;
+    /// One decode step for several sequences at once (each at its own position);
+    /// returns f32 logits `[tokens.len(), vocab]`.
+    fn decode(&self, tokens: &[u32], caches: &mut [&mut SeqCache]) -> Result<Tensor>;
+}
+
+/// Loads the weights of a GGUF file whose `general.architecture` is llama, qwen2 or gemma3.
+pub fn load(
+    content: &candle_core::quantized::gguf_file::Content,
+    file: &mut std::fs::File,
+) -> Result<Box<dyn Model>> {
+    let hp = hparams::Hparams::from_gguf(content)?;
+    let decoder = decoder::Decoder::load(hp, weights::GgufReader { content, file })?;
+    Ok(Box::new(decoder))
+}
+
+impl Model for decoder::Decoder {
+    fn new_cache(&self, capacity: usize) -> Result<SeqCache> {
+        decoder::Decoder::new_cache(self, capacity)
+    }
+
+    fn prefill(&self, tokens: &[u32], cache: &mut SeqCache, all_logits: bool) -> Result<Tensor> {
+        if tokens.is_empty() {
+            bail!("prefill needs at least one token");
+        }
+        // Only the rows we return go through the final norm and the lm_head.
+        let mut logits = Vec::new();
+        let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let n = chunk.len() as u32;
+            let rows: Option<Vec<u32>> = if all_logits {
+                Some((0..n).collect())
+            } else if i + 1 == chunks {
+                Some(vec![n - 1])
+            } else {
+                None
+            };
+            let out = self.forward(chunk, &[chunk.len()], &mut [&mut *cache], rows.as_deref())?;
+            if rows.is_some() {
+                logits.push(out);
+            }
+        }
+        Tensor::cat(&logits, 0)
+    }
+
+    fn decode(&self, tokens: &[u32], caches: &mut [&mut SeqCache]) -> Result<Tensor> {
+        if tokens.is_empty() || tokens.len() != caches.len() {
+            bail!(
+                "decode needs one token per sequence ({} tokens, {} caches)",
+                tokens.len(),
+                caches.len()
+            );
+        }
+        let counts = vec![1; tokens.len()];
+        let rows: Vec<u32> = (0..tokens.len() as u32).collect();
+        self.forward(tokens, &counts, caches, Some(&rows))
+    }
+}

@@ -1,0 +1,402 @@
+//! Continuous batching on one thread: requests wait in a bounded queue, join the running
+//! batch between steps, and leave it as soon as they finish or their receiver is dropped.
+//!
+//! Each iteration of the loop:
+//! 1. drops sequences whose client went away (their KV cache is freed with them);
+//! 2. admits waiting requests while fewer than `max_batch` run;
+//! 3. prefills up to `PREFILL_CHUNK` prompt tokens (oldest first), so a long prompt is
+//!    spread over several iterations instead of stalling running streams;
+//! 4. runs one batched decode step for every sequence past its prompt.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Tensor};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::model::{self, Model, SeqCache};
+use super::sampling::{self, Sampler};
+use super::tokenizer::Tokenizer;
+use super::{EngineError, Event, FinishReason, GenerateRequest, ModelInfo, TextEngineConfig, TokenLogprob};
+
+/// Prompt tokens prefilled per loop iteration, across all sequences.
+const PREFILL_CHUNK: usize = 256;
+
+pub(crate) struct Shared {
+    pub(crate) info: ModelInfo,
+    pub(crate) tokenizer: Tokenizer,
+    queue: Arc<Queue>,
+    config: TextEngineConfig,
+}
+
+impl Drop for Shared {
+    /// The last engine handle is gone: let the scheduler thread finish its work and exit.
+    fn drop(&mut self) {
+        self.queue.lock().shutdown = true;
+        self.queue.wake.notify_all();
+    }
+}
+
+/// Requests waiting to join the batch, shared by `submit` and the scheduler thread.
+struct Queue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+}
+
+struct QueueState {
+    waiting: VecDeque<Pending>,
+    shutdown: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic elsewhere cannot leave the queue inconsistent: keep going with it.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct Pending {
+    req: GenerateRequest,
+    tx: UnboundedSender<Event>,
+}
+
+/// Opens the GGUF at `path`, builds tokenizer and model, and starts the scheduler thread.
+pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<Shared>> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let content = gguf_file::Content::read(&mut file).with_context(|| format!("reading GGUF {}", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&content).context("building the tokenizer")?;
+    let info = model_info(&content, &tokenizer, path);
+    let model = model::load(&content, &mut file).context("loading the model weights")?;
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState { waiting: VecDeque::new(), shutdown: false }),
+        wake: Condvar::new(),
+    });
+    let config = TextEngineConfig { max_batch: config.max_batch.max(1), ..config };
+    let worker = Worker {
+        model,
+        queue: queue.clone(),
+        max_batch: config.max_batch,
+        stop_tokens: info.stop_tokens.clone(),
+        vocab_size: info.vocab_size,
+        running: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name(format!("hearth-text-{}", info.arch))
+        .spawn(move || worker.run())
+        .context("starting the scheduler thread")?;
+    Ok(Arc::new(Shared { info, tokenizer, queue, config }))
+}
+
+/// Tokenizer and model facts of the GGUF at `path`, without the weights.
+pub(crate) fn read_vocab(path: &Path) -> Result<(ModelInfo, Tokenizer)> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let content = gguf_file::Content::read(&mut file).with_context(|| format!("reading GGUF {}", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&content).context("building the tokenizer")?;
+    Ok((model_info(&content, &tokenizer, path), tokenizer))
+}
+
+fn model_info(content: &gguf_file::Content, tokenizer: &Tokenizer, path: &Path) -> ModelInfo {
+    let md = &content.metadata;
+    let text = |key: &str| md.get(key).and_then(|v| v.to_string().ok()).cloned();
+    let arch = text("general.architecture").unwrap_or_default();
+    let context_length = md
+        .get(&format!("{arch}.context_length"))
+        .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+        .map_or(2048, |n| n as usize);
+    let name = text("general.name")
+        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    ModelInfo {
+        arch,
+        name,
+        context_length,
+        vocab_size: tokenizer.vocab_size(),
+        bos: tokenizer.bos(),
+        stop_tokens: tokenizer.stop_tokens().to_vec(),
+        fim: tokenizer.fim(),
+        chat_template: text("tokenizer.chat_template"),
+        add_bos: tokenizer.add_bos(),
+    }
+}
+
+/// Validates and queues a request; answers `Overloaded` at once when the queue is full.
+pub(crate) fn submit(shared: &Arc<Shared>, req: GenerateRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
+    validate(&shared.info, &req)?;
+    let (tx, rx) = unbounded_channel();
+    {
+        let mut q = shared.queue.lock();
+        if q.waiting.len() >= shared.config.queue_capacity {
+            return Err(EngineError::Overloaded);
+        }
+        q.waiting.push_back(Pending { req, tx });
+    }
+    shared.queue.wake.notify_one();
+    Ok(rx)
+}
+
+fn validate(info: &ModelInfo, req: &GenerateRequest) -> Result<(), EngineError> {
+    let invalid = |msg: String| Err(EngineError::InvalidRequest(msg));
+    if req.prompt.is_empty() {
+        return invalid("the prompt is empty".into());
+    }
+    if let Some(bad) = req.prompt.iter().find(|&&id| id as usize >= info.vocab_size) {
+        return invalid(format!("token id {bad} is outside the vocabulary (size {})", info.vocab_size));
+    }
+    if let Some((bad, _)) = req.sampling.logit_bias.iter().find(|(id, _)| *id as usize >= info.vocab_size) {
+        return invalid(format!("logit_bias token id {bad} is outside the vocabulary (size {})", info.vocab_size));
+    }
+    let total = req.prompt.len().saturating_add(req.max_tokens);
+    if total > info.context_length {
+        return invalid(format!(
+            "this model's maximum context length is {} tokens; the request needs {total} ({} in the prompt, {} to generate)",
+            info.context_length,
+            req.prompt.len(),
+            req.max_tokens
+        ));
+    }
+    let s = &req.sampling;
+    let numbers = [s.temperature, s.top_p, s.presence_penalty, s.frequency_penalty];
+    if numbers.iter().chain(s.logit_bias.iter().map(|(_, b)| b)).any(|x| !x.is_finite()) || s.temperature < 0.0 {
+        return invalid("sampling parameters must be finite and temperature not negative".into());
+    }
+    Ok(())
+}
+
+/// One request in the running batch.
+struct Sequence {
+    tx: UnboundedSender<Event>,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    extra_stops: Vec<u32>,
+    want_prompt_logprobs: bool,
+    logprobs_k: Option<usize>,
+    sampler: Sampler,
+    cache: SeqCache,
+    /// Prompt tokens already in the cache.
+    prefilled: usize,
+    /// Logprobs of prompt tokens gathered so far (when asked for).
+    prompt_logprobs: Vec<Option<TokenLogprob>>,
+    /// The last sampled token, fed to the next decode step.
+    last: Option<u32>,
+    generated: usize,
+}
+
+impl Sequence {
+    fn decoding(&self) -> bool {
+        self.prefilled == self.prompt.len() && self.last.is_some()
+    }
+}
+
+/// What happened to a sequence after an event was sent to it.
+enum Step {
+    Continue,
+    Done,
+}
+
+struct Worker {
+    model: Box<dyn Model>,
+    queue: Arc<Queue>,
+    max_batch: usize,
+    stop_tokens: Vec<u32>,
+    vocab_size: usize,
+    running: Vec<Sequence>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while let Some(admitted) = self.wait_for_work() {
+            for pending in admitted {
+                self.admit(pending);
+            }
+            self.running.retain(|s| !s.tx.is_closed());
+            self.prefill_step();
+            self.decode_step();
+        }
+        tracing::debug!("text scheduler stopped");
+    }
+
+    /// Blocks while there is nothing to do; returns requests to admit, None on shutdown.
+    fn wait_for_work(&mut self) -> Option<Vec<Pending>> {
+        let mut q = self.queue.lock();
+        while self.running.is_empty() && q.waiting.is_empty() {
+            if q.shutdown {
+                return None;
+            }
+            q = self.queue.wake.wait(q).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        let mut admitted = Vec::new();
+        while self.running.len() + admitted.len() < self.max_batch {
+            match q.waiting.pop_front() {
+                Some(p) if p.tx.is_closed() => continue,
+                Some(p) => admitted.push(p),
+                None => break,
+            }
+        }
+        Some(admitted)
+    }
+
+    fn admit(&mut self, Pending { req, tx }: Pending) {
+        let capacity = req.prompt.len() + req.max_tokens;
+        let cache = match self.model.new_cache(capacity) {
+            Ok(cache) => cache,
+            Err(e) => {
+                let _ = tx.send(Event::Error(format!("allocating the KV cache: {e}")));
+                return;
+            }
+        };
+        self.running.push(Sequence {
+            tx,
+            max_tokens: req.max_tokens,
+            extra_stops: req.stop_tokens,
+            want_prompt_logprobs: req.prompt_logprobs,
+            logprobs_k: req.logprobs,
+            sampler: Sampler::new(req.sampling, req.logprobs),
+            prompt_logprobs: Vec::new(),
+            prompt: req.prompt,
+            cache,
+            prefilled: 0,
+            last: None,
+            generated: 0,
+        });
+    }
+
+    /// Prefills up to `PREFILL_CHUNK` prompt tokens, oldest sequences first.
+    fn prefill_step(&mut self) {
+        let mut budget = PREFILL_CHUNK;
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let seq = &mut self.running[i];
+            if seq.prefilled == seq.prompt.len() {
+                i += 1;
+                continue;
+            }
+            let end = (seq.prefilled + budget).min(seq.prompt.len());
+            budget -= end - seq.prefilled;
+            match self.prefill_chunk(i, end) {
+                Step::Continue => i += 1,
+                Step::Done => {
+                    self.running.remove(i);
+                }
+            }
+        }
+    }
+
+    fn prefill_chunk(&mut self, i: usize, end: usize) -> Step {
+        let seq = &mut self.running[i];
+        let start = seq.prefilled;
+        let chunk = &seq.prompt[start..end];
+        let logits = match self.model.prefill(chunk, &mut seq.cache, seq.want_prompt_logprobs).and_then(rows) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = seq.tx.send(Event::Error(format!("prefill failed: {e}")));
+                return Step::Done;
+            }
+        };
+        seq.prefilled = end;
+        if seq.want_prompt_logprobs {
+            if start == 0 {
+                seq.prompt_logprobs.push(None);
+            }
+            // Row j predicts the prompt token after position start + j.
+            for (j, row) in logits.iter().enumerate() {
+                if let Some(&next) = seq.prompt.get(start + j + 1) {
+                    let k = seq.logprobs_k.unwrap_or(0);
+                    seq.prompt_logprobs.push(Some(sampling::token_logprob(row, next, k)));
+                }
+            }
+        }
+        if end < seq.prompt.len() {
+            return Step::Continue;
+        }
+        if seq.want_prompt_logprobs {
+            let all = std::mem::take(&mut seq.prompt_logprobs);
+            if seq.tx.send(Event::PromptLogprobs(all)).is_err() {
+                return Step::Done;
+            }
+        }
+        if seq.max_tokens == 0 {
+            let _ = seq.tx.send(Event::Finished { reason: FinishReason::Length });
+            return Step::Done;
+        }
+        let Some(mut last_row) = logits.into_iter().last() else {
+            let _ = seq.tx.send(Event::Error("the model returned no logits".into()));
+            return Step::Done;
+        };
+        self.emit(i, &mut last_row)
+    }
+
+    /// One decode step for every sequence past its prompt.
+    fn decode_step(&mut self) {
+        let batch: Vec<usize> = (0..self.running.len()).filter(|&i| self.running[i].decoding()).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let tokens: Vec<u32> = batch.iter().filter_map(|&i| self.running[i].last).collect();
+        let result = {
+            let mut caches: Vec<&mut SeqCache> = self
+                .running
+                .iter_mut()
+                .filter(|s| s.decoding())
+                .map(|s| &mut s.cache)
+                .collect();
+            self.model.decode(&tokens, &mut caches).and_then(rows)
+        };
+        let mut finished = Vec::new();
+        match result {
+            Ok(rows) if rows.len() == batch.len() => {
+                for (&i, mut row) in batch.iter().zip(rows) {
+                    if let Step::Done = self.emit(i, &mut row) {
+                        finished.push(i);
+                    }
+                }
+            }
+            other => {
+                let msg = match other {
+                    Err(e) => format!("decode failed: {e}"),
+                    Ok(rows) => format!("decode returned {} rows for {} sequences", rows.len(), batch.len()),
+                };
+                for &i in &batch {
+                    let _ = self.running[i].tx.send(Event::Error(msg.clone()));
+                }
+                finished = batch;
+            }
+        }
+        for i in finished.into_iter().rev() {
+            self.running.remove(i);
+        }
+    }
+
+    /// Samples the next token of sequence `i` from `logits` and sends it.
+    fn emit(&mut self, i: usize, logits: &mut [f32]) -> Step {
+        let seq = &mut self.running[i];
+        let keep = self.vocab_size.min(logits.len());
+        let row = &mut logits[..keep];
+        let (id, logprob) = seq.sampler.sample(row);
+        if self.stop_tokens.contains(&id) || seq.extra_stops.contains(&id) {
+            let _ = seq.tx.send(Event::Finished { reason: FinishReason::Stop });
+            return Step::Done;
+        }
+        if seq.tx.send(Event::Token { id, logprob }).is_err() {
+            return Step::Done;
+        }
+        seq.generated += 1;
+        seq.last = Some(id);
+        if seq.generated >= seq.max_tokens {
+            let _ = seq.tx.send(Event::Finished { reason: FinishReason::Length });
+            return Step::Done;
+        }
+        Step::Continue
+    }
+}
+
+/// Logits tensor `[n, vocab]` → n rows of f32.
+fn rows(logits: Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+    let logits = logits.to_dtype(DType::F32)?;
+    match logits.rank() {
+        1 => Ok(vec![logits.to_vec1()?]),
+        _ => logits.flatten_to(logits.rank() - 2)?.to_vec2(),
+    }
+}

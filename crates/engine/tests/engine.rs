@@ -1,0 +1,215 @@
+//! The scheduler end to end on the real SmolLM2-135M: determinism, continuous batching,
+//! back-pressure, cancellation and limits.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+
+use hearth_engine::text::{
+    EngineError, Event, FinishReason, GenerateRequest, SamplingParams, TextEngine, TextEngineConfig,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn model_path() -> PathBuf {
+    let dir = std::env::var_os("HEARTH_TEST_MODELS").map_or_else(|| PathBuf::from("/tmp/models"), PathBuf::from);
+    dir.join("smollm2-135m-instruct-q4_1.gguf")
+}
+
+fn load(config: TextEngineConfig) -> TextEngine {
+    TextEngine::load(&model_path(), config).unwrap_or_else(|e| panic!("loading SmolLM2: {e:#}"))
+}
+
+/// One engine with the default configuration, shared by the tests that don't need their own.
+fn engine() -> &'static TextEngine {
+    static ENGINE: OnceLock<TextEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| load(TextEngineConfig::default()))
+}
+
+fn chat_prompt(engine: &TextEngine, user: &str) -> Vec<u32> {
+    let text = engine
+        .render_chat(&serde_json::json!([{"role": "user", "content": user}]), None)
+        .expect("template renders");
+    engine.encode(&text, true).expect("encodes")
+}
+
+fn request(prompt: Vec<u32>, max_tokens: usize, sampling: SamplingParams) -> GenerateRequest {
+    GenerateRequest { prompt, max_tokens, sampling, stop_tokens: vec![], logprobs: None, prompt_logprobs: false }
+}
+
+fn greedy() -> SamplingParams {
+    SamplingParams { temperature: 0.0, ..Default::default() }
+}
+
+/// Bans every stop token so that generation runs to `max_tokens`.
+fn no_stop(engine: &TextEngine, mut sampling: SamplingParams) -> SamplingParams {
+    sampling.logit_bias = engine.info().stop_tokens.iter().map(|&id| (id, -100.0)).collect();
+    sampling
+}
+
+/// Receives until the end; returns generated ids and why generation ended.
+fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, FinishReason) {
+    let mut ids = Vec::new();
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            Event::Token { id, .. } => ids.push(id),
+            Event::Finished { reason } => return (ids, reason),
+            Event::PromptLogprobs(_) => {}
+            Event::Error(e) => panic!("engine error: {e}"),
+        }
+    }
+    panic!("stream ended without Finished after {} tokens", ids.len());
+}
+
+fn run(engine: &TextEngine, req: GenerateRequest) -> (Vec<u32>, FinishReason) {
+    collect(engine.submit(req).expect("accepted"))
+}
+
+#[test]
+fn greedy_is_deterministic() {
+    let e = engine();
+    let prompt = chat_prompt(e, "What is the capital of France?");
+    let started = Instant::now();
+    let (a, _) = run(e, request(prompt.clone(), 24, greedy()));
+    eprintln!("24 greedy tokens in {:?}: {a:?} {:?}", started.elapsed(), e.decode(&a));
+    let (b, _) = run(e, request(prompt, 24, greedy()));
+    assert_eq!(a, b);
+    assert!(!a.is_empty());
+}
+
+#[test]
+fn same_seed_same_tokens() {
+    let e = engine();
+    let prompt = chat_prompt(e, "Tell me a story about a dragon.");
+    let sampling = |seed| no_stop(e, SamplingParams { temperature: 1.0, top_p: 0.95, seed: Some(seed), ..Default::default() });
+    let (a, _) = run(e, request(prompt.clone(), 20, sampling(1234)));
+    let (b, _) = run(e, request(prompt.clone(), 20, sampling(1234)));
+    let (c, _) = run(e, request(prompt, 20, sampling(99)));
+    assert_eq!(a, b);
+    assert_ne!(a, c, "different seeds should (almost surely) differ over 20 tokens");
+}
+
+#[test]
+fn max_tokens_ends_with_length() {
+    let e = engine();
+    let (ids, reason) = run(e, request(chat_prompt(e, "Count to one hundred."), 5, no_stop(e, greedy())));
+    assert_eq!(ids.len(), 5);
+    assert_eq!(reason, FinishReason::Length);
+}
+
+#[test]
+fn concurrent_requests_match_solo_runs() {
+    let e = load(TextEngineConfig { max_batch: 8, queue_capacity: 16 });
+    let questions = [
+        "What is 2 + 2?",
+        "Name a color.",
+        "Write a haiku about rain.",
+        "What is the largest planet?",
+        "Say hello in French.",
+        "Give me a fruit.",
+        "Why is the sky blue?",
+        "List three animals.",
+    ];
+    let prompts: Vec<Vec<u32>> = questions.iter().map(|q| chat_prompt(&e, q)).collect();
+    let solo: Vec<_> = prompts.iter().map(|p| run(&e, request(p.clone(), 16, greedy()))).collect();
+    let receivers: Vec<_> = prompts.iter().map(|p| e.submit(request(p.clone(), 16, greedy())).expect("accepted")).collect();
+    let together: Vec<_> = receivers.into_iter().map(collect).collect();
+    for (i, (s, t)) in solo.iter().zip(&together).enumerate() {
+        assert_eq!(s, t, "request {i} ({:?}) differs when batched", questions[i]);
+    }
+}
+
+#[test]
+fn full_queue_is_overloaded() {
+    let e = load(TextEngineConfig { max_batch: 1, queue_capacity: 1 });
+    let prompt = chat_prompt(&e, "Write a long essay about the sea.");
+    let mut running = e.submit(request(prompt.clone(), 2000, no_stop(&e, greedy()))).expect("accepted");
+    // Once it produces a token it holds the only batch slot.
+    assert!(matches!(running.blocking_recv(), Some(Event::Token { .. })));
+    let _queued = e.submit(request(prompt.clone(), 4, greedy())).expect("fits the queue");
+    match e.submit(request(prompt, 4, greedy())) {
+        Err(EngineError::Overloaded) => {}
+        other => panic!("expected Overloaded, got {:?}", other.map(|_| "a receiver")),
+    }
+}
+
+#[test]
+fn dropping_the_receiver_frees_the_slot() {
+    let e = load(TextEngineConfig { max_batch: 1, queue_capacity: 4 });
+    let prompt = chat_prompt(&e, "Write a long essay about mountains.");
+    // Would take minutes to finish if it kept running.
+    let mut long = e.submit(request(prompt.clone(), 8000 - prompt.len(), no_stop(&e, greedy()))).expect("accepted");
+    assert!(matches!(long.blocking_recv(), Some(Event::Token { .. })));
+    drop(long);
+    // With the slot still taken, this request would wait for thousands of tokens.
+    let rx = e.submit(request(prompt, 4, greedy())).expect("accepted");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(collect(rx));
+    });
+    let (ids, _) = done_rx.recv_timeout(Duration::from_secs(120)).expect("the next request ran");
+    assert!(!ids.is_empty());
+}
+
+#[test]
+fn invalid_requests_are_refused() {
+    let e = engine();
+    let info = e.info();
+    let invalid = |req| matches!(e.submit(req), Err(EngineError::InvalidRequest(_)));
+    assert!(invalid(request(vec![], 4, greedy())));
+    assert!(invalid(request(vec![info.vocab_size as u32], 4, greedy())));
+    assert!(invalid(request(vec![1, 2, 3], info.context_length, greedy())));
+    let mut bias = greedy();
+    bias.logit_bias = vec![(u32::MAX, 1.0)];
+    assert!(invalid(request(vec![1, 2, 3], 4, bias)));
+}
+
+#[test]
+fn logprobs_and_prompt_logprobs() {
+    let e = engine();
+    let prompt = e.encode("The capital of France is", false).unwrap();
+    let mut req = request(prompt.clone(), 3, no_stop(e, greedy()));
+    req.logprobs = Some(3);
+    req.prompt_logprobs = true;
+    let mut rx = e.submit(req).expect("accepted");
+    match rx.blocking_recv() {
+        Some(Event::PromptLogprobs(lps)) => {
+            assert_eq!(lps.len(), prompt.len());
+            assert!(lps[0].is_none());
+            for lp in &lps[1..] {
+                let lp = lp.as_ref().expect("logprob for every prompt token after the first");
+                assert!(lp.logprob <= 0.0);
+                assert_eq!(lp.top.len(), 3);
+            }
+        }
+        other => panic!("expected prompt logprobs first, got {other:?}"),
+    }
+    let mut tokens = 0;
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            Event::Token { id, logprob } => {
+                let lp = logprob.expect("logprobs asked for");
+                // Greedy: the chosen token is the most likely one.
+                assert_eq!(lp.top[0].0, id);
+                assert!((lp.top[0].1 - lp.logprob).abs() < 1e-5);
+                tokens += 1;
+            }
+            Event::Finished { reason } => {
+                assert_eq!(reason, FinishReason::Length);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(tokens, 3);
+}
+
+#[test]
+fn max_tokens_zero_scores_the_prompt_only() {
+    let e = engine();
+    let mut req = request(e.encode("Hello there", false).unwrap(), 0, greedy());
+    req.prompt_logprobs = true;
+    let mut rx = e.submit(req).expect("accepted");
+    assert!(matches!(rx.blocking_recv(), Some(Event::PromptLogprobs(_))));
+    assert!(matches!(rx.blocking_recv(), Some(Event::Finished { reason: FinishReason::Length })));
+}

@@ -1,0 +1,206 @@
+//! Self-consistency of the forward pass on the real test models: the same positions give
+//! the same logits whether they come from one prefill, chunks of prefill, single decode
+//! steps, or a batched decode step shared with other sequences.
+mod model_support;
+
+use candle_core::Tensor;
+use hearth_engine::text::Model;
+use model_support::relative_max_diff;
+
+/// Relative logit difference allowed between two computation orders of the same position.
+/// Prefill and decode differ only in summation order (attention gemm blocking, matmul
+/// kernels for one row vs many), but quantized inference amplifies that: activations are
+/// re-quantized to 8 bits before every matmul, so a 1e-7 change that flips one rounding
+/// moves the logits by a few percent (llama.cpp's own logits move as much when only its
+/// batch size changes). A wrong position, mask or cache slot moves them far more.
+const TOLERANCE: f32 = 0.1;
+/// Above this top1-top2 logit margin, both orders must also pick the same token.
+const CLEAR_MARGIN: f32 = 1.0;
+
+/// Deterministic in-vocabulary prompt ids (no tokenizer needed).
+fn prompt(len: usize, salt: u32) -> Vec<u32> {
+    (0..len as u32)
+        .map(|i| 200 + (i * 7919 + salt * 104_729) % 20_000)
+        .collect()
+}
+
+fn row(t: &Tensor, i: usize) -> Tensor {
+    t.narrow(0, i, 1).expect("row")
+}
+
+fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
+    let d = relative_max_diff(a, b);
+    assert!(d < TOLERANCE, "{what}: relative difference {d}");
+    let (a_rows, b_rows) = (
+        a.to_vec2::<f32>().expect("a"),
+        b.to_vec2::<f32>().expect("b"),
+    );
+    for (ra, rb) in a_rows.iter().zip(&b_rows) {
+        let mut sorted = ra.clone();
+        sorted.sort_by(|x, y| y.total_cmp(x));
+        if sorted[0] - sorted[1] > CLEAR_MARGIN {
+            assert_eq!(
+                argmax(ra),
+                argmax(rb),
+                "{what}: different argmax despite a clear margin"
+            );
+        }
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > row[best] { i } else { best })
+}
+
+/// Prefill of N tokens with all logits == prefill of N-1 then decode of the last token,
+/// and == prefill in two chunks.
+fn prefill_matches_decode(model: &dyn Model, name: &str) {
+    let tokens = prompt(12, 1);
+    let n = tokens.len();
+    let mut cache = model.new_cache(32).expect("cache");
+    let full = model.prefill(&tokens, &mut cache, true).expect("prefill");
+    assert_eq!(full.dims2().expect("2d").0, n);
+    assert_eq!(cache.len(), n);
+
+    let mut cache = model.new_cache(32).expect("cache");
+    let last_of_prefix = model
+        .prefill(&tokens[..n - 1], &mut cache, false)
+        .expect("prefill");
+    assert_eq!(last_of_prefix.dims2().expect("2d").0, 1);
+    assert_close(
+        &format!("{name}: last-row prefill"),
+        &row(&full, n - 2),
+        &last_of_prefix,
+    );
+    let decoded = model
+        .decode(&tokens[n - 1..], &mut [&mut cache])
+        .expect("decode");
+    assert_close(
+        &format!("{name}: decode after prefill"),
+        &row(&full, n - 1),
+        &decoded,
+    );
+
+    let mut cache = model.new_cache(32).expect("cache");
+    let first = model
+        .prefill(&tokens[..5], &mut cache, true)
+        .expect("prefill");
+    let rest = model
+        .prefill(&tokens[5..], &mut cache, true)
+        .expect("prefill");
+    let chunked = Tensor::cat(&[first, rest], 0).expect("cat");
+    assert_close(&format!("{name}: chunked prefill"), &full, &chunked);
+}
+
+/// A batched decode step of 3 sequences at different positions == each decoded alone.
+fn batched_decode_matches_single(model: &dyn Model, name: &str) {
+    let prompts = [prompt(3, 2), prompt(9, 3), prompt(5, 4)];
+    let fresh = || -> Vec<_> {
+        prompts
+            .iter()
+            .map(|p| {
+                let mut cache = model.new_cache(16).expect("cache");
+                model.prefill(p, &mut cache, false).expect("prefill");
+                cache
+            })
+            .collect()
+    };
+    let (mut batched, mut single) = (fresh(), fresh());
+    let mut next = vec![11u32, 12, 13];
+    for step in 0..3 {
+        let mut refs: Vec<_> = batched.iter_mut().collect();
+        let together = model.decode(&next, &mut refs).expect("batched decode");
+        assert_eq!(together.dims2().expect("2d").0, 3);
+        for (i, cache) in single.iter_mut().enumerate() {
+            let alone = model.decode(&next[i..i + 1], &mut [cache]).expect("decode");
+            assert_close(
+                &format!("{name}: step {step} sequence {i}"),
+                &alone,
+                &row(&together, i),
+            );
+        }
+        next = model_support::argmax_rows(&together);
+    }
+    for (b, s) in batched.iter().zip(&single) {
+        assert_eq!(b.len(), s.len());
+    }
+}
+
+/// Errors, not panics, on bad input; a failed call leaves the cache unchanged.
+fn rejects_bad_input(model: &dyn Model, name: &str) {
+    let mut cache = model.new_cache(4).expect("cache");
+    assert!(
+        model.prefill(&[], &mut cache, false).is_err(),
+        "{name}: empty prompt"
+    );
+    assert!(
+        model.prefill(&[u32::MAX], &mut cache, false).is_err(),
+        "{name}: out-of-vocab id"
+    );
+    assert!(
+        model.prefill(&prompt(5, 5), &mut cache, false).is_err(),
+        "{name}: over capacity"
+    );
+    assert_eq!(cache.len(), 0);
+    assert!(
+        model.decode(&[1, 2], &mut [&mut cache]).is_err(),
+        "{name}: tokens/caches mismatch"
+    );
+    model
+        .prefill(&prompt(4, 5), &mut cache, false)
+        .expect("fits exactly");
+    assert!(
+        model.decode(&[1], &mut [&mut cache]).is_err(),
+        "{name}: full cache"
+    );
+    assert_eq!((cache.len(), cache.capacity()), (4, 4));
+}
+
+fn check(file_name: &str) {
+    let Some(model) = model_support::load(file_name) else {
+        return;
+    };
+    prefill_matches_decode(model.as_ref(), file_name);
+    batched_decode_matches_single(model.as_ref(), file_name);
+    rejects_bad_input(model.as_ref(), file_name);
+}
+
+#[test]
+fn smollm2_llama() {
+    check(model_support::SMOLLM2);
+}
+
+#[test]
+fn qwen2() {
+    check(model_support::QWEN2);
+}
+
+#[test]
+fn gemma3() {
+    check(model_support::GEMMA3);
+}
+
+/// gemma3's local layers see only the last 512 positions: a 600-token prompt crosses the
+/// window (and the 512-token prefill chunk); decode at the edge must agree with prefill.
+#[test]
+fn gemma3_sliding_window() {
+    let Some(model) = model_support::load(model_support::GEMMA3) else {
+        return;
+    };
+    let tokens = prompt(600, 6);
+    let n = tokens.len();
+    let mut cache = model.new_cache(n).expect("cache");
+    let full = model.prefill(&tokens, &mut cache, true).expect("prefill");
+    let mut cache = model.new_cache(n).expect("cache");
+    model
+        .prefill(&tokens[..n - 2], &mut cache, false)
+        .expect("prefill");
+    for i in n - 2..n {
+        let decoded = model
+            .decode(&tokens[i..i + 1], &mut [&mut cache])
+            .expect("decode");
+        assert_close(&format!("position {i}"), &row(&full, i), &decoded);
+    }
+}

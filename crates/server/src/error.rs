@@ -1,0 +1,257 @@
+//! Every failure becomes an `ApiError`: the HTTP status and OpenAI's error body
+//! are decided here and nowhere else.
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hearth_api::{ErrorResponse, Invalid};
+use hearth_catalog::{Endpoint, ResolveError};
+use hearth_engine::text::EngineError;
+
+pub const INVALID_REQUEST: &str = "invalid_request_error";
+pub const SERVER_ERROR: &str = "server_error";
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorResponse,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>, kind: &str, param: Option<&str>, code: Option<&str>) -> Self {
+        Self { status, body: ErrorResponse::new(message, kind, param, code) }
+    }
+
+    /// 400 invalid_request_error.
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message, INVALID_REQUEST, param, None)
+    }
+
+    pub fn malformed_json() -> Self {
+        Self::invalid(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)",
+            None,
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request body is too large. The maximum size is {limit} bytes."),
+            INVALID_REQUEST,
+            None,
+            None,
+        )
+    }
+
+    pub fn missing_api_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API key from your hearth administrator.",
+            INVALID_REQUEST,
+            None,
+            Some("invalid_api_key"),
+        )
+    }
+
+    pub fn incorrect_api_key(given: &str) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Incorrect API key provided: {}. You can find your API key in your hearth configuration.",
+                mask_key(given)
+            ),
+            INVALID_REQUEST,
+            None,
+            Some("invalid_api_key"),
+        )
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("The model `{model}` does not exist"),
+            INVALID_REQUEST,
+            None,
+            Some("model_not_found"),
+        )
+    }
+
+    pub fn invalid_url(method: &str, path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("Invalid URL ({method} {path})"), INVALID_REQUEST, None, None)
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Invalid method for URL ({method} {path})"),
+            INVALID_REQUEST,
+            None,
+            None,
+        )
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request. Sorry about that!",
+            SERVER_ERROR,
+            None,
+            None,
+        )
+    }
+
+    pub fn overloaded() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "That model is currently overloaded with other requests. You can retry your request later.",
+            "requests",
+            None,
+            Some("rate_limit_exceeded"),
+        )
+    }
+
+    /// Prompt + completion over the window (chat wording).
+    pub fn context_exceeded_chat(window: usize, prompt: usize, completion: Option<usize>) -> Self {
+        let message = match completion {
+            Some(c) => format!(
+                "This model's maximum context length is {window} tokens. However, you requested {} tokens ({prompt} in the messages, {c} in the completion). Please reduce the length of the messages or completion.",
+                prompt + c
+            ),
+            None => format!(
+                "This model's maximum context length is {window} tokens. However, your messages resulted in {prompt} tokens. Please reduce the length of the messages."
+            ),
+        };
+        Self::new(StatusCode::BAD_REQUEST, message, INVALID_REQUEST, Some("messages"), Some("context_length_exceeded"))
+    }
+
+    /// Prompt + completion over the window (completions wording).
+    pub fn context_exceeded_completion(window: usize, prompt: usize, completion: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "This model's maximum context length is {window} tokens, however you requested {} tokens ({prompt} in your prompt; {completion} for the completion). Please reduce your prompt; or completion length.",
+                prompt + completion
+            ),
+            INVALID_REQUEST,
+            Some("prompt"),
+            Some("context_length_exceeded"),
+        )
+    }
+
+    /// The body of a mid-stream failure event.
+    pub fn stream_failure(detail: &str) -> ErrorResponse {
+        tracing::error!("generation failed mid-stream: {detail}");
+        ErrorResponse::new(format!("The server had an error while generating: {detail}"), SERVER_ERROR, None, None)
+    }
+}
+
+/// `sk-abcdefghijkl` -> `sk-********ijkl`: enough to recognise a key, not to use it.
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() < 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        Self::invalid(e.message, e.param.as_deref())
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::NotFound { model } => Self::model_not_found(&model),
+            ResolveError::Deprecated { model, date, replacement } => {
+                let instead = replacement.map(|r| format!(" Use `{r}` instead.")).unwrap_or_default();
+                Self::new(
+                    StatusCode::NOT_FOUND,
+                    format!("The model `{model}` has been deprecated since {date}.{instead}"),
+                    INVALID_REQUEST,
+                    None,
+                    Some("model_not_found"),
+                )
+            }
+            ResolveError::WrongEndpoint { model, serves } => {
+                let chat = serves.contains(&Endpoint::ChatCompletions);
+                let completions = serves.contains(&Endpoint::Completions);
+                let message = if chat && !completions {
+                    "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?".to_string()
+                } else if completions && !chat {
+                    "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?".to_string()
+                } else {
+                    let paths: Vec<&str> = serves.iter().map(|e| e.path().trim_start_matches('/')).collect();
+                    format!("The model `{model}` is not supported by this endpoint. It serves: {}.", paths.join(", "))
+                };
+                Self::new(StatusCode::NOT_FOUND, message, INVALID_REQUEST, Some("model"), None)
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Overloaded => Self::overloaded(),
+            EngineError::InvalidRequest(message) => Self::invalid(message, None),
+            EngineError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::body_too_large(crate::routes::BODY_LIMIT)
+        } else {
+            Self::invalid(format!("Could not read the request body: {}", e.body_text()), None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keys() {
+        assert_eq!(mask_key("sk-abcdefghijkl"), "sk-********ijkl");
+        assert_eq!(mask_key("short"), "*****");
+    }
+
+    #[test]
+    fn wrong_endpoint_wording() {
+        let e: ApiError = ResolveError::WrongEndpoint { model: "m".into(), serves: vec![Endpoint::ChatCompletions] }.into();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert!(e.body.error.message.starts_with("This is a chat model and not supported in the v1/completions endpoint."));
+        assert_eq!(e.body.error.param.as_deref(), Some("model"));
+        let e: ApiError = ResolveError::WrongEndpoint { model: "m".into(), serves: vec![Endpoint::Completions] }.into();
+        assert!(e.body.error.message.starts_with("This is not a chat model"));
+    }
+
+    #[test]
+    fn deprecated_names_replacement() {
+        let e: ApiError = ResolveError::Deprecated { model: "a".into(), date: "2024-01-04".into(), replacement: Some("b".into()) }.into();
+        assert_eq!(e.body.error.message, "The model `a` has been deprecated since 2024-01-04. Use `b` instead.");
+        assert_eq!(e.body.error.code.as_deref(), Some("model_not_found"));
+    }
+
+    #[test]
+    fn overloaded_is_429() {
+        let e: ApiError = EngineError::Overloaded.into();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.body.error.code.as_deref(), Some("rate_limit_exceeded"));
+    }
+}

@@ -1,0 +1,29 @@
+//! `GET /v1/models` and `GET /v1/models/{model}`.
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::Json;
+use hearth_api::models::{ListModelsResponse, Model};
+use std::sync::Arc;
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<ListModelsResponse> {
+    let today = state.today();
+    let data = state
+        .catalog
+        .list_on(&today)
+        .into_iter()
+        .filter(|l| state.serves(&l.id))
+        .map(|l| Model::new(l.id, l.created, l.owned_by))
+        .collect();
+    Json(ListModelsResponse::new(data))
+}
+
+pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
+    let today = state.today();
+    state.catalog.resolve(&id, None, &today)?;
+    if !state.serves(&id) {
+        return Err(ApiError::model_not_found(&id));
+    }
+    let listed = state.catalog.list().into_iter().find(|l| l.id == id).ok_or_else(|| ApiError::model_not_found(&id))?;
+    Ok(Json(Model::new(listed.id, listed.created, listed.owned_by)))
+}

@@ -1,0 +1,38 @@
+//! The routes table and the layers around it (auth, body limit, panics, tracing).
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{auth, chat, completions, models};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+/// Largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The whole HTTP API as a router, for `serve` or for embedding/tests.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::retrieve))
+        .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/completions", post(completions::create))
+        .fallback(invalid_url)
+        .method_not_allowed_fallback(invalid_method)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| ApiError::internal("a handler panicked").into_response()))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn invalid_url(request: Request) -> Response {
+    ApiError::invalid_url(request.method().as_str(), request.uri().path()).into_response()
+}
+
+async fn invalid_method(request: Request) -> Response {
+    ApiError::method_not_allowed(request.method().as_str(), request.uri().path()).into_response()
+}

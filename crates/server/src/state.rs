@@ -1,0 +1,68 @@
+//! What every handler shares: the catalog, the loaded engines, the keys.
+use crate::error::ApiError;
+use hearth_catalog::{Catalog, Endpoint};
+use hearth_engine::text::TextEngine;
+use std::collections::HashMap;
+
+pub struct AppState {
+    pub catalog: Catalog,
+    /// Loaded text engines by catalog model id.
+    pub engines: HashMap<String, TextEngine>,
+    /// Accepted bearer keys; empty = no auth.
+    pub api_keys: Vec<String>,
+    /// A fixed "YYYY-MM-DD" for deprecation checks (tests); None = today (UTC).
+    pub today: Option<String>,
+}
+
+/// A request's model, resolved and loaded.
+pub struct Target {
+    /// The name the client sent (echoed as `model`).
+    pub requested: String,
+    pub model_id: String,
+    /// Effective window: the catalog's (alias-capped) window, capped by the loaded model's.
+    pub context_window: usize,
+    pub engine: TextEngine,
+    pub system_fingerprint: String,
+}
+
+impl AppState {
+    pub fn new(catalog: Catalog, engines: HashMap<String, TextEngine>, api_keys: Vec<String>) -> Self {
+        Self { catalog, engines, api_keys, today: None }
+    }
+
+    pub fn today(&self) -> String {
+        self.today.clone().unwrap_or_else(hearth_catalog::today)
+    }
+
+    pub fn target(&self, name: &str, endpoint: Endpoint) -> Result<Target, ApiError> {
+        let today = self.today();
+        let resolved = self.catalog.resolve(name, Some(endpoint), &today)?;
+        let Some(engine) = self.engines.get(&resolved.entry.id) else {
+            // In the catalog but not loaded by this server (`--models` chose others).
+            return Err(ApiError::model_not_found(name));
+        };
+        Ok(Target {
+            requested: resolved.requested.clone(),
+            model_id: resolved.entry.id.clone(),
+            context_window: resolved.context_window.min(engine.info().context_length),
+            engine: engine.clone(),
+            system_fingerprint: fingerprint(&resolved.entry.id),
+        })
+    }
+
+    /// Whether a listed name leads to a loaded model (what `/v1/models` shows).
+    pub fn serves(&self, name: &str) -> bool {
+        let today = self.today();
+        matches!(self.catalog.resolve(name, None, &today), Ok(r) if self.engines.contains_key(&r.entry.id))
+    }
+}
+
+/// A stable `fp_…` per model and hearth version.
+fn fingerprint(model_id: &str) -> String {
+    // FNV-1a: stable across runs and builds (std's hasher is not).
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in model_id.bytes().chain(env!("CARGO_PKG_VERSION").bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("fp_{:010x}", h & 0xff_ffff_ffff)
+}

@@ -1,0 +1,84 @@
+//! API keys (Authorization: Bearer) and the refusal to listen on a public
+//! address without them.
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-test-right-key";
+const OTHER_KEY: &str = "sk-test-second-key";
+
+async fn get_with(server: &Server, path: &str, auth: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = client().get(server.url(path));
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    read_json(req.send().await.expect("send")).await
+}
+
+#[tokio::test]
+async fn keys_are_required_and_checked() {
+    let server = Server::start(&["--models", SMOL, "--api-key", KEY, "--api-key", OTHER_KEY], Some(KEY));
+
+    let (status, body) = get_with(&server, "/v1/models", None).await;
+    assert_eq!(status, 401, "no key: {body}");
+    assert_error_shape(&body);
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+
+    let (status, body) = get_with(&server, "/v1/models", Some("Bearer sk-wrong")).await;
+    assert_error(status, &body, 401, "invalid_request_error", None, Some("invalid_api_key"));
+    assert!(!body["error"]["message"].as_str().unwrap_or_default().contains(KEY), "never echo a real key");
+
+    let (status, body) = get_with(&server, "/v1/models", Some(&format!("Basic {KEY}"))).await;
+    assert_eq!(status, 401, "only Bearer auth: {body}");
+    assert_error_shape(&body);
+
+    for key in [KEY, OTHER_KEY] {
+        let (status, body) = get_with(&server, "/v1/models", Some(&format!("Bearer {key}"))).await;
+        assert_eq!(status, 200, "{key}: {body}");
+    }
+
+    // Generation endpoints are guarded too, before the body is even looked at.
+    let resp = client().post(server.url("/v1/chat/completions")).json(&chat(SMOL, "Hi", 1)).send().await.expect("send");
+    let (status, body) = read_json(resp).await;
+    assert_eq!(status, 401, "{body}");
+    let resp = client()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&chat(SMOL, "Hi", 1))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = read_json(resp).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn public_bind_without_keys_is_refused() {
+    let port = free_port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["serve", "--host", "0.0.0.0", "--port", &port, "--models", SMOL])
+        .env_remove("HEARTH_API_KEYS")
+        .env_remove("HEARTH_API_KEYS_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hearth");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hearth serve --host 0.0.0.0 without an API key kept running; it must refuse");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase() + &String::from_utf8_lossy(&output.stdout).to_lowercase();
+    assert!(!status.success(), "must exit non-zero: {stderr}");
+    assert!(stderr.contains("key"), "the message must say an API key is needed: {stderr}");
+}

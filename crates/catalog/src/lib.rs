@@ -1,7 +1,7 @@
 //! The model catalog: entries, aliases, snapshots, deprecations, endpoint
 //! compatibility; plus fetching/verifying/caching weights (module `fetch`).
 //!
-//! CONTRACT (catalog helper fills in bodies; the server codes against these items).
+//! The server codes against the public items below.
 pub mod fetch;
 
 mod date;

@@ -1,7 +1,7 @@
 //! The HTTP server: routes, auth, limits, request parsing -> catalog -> engine
 //! -> response shaping. Usable as a library (`router`) or whole (`serve`).
 //!
-//! CONTRACT: `ServerConfig` and `serve` are called by src/main.rs.
+//! `ServerConfig` and `serve` are called by src/main.rs.
 mod auth;
 mod body;
 mod chat;

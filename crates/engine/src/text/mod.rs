@@ -1,14 +1,14 @@
 //! Text generation: GGUF models (llama, qwen2, gemma3) with a continuous-batching
 //! scheduler. `TextEngine` is the only type the server needs.
 //!
-//! CONTRACT (shared by the helpers building this crate and the server):
-//! the public items below are fixed; their bodies are filled in by the modules.
+//! The public items below are what the server uses;
+//! the modules fill in their bodies.
 
-mod model;      // architectures: forward pass over a preallocated KV cache (helper "model")
-mod sampling;   // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs (helper "engine")
-mod scheduler;  // continuous batching loop on its own thread (helper "engine")
-mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding (helper "engine")
-mod template;   // chat template rendering with minijinja (helper "engine")
+mod model;      // architectures: forward pass over a preallocated KV cache
+mod sampling;   // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs
+mod scheduler;  // continuous batching loop on its own thread
+mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding
+mod template;   // chat template rendering with minijinja
 
 pub use model::{Model, SeqCache};
 /// Loads a model's weights from an opened GGUF (used by the scheduler and the model tests).

@@ -48,6 +48,9 @@ struct Queue {
 
 struct QueueState {
     waiting: VecDeque<Pending>,
+    /// Batch slots free after the last admission: requests that will join at the
+    /// next step without waiting, so they don't count against `queue_capacity`.
+    free_slots: usize,
     shutdown: bool,
 }
 
@@ -70,11 +73,11 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<Shared>
     let tokenizer = Tokenizer::from_gguf(&content).context("building the tokenizer")?;
     let info = model_info(&content, &tokenizer, path);
     let model = model::load(&content, &mut file).context("loading the model weights")?;
+    let config = TextEngineConfig { max_batch: config.max_batch.max(1), ..config };
     let queue = Arc::new(Queue {
-        state: Mutex::new(QueueState { waiting: VecDeque::new(), shutdown: false }),
+        state: Mutex::new(QueueState { waiting: VecDeque::new(), free_slots: config.max_batch, shutdown: false }),
         wake: Condvar::new(),
     });
-    let config = TextEngineConfig { max_batch: config.max_batch.max(1), ..config };
     let worker = Worker {
         model,
         queue: queue.clone(),
@@ -128,7 +131,7 @@ pub(crate) fn submit(shared: &Arc<Shared>, req: GenerateRequest) -> Result<Unbou
     let (tx, rx) = unbounded_channel();
     {
         let mut q = shared.queue.lock();
-        if q.waiting.len() >= shared.config.queue_capacity {
+        if q.waiting.len() >= shared.config.queue_capacity + q.free_slots {
             return Err(EngineError::Overloaded);
         }
         q.waiting.push_back(Pending { req, tx });
@@ -227,6 +230,7 @@ impl Worker {
             }
             q = self.queue.wake.wait(q).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        self.running.retain(|s| !s.tx.is_closed());
         let mut admitted = Vec::new();
         while self.running.len() + admitted.len() < self.max_batch {
             match q.waiting.pop_front() {
@@ -235,6 +239,7 @@ impl Worker {
                 None => break,
             }
         }
+        q.free_slots = self.max_batch - self.running.len() - admitted.len();
         Some(admitted)
     }
 

@@ -1,4 +1,4 @@
-//! CONTRACT for the model helper: GGUF transformer architectures (llama, qwen2,
+//! GGUF transformer architectures (llama, qwen2,
 //! gemma3) running over a per-sequence KV cache that is allocated once.
 mod cache;
 mod decoder;

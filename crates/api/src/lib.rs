@@ -9,6 +9,7 @@ pub mod common;
 pub mod completions;
 pub mod error;
 pub mod models;
+pub mod moderations;
 pub mod schema;
 pub mod sse;
 

@@ -1,0 +1,183 @@
+//! BERT encoder over packed sequences. The inputs of a batch are laid end to end
+//! as rows of one `[tokens, hidden]` matrix, so every dense layer is a single
+//! GEMM with no padding; only attention looks at sequence boundaries.
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor};
+
+use super::ops::{self, Norm};
+
+/// The fields of a Hugging Face BERT `config.json` the forward pass needs.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct BertConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    max_position_embeddings: usize,
+    layer_norm_eps: f32,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default = "default_position_type")]
+    position_embedding_type: String,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_position_type() -> String {
+    "absolute".into()
+}
+
+/// `x @ W + b` with `W` stored transposed (`[in, out]`, contiguous) for the GEMM.
+struct Dense {
+    weight: Tensor,
+    bias: Vec<f32>,
+}
+
+impl Dense {
+    /// `x` is `[rows, in]`; returns `x @ W` (`[rows, out]`), bias not yet added
+    /// (the caller fuses it with what follows).
+    fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let (inputs, _) = self.weight.dims2()?;
+        let x = Tensor::from_slice(x, (rows, inputs), &Device::Cpu)?;
+        Ok(x.matmul(&self.weight)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
+
+struct Layer {
+    /// Query, key and value projections in one `[hidden, 3 * hidden]` matrix.
+    qkv: Dense,
+    attn_out: Dense,
+    attn_norm: Norm,
+    up: Dense,
+    down: Dense,
+    out_norm: Norm,
+}
+
+pub(super) struct Bert {
+    config: BertConfig,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    /// Row 0 of the token-type table: every input is a single segment.
+    segment: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    pub(super) fn load(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config: BertConfig = serde_json::from_str(
+            &std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", config_path.display()))?;
+        ensure!(config.hidden_act == "gelu", "activation `{}` is not supported (only gelu)", config.hidden_act);
+        ensure!(
+            config.position_embedding_type == "absolute",
+            "position embeddings `{}` are not supported (only absolute)",
+            config.position_embedding_type
+        );
+        ensure!(config.hidden_size % config.num_attention_heads == 0, "hidden size not divisible by the head count");
+
+        let weights_path = dir.join("model.safetensors");
+        let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+            .with_context(|| format!("reading {}", weights_path.display()))?;
+        // Checkpoints saved from BertForX carry a `bert.` prefix; sentence-transformers' do not.
+        let get = |name: &str| -> Result<Tensor> {
+            tensors
+                .get(name)
+                .or_else(|| tensors.get(&format!("bert.{name}")))
+                .cloned()
+                .with_context(|| format!("tensor `{name}` missing from {}", weights_path.display()))
+        };
+        let vec = |name: &str| -> Result<Vec<f32>> { Ok(get(name)?.flatten_all()?.to_vec1::<f32>()?) };
+        let norm = |prefix: &str| -> Result<Norm> {
+            Ok(Norm { weight: vec(&format!("{prefix}.weight"))?, bias: vec(&format!("{prefix}.bias"))?, eps: config.layer_norm_eps })
+        };
+        let dense = |prefixes: &[String]| -> Result<Dense> {
+            let weights = prefixes.iter().map(|p| get(&format!("{p}.weight"))).collect::<Result<Vec<_>>>()?;
+            let weight = Tensor::cat(&weights, 0)?.t()?.contiguous()?;
+            let mut bias = Vec::new();
+            for p in prefixes {
+                bias.extend(vec(&format!("{p}.bias"))?);
+            }
+            Ok(Dense { weight, bias })
+        };
+
+        let h = config.hidden_size;
+        let word = vec("embeddings.word_embeddings.weight")?;
+        let position = vec("embeddings.position_embeddings.weight")?;
+        let segment = vec("embeddings.token_type_embeddings.weight")?;
+        ensure!(word.len() == config.vocab_size * h, "word embeddings do not match vocab_size x hidden_size");
+        ensure!(position.len() == config.max_position_embeddings * h, "position embeddings do not match the config");
+        ensure!(segment.len() >= h, "token type embeddings are empty");
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let qkv = ["query", "key", "value"].map(|n| format!("{p}.attention.self.{n}"));
+            layers.push(Layer {
+                qkv: dense(&qkv)?,
+                attn_out: dense(&[format!("{p}.attention.output.dense")])?,
+                attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
+                up: dense(&[format!("{p}.intermediate.dense")])?,
+                down: dense(&[format!("{p}.output.dense")])?,
+                out_norm: norm(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        let embed_norm = norm("embeddings.LayerNorm")?;
+        Ok(Self { word, position, segment: segment[..h].to_vec(), embed_norm, layers, config })
+    }
+
+    pub(super) fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    pub(super) fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    pub(super) fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    /// Mean-pooled, L2-normalised embeddings of complete sequences (special tokens included).
+    pub(super) fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let h = self.config.hidden_size;
+        let mut spans = Vec::with_capacity(seqs.len());
+        let mut rows = 0;
+        for seq in seqs {
+            if seq.len() > self.config.max_position_embeddings {
+                bail!("a sequence of {} tokens exceeds the {} positions", seq.len(), self.config.max_position_embeddings);
+            }
+            spans.push((rows, seq.len()));
+            rows += seq.len();
+        }
+        let mut hidden = Vec::with_capacity(rows * h);
+        for seq in seqs {
+            for (pos, &id) in seq.iter().enumerate() {
+                let (id, pos) = (id as usize, pos * h);
+                ensure!(id < self.config.vocab_size, "token id {id} is outside the vocabulary");
+                let word = &self.word[id * h..][..h];
+                let position = &self.position[pos..][..h];
+                hidden.extend((0..h).map(|i| word[i] + position[i] + self.segment[i]));
+            }
+        }
+        ops::layer_norm(&mut hidden, &self.embed_norm);
+
+        let heads = self.config.num_attention_heads;
+        for layer in &self.layers {
+            let mut qkv = layer.qkv.matmul(&hidden, rows)?;
+            ops::add_bias(&mut qkv, &layer.qkv.bias);
+            let context = ops::attention(&qkv, &spans, heads, h / heads);
+            let mut attended = layer.attn_out.matmul(&context, rows)?;
+            ops::bias_residual_norm(&mut attended, &layer.attn_out.bias, &hidden, &layer.attn_norm);
+            let mut up = layer.up.matmul(&attended, rows)?;
+            ops::bias_gelu(&mut up, &layer.up.bias);
+            let mut out = layer.down.matmul(&up, rows)?;
+            ops::bias_residual_norm(&mut out, &layer.down.bias, &attended, &layer.out_norm);
+            hidden = out;
+        }
+        Ok(spans.iter().map(|&(start, len)| ops::mean_pool_normalized(&hidden[start * h..(start + len) * h], h)).collect())
+    }
+}

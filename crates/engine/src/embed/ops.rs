@@ -1,0 +1,175 @@
+//! Row kernels on `[rows, width]` f32 matrices, fused where a GEMM's output is
+//! touched anyway (bias + residual + layer norm, bias + GELU). Rows are split
+//! across the rayon pool the GEMMs use, so no second set of threads competes.
+
+use rayon::prelude::*;
+
+/// Rows handed to one rayon task: enough work to outweigh the task's overhead.
+const ROWS_PER_TASK: usize = 16;
+
+pub(super) struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub eps: f32,
+}
+
+/// In place: every row becomes `(x - mean) / sqrt(var + eps) * weight + bias`.
+pub(super) fn layer_norm(x: &mut [f32], norm: &Norm) {
+    let width = norm.weight.len();
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| rows.chunks_exact_mut(width).for_each(|row| normalize_row(row, norm)));
+}
+
+fn normalize_row(row: &mut [f32], norm: &Norm) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + norm.eps).sqrt();
+    for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+        *v = (*v - mean) * inv * w + b;
+    }
+}
+
+pub(super) fn add_bias(x: &mut [f32], bias: &[f32]) {
+    x.par_chunks_mut(bias.len() * ROWS_PER_TASK).for_each(|rows| {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    });
+}
+
+/// In place: `x = layer_norm(x + bias + residual)`.
+pub(super) fn bias_residual_norm(x: &mut [f32], bias: &[f32], residual: &[f32], norm: &Norm) {
+    let width = bias.len();
+    x.par_chunks_mut(width * ROWS_PER_TASK).zip(residual.par_chunks(width * ROWS_PER_TASK)).for_each(|(rows, res)| {
+        for (row, res) in rows.chunks_exact_mut(width).zip(res.chunks_exact(width)) {
+            for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
+                *v += b + r;
+            }
+            normalize_row(row, norm);
+        }
+    });
+}
+
+/// In place: `x = gelu(x + bias)`, the exact (erf) GELU BERT was trained with.
+pub(super) fn bias_gelu(x: &mut [f32], bias: &[f32]) {
+    x.par_chunks_mut(bias.len() * ROWS_PER_TASK).for_each(|rows| {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                let y = *v + b;
+                *v = 0.5 * y * (1.0 + erf(y * std::f32::consts::FRAC_1_SQRT_2));
+            }
+        }
+    });
+}
+
+/// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, under f32's
+/// own rounding at the scale GELU uses it).
+fn erf(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * (-x * x).exp();
+    if x < 0.0 { -y } else { y }
+}
+
+/// Multi-head self-attention of packed sequences. `qkv` rows are
+/// `[q | k | v]` (`3 * heads * head_dim` wide); `spans` are each sequence's
+/// `(first row, length)`. Every token attends to all tokens of its own
+/// sequence (no padding exists to mask). Returns the `[rows, heads * head_dim]` context.
+pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize) -> Vec<f32> {
+    let hidden = heads * head_dim;
+    let rows: usize = spans.iter().map(|s| s.1).sum();
+    let mut context = vec![0f32; rows * hidden];
+    let mut outputs = Vec::with_capacity(spans.len());
+    let mut rest = context.as_mut_slice();
+    for &(start, len) in spans {
+        let (out, tail) = rest.split_at_mut(len * hidden);
+        outputs.push((&qkv[start * 3 * hidden..(start + len) * 3 * hidden], out));
+        rest = tail;
+    }
+    outputs.into_par_iter().for_each(|(qkv, out)| sequence_attention(qkv, out, heads, head_dim));
+    context
+}
+
+fn sequence_attention(qkv: &[f32], out: &mut [f32], heads: usize, d: usize) {
+    let hidden = heads * d;
+    let len = out.len() / hidden;
+    let scale = 1.0 / (d as f32).sqrt();
+    // One head's keys and values gathered contiguously, and one row of scores.
+    let mut keys = vec![0f32; len * d];
+    let mut values = vec![0f32; len * d];
+    let mut scores = vec![0f32; len];
+    for h in 0..heads {
+        for j in 0..len {
+            let row = &qkv[j * 3 * hidden..];
+            keys[j * d..(j + 1) * d].copy_from_slice(&row[hidden + h * d..][..d]);
+            values[j * d..(j + 1) * d].copy_from_slice(&row[2 * hidden + h * d..][..d]);
+        }
+        for i in 0..len {
+            let query = &qkv[i * 3 * hidden + h * d..][..d];
+            for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+                *s = dot(query, key) * scale;
+            }
+            softmax(&mut scores);
+            let o = &mut out[i * hidden + h * d..][..d];
+            o.fill(0.0);
+            for (&p, value) in scores.iter().zip(values.chunks_exact(d)) {
+                o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
+            }
+        }
+    }
+}
+
+/// Dot product with eight independent sums, so the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// The mean of a sequence's rows, scaled to unit length (as
+/// sentence-transformers' Pooling + Normalize: norm clamped at 1e-12).
+pub(super) fn mean_pool_normalized(rows: &[f32], width: usize) -> Vec<f32> {
+    let mut mean = vec![0f32; width];
+    let n = rows.len() / width;
+    for row in rows.chunks_exact(width) {
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f32);
+    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    mean.iter_mut().for_each(|m| *m /= norm);
+    mean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [(0.0, 0.0), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (-2.0, -0.995_322_3), (3.0, 0.999_977_9)] {
+            assert!((erf(x) - want).abs() < 2e-7, "erf({x}) = {} not {want}", erf(x));
+        }
+    }
+
+    #[test]
+    fn pooled_vector_has_unit_length() {
+        let v = mean_pool_normalized(&[1.0, 2.0, 3.0, 4.0], 2);
+        assert!((v[0] - 2.0 / 20f32.sqrt()).abs() < 1e-6 && (v[1] - 4.0 / 20f32.sqrt()).abs() < 1e-6);
+    }
+}

@@ -1,3 +1,82 @@
 //! Moderation: scores text for OpenAI's moderation categories with real
-//! models (see MODERATION.md for which model scores which category).
+//! models. Every chunk of the input gets two feature sets, the all-MiniLM-L6-v2
+//! sentence embedding and the six toxicity probabilities of the ported Keras
+//! classifier (`toxic`); one logistic head per category (`heads`, trained by
+//! scripts/moderation/train_heads.py) turns them into a score. A text's score
+//! is the maximum over its chunks (`chunk`). MODERATION.md says more.
+//!
+//! Inputs live only in memory: nothing here writes or logs them.
+mod chunk;
+mod heads;
 pub mod toxic;
+
+pub use heads::CATEGORIES;
+
+use crate::embed::{EmbedEngine, EmbedError};
+use std::sync::Arc;
+
+/// One input's result: per category (in `CATEGORIES` order) its score and
+/// whether it crossed the calibrated threshold.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub scores: [f32; CATEGORIES.len()],
+    pub flags: [bool; CATEGORIES.len()],
+}
+
+impl Verdict {
+    pub fn flagged(&self) -> bool {
+        self.flags.iter().any(|&f| f)
+    }
+}
+
+/// The moderation runtime: the embedding engine it shares plus the
+/// compiled-in toxicity classifier and heads. Cheap to clone.
+#[derive(Clone)]
+pub struct ModerationEngine {
+    embed: EmbedEngine,
+    toxic: Arc<toxic::ToxicClassifier>,
+    heads: Arc<heads::Heads>,
+}
+
+impl ModerationEngine {
+    pub fn new(embed: EmbedEngine) -> anyhow::Result<Self> {
+        let heads = heads::Heads::builtin()?;
+        anyhow::ensure!(heads.embedding_dims() == embed.dimensions(), "the moderation heads expect {}-dim embeddings, the model gives {}", heads.embedding_dims(), embed.dimensions());
+        Ok(Self { embed, toxic: Arc::new(toxic::ToxicClassifier::builtin()?), heads: Arc::new(heads) })
+    }
+
+    /// Scores each text; texts of any length are chunked.
+    pub async fn moderate(&self, texts: &[String]) -> Result<Vec<Verdict>, EmbedError> {
+        let limits = chunk::Limits { embed_tokens: self.embed.max_tokens() - 2, toxic_words: self.toxic.max_len() };
+        let this = self.clone();
+        let owned: Vec<String> = texts.to_vec();
+        // Tokenizing and the BiLSTM are CPU work: keep them off the async threads.
+        let (owners, chunks, toxic_probs) = tokio::task::spawn_blocking(move || {
+            let mut owners = Vec::new();
+            let mut chunks = Vec::new();
+            for (i, text) in owned.iter().enumerate() {
+                for c in chunk::split(text, &limits, |s| this.embed.tokenize(s), |s| this.toxic.tokenize(s)) {
+                    owners.push(i);
+                    chunks.push(c);
+                }
+            }
+            let probs: Vec<[f32; 6]> = chunks.iter().map(|c| this.toxic.classify_ids(&c.toxic_ids)).collect();
+            (owners, chunks, probs)
+        })
+        .await
+        .map_err(|e| EmbedError::Internal(format!("moderation worker failed: {e}")))?;
+        let embeddings = self.embed.embed(chunks.into_iter().map(|c| c.embed_ids).collect()).await?;
+        let mut verdicts = vec![Verdict { scores: [0.0; CATEGORIES.len()], flags: [false; CATEGORIES.len()] }; texts.len()];
+        for ((owner, embedding), probs) in owners.into_iter().zip(&embeddings).zip(&toxic_probs) {
+            let scores = self.heads.score(embedding, probs);
+            let v = &mut verdicts[owner];
+            for (k, s) in scores.into_iter().enumerate() {
+                v.scores[k] = v.scores[k].max(s);
+            }
+        }
+        for v in &mut verdicts {
+            v.flags = std::array::from_fn(|k| v.scores[k] >= self.heads.threshold(k));
+        }
+        Ok(verdicts)
+    }
+}

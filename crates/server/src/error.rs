@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_api::{ErrorResponse, Invalid};
 use hearth_catalog::{Endpoint, ResolveError};
+use hearth_engine::embed::EmbedError;
 use hearth_engine::text::EngineError;
 
 pub const INVALID_REQUEST: &str = "invalid_request_error";
@@ -207,6 +208,16 @@ impl From<EngineError> for ApiError {
             EngineError::Overloaded => Self::overloaded(),
             EngineError::InvalidRequest(message) => Self::invalid(message, None),
             EngineError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<EmbedError> for ApiError {
+    fn from(e: EmbedError) -> Self {
+        match e {
+            EmbedError::Overloaded => Self::overloaded(),
+            EmbedError::InvalidInput(message) => Self::invalid(message, Some("input")),
+            EmbedError::Internal(detail) => Self::internal(detail),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 mod generate;
 mod logprobs;
 mod models;
+mod moderations;
 mod routes;
 mod sse;
 mod state;
@@ -110,6 +111,11 @@ fn load_runtime(format: &str, path: &Path, config: &ServerConfig) -> anyhow::Res
             let info = engine.info();
             tracing::info!("{}: context {} tokens, vocabulary {}", info.arch, info.context_length, info.vocab_size);
             Ok(Runtime::Text(engine))
+        }
+        // A moderation model's bundle is its embedding model; the toxicity classifier and heads are compiled in.
+        "moderation" => {
+            let embed = hearth_engine::embed::EmbedEngine::load(path, Default::default())?;
+            Ok(Runtime::Moderate(hearth_engine::moderate::ModerationEngine::new(embed)?))
         }
         other => bail!("unknown model format `{other}`"),
     }

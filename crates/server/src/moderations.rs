@@ -1,0 +1,30 @@
+//! `POST /v1/moderations`. Zero retention: the inputs are scored in memory and
+//! dropped; nothing here logs or stores them (only their count is traced).
+use crate::error::ApiError;
+use crate::state::{AppState, Runtime};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use hearth_api::moderations::{ModerationRequest, ModerationResponse, ModerationResult};
+use hearth_catalog::Endpoint;
+use hearth_engine::moderate::CATEGORIES;
+use std::sync::Arc;
+
+pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<ModerationResponse>, ApiError> {
+    let req = ModerationRequest::parse(&crate::body::json(body)?)?;
+    let (resolved, runtime) = state.runtime(&req.model, Endpoint::Moderations)?;
+    let Runtime::Moderate(engine) = runtime else {
+        return Err(ApiError::internal(format!("model `{}` is not loaded as a moderation model", resolved.entry.id)));
+    };
+    tracing::debug!(inputs = req.inputs.len(), "moderation request");
+    let verdicts = engine.moderate(&req.inputs).await?;
+    let results = verdicts
+        .iter()
+        .map(|v| {
+            let scored: Vec<(&str, f32, bool)> = CATEGORIES.iter().enumerate().map(|(k, &c)| (c, v.scores[k], v.flags[k])).collect();
+            ModerationResult::new(&scored)
+        })
+        .collect();
+    Ok(Json(ModerationResponse { id: format!("modr-{}", uuid::Uuid::new_v4().simple()), model: resolved.entry.id.clone(), results }))
+}

@@ -141,6 +141,19 @@ impl ApiError {
         )
     }
 
+    /// An embedding input over the window (OpenAI's embeddings wording: no completion part).
+    pub fn context_exceeded_embedding(window: usize, prompt: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "This model's maximum context length is {window} tokens, however you requested {prompt} tokens ({prompt} in your prompt; 0 for the completion). Please reduce your prompt; or completion length."
+            ),
+            INVALID_REQUEST,
+            Some("input"),
+            Some("context_length_exceeded"),
+        )
+    }
+
     /// The body of a mid-stream failure event.
     pub fn stream_failure(detail: &str) -> ErrorResponse {
         tracing::error!("generation failed mid-stream: {detail}");

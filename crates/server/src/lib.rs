@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod chat;
 mod completions;
+mod embeddings;
 pub mod error;
 mod generate;
 mod logprobs;
@@ -116,6 +117,12 @@ fn load_runtime(format: &str, path: &Path, config: &ServerConfig) -> anyhow::Res
         "moderation" => {
             let embed = hearth_engine::embed::EmbedEngine::load(path, Default::default())?;
             Ok(Runtime::Moderate(hearth_engine::moderate::ModerationEngine::new(embed)?))
+        }
+        // A sentence-transformers directory: model.safetensors, tokenizer.json, config.json.
+        "sentence_transformers" => {
+            let engine = hearth_engine::embed::EmbedEngine::load(path, Default::default())?;
+            tracing::info!("embedding model: {} dimensions, window {} tokens", engine.dimensions(), engine.max_tokens());
+            Ok(Runtime::Embed(engine))
         }
         other => bail!("unknown model format `{other}`"),
     }

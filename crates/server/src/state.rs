@@ -1,6 +1,7 @@
 //! What every handler shares: the catalog, the loaded engines, the keys.
 use crate::error::ApiError;
 use hearth_catalog::{Catalog, Endpoint, Resolved};
+use hearth_engine::embed::EmbedEngine;
 use hearth_engine::moderate::ModerationEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::collections::HashMap;
 pub enum Runtime {
     Text(TextEngine),
     Moderate(ModerationEngine),
+    Embed(EmbedEngine),
 }
 
 pub struct AppState {

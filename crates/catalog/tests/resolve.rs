@@ -7,6 +7,8 @@ const TODAY: &str = "2025-06-01";
 const SMOL: &str = "smollm2-135m-instruct-q4_1";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m";
 const GEMMA: &str = "gemma-3-270m-q4_k_m";
+const MINILM: &str = "all-minilm-l6-v2";
+const MODERATION: &str = "hearth-moderation-1";
 
 /// A newer smollm2 snapshot with a smaller window, deprecated on 2025-01-01.
 const NEWER_SMOL: &str = r#"
@@ -29,21 +31,23 @@ fn user_err(text: &str) -> String {
 }
 
 #[test]
-fn builtin_has_the_three_models_and_every_openai_alias() {
+fn builtin_has_every_model_and_openai_alias() {
     let catalog = Catalog::builtin();
     let ids: Vec<&str> = catalog.models().iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(ids, [SMOL, QWEN, GEMMA]);
+    assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, MODERATION]);
     let listed: Vec<String> = catalog.list().into_iter().map(|l| l.id).collect();
     for name in [
         "gpt-3.5-turbo", "gpt-3.5-turbo-0301", "gpt-4", "gpt-4-0314", "gpt-4-32k", "gpt-4-32k-0314",
         "text-davinci-003", "text-davinci-002", "code-davinci-002", "davinci", "curie", "babbage", "ada",
+        "text-moderation-latest", "text-moderation-stable", "omni-moderation-latest",
+        "text-embedding-ada-002", "text-search-ada-doc-001",
     ] {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
     }
-    assert_eq!(listed.len(), 16);
+    assert_eq!(listed.len(), 23);
     assert!(catalog.list().iter().all(|l| l.owned_by == "hearth" && l.created > 0));
-    assert_eq!(catalog.list_on(TODAY).len(), 16);
+    assert_eq!(catalog.list_on(TODAY).len(), 23);
 }
 
 #[test]
@@ -211,7 +215,7 @@ target = "gpt-4-32k"
 context_window = 100000
 "#
     ));
-    assert_eq!(catalog.models().len(), 3);
+    assert_eq!(catalog.models().len(), 5);
     // The override's window caps every alias onto it.
     let r = catalog.resolve("code-davinci-002", Some(Endpoint::Completions), TODAY).unwrap();
     assert_eq!(r.context_window, 4096);
@@ -293,4 +297,14 @@ fn endpoint_paths() {
     assert_eq!(Endpoint::Embeddings.to_string(), "/v1/embeddings");
     assert_eq!(Endpoint::AudioTranscriptions.path(), "/v1/audio/transcriptions");
     assert_eq!(Endpoint::ImagesGenerations.path(), "/v1/images/generations");
+}
+
+#[test]
+fn moderation_names_resolve_to_the_moderation_model_only_on_its_endpoint() {
+    let catalog = Catalog::builtin();
+    for name in ["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest", MODERATION] {
+        let r = catalog.resolve(name, Some(Endpoint::Moderations), TODAY).unwrap();
+        assert_eq!(r.entry.id, MODERATION, "{name}");
+        assert!(catalog.resolve(name, Some(Endpoint::ChatCompletions), TODAY).is_err(), "{name} must not serve chat");
+    }
 }

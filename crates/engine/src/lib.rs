@@ -1,3 +1,4 @@
 //! Model runtimes. The engine never sees HTTP: callers submit requests
 //! through a handle and receive a stream of events.
+pub mod audio;
 pub mod text;

@@ -29,21 +29,21 @@ fn user_err(text: &str) -> String {
 }
 
 #[test]
-fn builtin_has_the_three_models_and_every_openai_alias() {
+fn builtin_has_its_models_and_every_openai_alias() {
     let catalog = Catalog::builtin();
     let ids: Vec<&str> = catalog.models().iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(ids, [SMOL, QWEN, GEMMA]);
+    assert_eq!(ids, [SMOL, QWEN, GEMMA, "whisper-base", "whisper-tiny.en"]);
     let listed: Vec<String> = catalog.list().into_iter().map(|l| l.id).collect();
     for name in [
         "gpt-3.5-turbo", "gpt-3.5-turbo-0301", "gpt-4", "gpt-4-0314", "gpt-4-32k", "gpt-4-32k-0314",
-        "text-davinci-003", "text-davinci-002", "code-davinci-002", "davinci", "curie", "babbage", "ada",
+        "text-davinci-003", "text-davinci-002", "code-davinci-002", "davinci", "curie", "babbage", "ada", "whisper-1",
     ] {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
     }
-    assert_eq!(listed.len(), 16);
+    assert_eq!(listed.len(), 19);
     assert!(catalog.list().iter().all(|l| l.owned_by == "hearth" && l.created > 0));
-    assert_eq!(catalog.list_on(TODAY).len(), 16);
+    assert_eq!(catalog.list_on(TODAY).len(), 19);
 }
 
 #[test]
@@ -211,7 +211,7 @@ target = "gpt-4-32k"
 context_window = 100000
 "#
     ));
-    assert_eq!(catalog.models().len(), 3);
+    assert_eq!(catalog.models().len(), 5);
     // The override's window caps every alias onto it.
     let r = catalog.resolve("code-davinci-002", Some(Endpoint::Completions), TODAY).unwrap();
     assert_eq!(r.context_window, 4096);

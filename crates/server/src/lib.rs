@@ -2,6 +2,7 @@
 //! -> response shaping. Usable as a library (`router`) or whole (`serve`).
 //!
 //! `ServerConfig` and `serve` are called by src/main.rs.
+mod audio;
 mod auth;
 mod body;
 mod chat;
@@ -22,6 +23,7 @@ pub use state::{AppState, Runtime};
 
 use anyhow::{bail, Context};
 use hearth_catalog::Catalog;
+use hearth_engine::audio::SpeechEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,6 +113,7 @@ fn load_runtime(format: &str, path: &Path, config: &ServerConfig) -> anyhow::Res
             tracing::info!("{}: context {} tokens, vocabulary {}", info.arch, info.context_length, info.vocab_size);
             Ok(Runtime::Text(engine))
         }
+        "whisper_ct2" => Ok(Runtime::Speech(SpeechEngine::load(path, config.engine.queue_capacity)?)),
         other => bail!("unknown model format `{other}`"),
     }
 }

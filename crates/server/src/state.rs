@@ -1,6 +1,7 @@
 //! What every handler shares: the catalog, the loaded engines, the keys.
 use crate::error::ApiError;
 use hearth_catalog::{Catalog, Endpoint, Resolved};
+use hearth_engine::audio::SpeechEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 
@@ -8,6 +9,7 @@ use std::collections::HashMap;
 #[derive(Clone)]
 pub enum Runtime {
     Text(TextEngine),
+    Speech(SpeechEngine),
 }
 
 pub struct AppState {

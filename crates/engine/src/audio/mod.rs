@@ -9,10 +9,12 @@ mod languages;
 mod mel;
 mod model;
 mod tokens;
+mod worker;
 
 pub use input::{decode_audio, AudioError};
 pub use languages::language_name;
 pub use mel::SAMPLE_RATE;
+pub use worker::{SpeechEngine, SpeechError};
 
 use anyhow::{Context, Result};
 use std::path::Path;

@@ -216,8 +216,8 @@ async fn subtitle_and_verbose_formats_have_their_shapes_and_times() {
 
 #[tokio::test]
 async fn two_minutes_are_transcribed_window_by_window_without_dropping_a_sentence() {
-    // Every sentence twice, with pauses: about two minutes, four 30 s windows.
-    let script: Vec<&str> = SENTENCES.iter().chain(SENTENCES.iter()).copied().collect();
+    // Every sentence three times, with pauses: over two minutes, five 30 s windows.
+    let script: Vec<&str> = SENTENCES.iter().chain(SENTENCES.iter()).chain(SENTENCES.iter()).copied().collect();
     let audio = speech("long", "en-us", &script.join(" ... "), "mp3");
     let body = json_ok(TRANSCRIBE, TINY, audio, "long.mp3", &[("response_format", "verbose_json")]).await;
     let duration = body["duration"].as_f64().unwrap();
@@ -225,12 +225,18 @@ async fn two_minutes_are_transcribed_window_by_window_without_dropping_a_sentenc
     let text = body["text"].as_str().unwrap();
     let rate = wer(&script.join(" "), text);
     assert!(rate <= WER_LIMIT_TINY, "WER {rate:.3}: {text}");
-    // Each sentence must be there: most of its words, in a row of the transcript.
+    // Each sentence must be there, in order: at least half of its words in a run
+    // of the transcript that starts shortly after the previous sentence's.
     let heard = words(text);
+    let mut cursor = 0;
     for sentence in &script {
         let want = words(sentence);
-        let best = heard.windows(want.len().min(heard.len())).map(|w| w.iter().zip(&want).filter(|(a, b)| a == b).count()).max().unwrap_or(0);
-        assert!(best * 2 >= want.len(), "sentence dropped: {sentence:?} in {text:?}");
+        let (start, score) = (cursor..(cursor + 2 * want.len() + 10).min(heard.len()))
+            .map(|s| (s, heard[s..].iter().zip(&want).filter(|(a, b)| a == b).count()))
+            .max_by_key(|&(s, score)| (score, std::cmp::Reverse(s)))
+            .unwrap_or((cursor, 0));
+        assert!(score * 2 >= want.len(), "sentence dropped: {sentence:?} after word {cursor} of {text:?}");
+        cursor = start + want.len() / 2;
     }
     let segments = body["segments"].as_array().unwrap();
     let times: Vec<(f64, f64)> = segments.iter().map(|s| (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap())).collect();
@@ -255,7 +261,7 @@ async fn translates_german_french_and_spanish_speech_into_english() {
         let text = body["text"].as_str().unwrap();
         assert!(text.chars().any(char::is_alphabetic), "empty translation: {body}");
         let ascii = text.chars().filter(|c| c.is_ascii()).count() as f64 / text.chars().count() as f64;
-        assert!(ascii > 0.9, "not English-looking: {text}");
+        assert!(ascii > 0.8, "not English-looking: {text}");
     }
 }
 

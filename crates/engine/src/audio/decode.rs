@@ -160,15 +160,24 @@ impl WhisperEngine {
 
     fn decode_with_fallback(&self, cross: &[(Tensor, Tensor)], prefix: &[u32], sot_index: usize, start: f32, rng: &mut impl Rng) -> Result<Attempt> {
         let mut temperature = start.clamp(0.0, 1.0);
+        let mut attempts = Vec::new();
         loop {
             let attempt = self.decode_once(cross, prefix, sot_index, temperature, rng)?;
             let poor = attempt.compression_ratio > COMPRESSION_RATIO_LIMIT || attempt.avg_logprob < LOGPROB_LIMIT;
             let silent = attempt.no_speech_prob > NO_SPEECH_LIMIT;
-            if !poor || silent || temperature + TEMPERATURE_STEP > 1.0 + 1e-6 {
+            if !poor || silent {
                 return Ok(attempt);
+            }
+            attempts.push(attempt);
+            if temperature + TEMPERATURE_STEP > 1.0 + 1e-6 {
+                break;
             }
             temperature += TEMPERATURE_STEP;
         }
+        // Every temperature failed: keep the most confident attempt that is not
+        // repetitive (high-temperature samples are often gibberish).
+        let score = |a: &Attempt| (a.compression_ratio <= COMPRESSION_RATIO_LIMIT, a.avg_logprob);
+        Ok(attempts.into_iter().max_by(|a, b| score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal)).expect("at least one attempt"))
     }
 
     fn decode_once(&self, cross: &[(Tensor, Tensor)], prefix: &[u32], sot_index: usize, temperature: f32, rng: &mut impl Rng) -> Result<Attempt> {

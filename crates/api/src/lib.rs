@@ -4,6 +4,7 @@
 //! Requests are parsed from a `serde_json::Value` by hand-written validators
 //! (module `schema`) so that every wrong type, missing field or out-of-range
 //! value gives OpenAI's 400 message and `param`, which serde's own errors cannot.
+pub mod audio;
 pub mod chat;
 pub mod common;
 pub mod completions;

@@ -34,20 +34,20 @@ fn user_err(text: &str) -> String {
 fn builtin_has_every_model_and_openai_alias() {
     let catalog = Catalog::builtin();
     let ids: Vec<&str> = catalog.models().iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, MODERATION]);
+    assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, MODERATION, "whisper-base", "whisper-tiny.en"]);
     let listed: Vec<String> = catalog.list().into_iter().map(|l| l.id).collect();
     for name in [
         "gpt-3.5-turbo", "gpt-3.5-turbo-0301", "gpt-4", "gpt-4-0314", "gpt-4-32k", "gpt-4-32k-0314",
         "text-davinci-003", "text-davinci-002", "code-davinci-002", "davinci", "curie", "babbage", "ada",
         "text-moderation-latest", "text-moderation-stable", "omni-moderation-latest",
-        "text-embedding-ada-002", "text-search-ada-doc-001",
+        "text-embedding-ada-002", "text-search-ada-doc-001", "whisper-1",
     ] {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
     }
-    assert_eq!(listed.len(), 23);
+    assert_eq!(listed.len(), 26);
     assert!(catalog.list().iter().all(|l| l.owned_by == "hearth" && l.created > 0));
-    assert_eq!(catalog.list_on(TODAY).len(), 23);
+    assert_eq!(catalog.list_on(TODAY).len(), 26);
 }
 
 #[test]
@@ -215,7 +215,7 @@ target = "gpt-4-32k"
 context_window = 100000
 "#
     ));
-    assert_eq!(catalog.models().len(), 5);
+    assert_eq!(catalog.models().len(), 7);
     // The override's window caps every alias onto it.
     let r = catalog.resolve("code-davinci-002", Some(Endpoint::Completions), TODAY).unwrap();
     assert_eq!(r.context_window, 4096);

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_api::{ErrorResponse, Invalid};
 use hearth_catalog::{Endpoint, ResolveError};
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use hearth_engine::audio::{AudioError, SpeechError};
 use hearth_engine::embed::EmbedError;
 use hearth_engine::text::EngineError;
 
@@ -101,6 +103,12 @@ impl ApiError {
             None,
             None,
         )
+    }
+
+    /// An uploaded audio file over the limit (OpenAI's 25 MB).
+    pub fn file_too_large(limit: usize, read: Option<usize>) -> Self {
+        let read = read.map(|n| format!(" ({n} bytes read)")).unwrap_or_default();
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Maximum content size limit ({limit}) exceeded{read}"), INVALID_REQUEST, Some("file"), None)
     }
 
     pub fn overloaded() -> Self {
@@ -231,6 +239,35 @@ impl From<EmbedError> for ApiError {
             EmbedError::Overloaded => Self::overloaded(),
             EmbedError::InvalidInput(message) => Self::invalid(message, Some("input")),
             EmbedError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<SpeechError> for ApiError {
+    fn from(e: SpeechError) -> Self {
+        match e {
+            SpeechError::Overloaded => Self::overloaded(),
+            SpeechError::Audio(AudioError::TooShort) => {
+                Self::new(StatusCode::BAD_REQUEST, AudioError::TooShort.to_string(), INVALID_REQUEST, Some("file"), Some("audio_too_short"))
+            }
+            SpeechError::Audio(e) => Self::new(StatusCode::BAD_REQUEST, e.to_string(), INVALID_REQUEST, Some("file"), Some("invalid_value")),
+            SpeechError::Internal(e) => Self::internal(format!("{e:#}")),
+        }
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(e: MultipartRejection) -> Self {
+        Self::invalid(format!("Could not parse multipart form: {}", e.body_text()), None)
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::file_too_large(crate::audio::FILE_LIMIT, None)
+        } else {
+            Self::invalid(format!("Could not parse multipart form: {}", e.body_text()), None)
         }
     }
 }

@@ -2,6 +2,7 @@
 //! -> response shaping. Usable as a library (`router`) or whole (`serve`).
 //!
 //! `ServerConfig` and `serve` are called by src/main.rs.
+mod audio;
 mod auth;
 mod body;
 mod chat;
@@ -24,6 +25,7 @@ pub use state::{AppState, Runtime};
 
 use anyhow::{bail, Context};
 use hearth_catalog::{Catalog, ModelEntry, Source};
+use hearth_engine::audio::SpeechEngine;
 use hearth_engine::embed::EmbedEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
@@ -134,6 +136,7 @@ fn load_runtime(entry: &ModelEntry, path: &Path, config: &ServerConfig, embedder
             tracing::info!("embedding model: {} dimensions, window {} tokens", engine.dimensions(), engine.max_tokens());
             Ok(Runtime::Embed(engine))
         }
+        "whisper_ct2" => Ok(Runtime::Speech(SpeechEngine::load(path, config.engine.queue_capacity)?)),
         other => bail!("unknown model format `{other}`"),
     }
 }

@@ -1,7 +1,7 @@
 //! The routes table and the layers around it (auth, body limit, panics, tracing).
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{auth, chat, completions, embeddings, models, moderations};
+use crate::{audio, auth, chat, completions, embeddings, models, moderations};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions::create))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/moderations", post(moderations::create))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(DefaultBodyLimit::max(audio::BODY_LIMIT)))
+        .route("/v1/audio/translations", post(audio::translations).layer(DefaultBodyLimit::max(audio::BODY_LIMIT)))
         .fallback(invalid_url)
         .method_not_allowed_fallback(invalid_method)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))

@@ -1,6 +1,7 @@
 //! What every handler shares: the catalog, the loaded engines, the keys.
 use crate::error::ApiError;
 use hearth_catalog::{Catalog, Endpoint, Resolved};
+use hearth_engine::audio::SpeechEngine;
 use hearth_engine::embed::EmbedEngine;
 use hearth_engine::moderate::ModerationEngine;
 use hearth_engine::text::TextEngine;
@@ -12,6 +13,7 @@ pub enum Runtime {
     Text(TextEngine),
     Moderate(ModerationEngine),
     Embed(EmbedEngine),
+    Speech(SpeechEngine),
 }
 
 pub struct AppState {

@@ -1,0 +1,20 @@
+//! `cargo run --release -p hearth-engine --example transcribe -- MODEL_DIR AUDIO [translate] [lang]`:
+//! prints the segments and the real-time factor.
+use hearth_engine::audio::{decode_audio, Task, TranscribeOptions, WhisperEngine};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let engine = WhisperEngine::load(std::path::Path::new(&args[1]))?;
+    let samples = decode_audio(std::fs::read(&args[2])?, Some(&args[2]))?;
+    let task = if args.get(3).map(String::as_str) == Some("translate") { Task::Translate } else { Task::Transcribe };
+    let opts = TranscribeOptions { task, language: args.get(4).cloned(), ..Default::default() };
+    let t = Instant::now();
+    let out = engine.transcribe(&samples, &opts)?;
+    let secs = t.elapsed().as_secs_f64();
+    for s in &out.segments {
+        println!("[{:7.2} -> {:7.2}] t={:.1} lp={:.2} cr={:.2} ns={:.2} {}", s.start, s.end, s.temperature, s.avg_logprob, s.compression_ratio, s.no_speech_prob, s.text);
+    }
+    println!("language {} duration {:.2}s took {:.2}s rtf {:.3}", out.language, out.duration, secs, secs / out.duration);
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Speech recognition with Whisper, loaded from CTranslate2 files
+//! (`model.bin`, `tokenizer.json`, `config.json` in one directory).
+//! `transcribe` is synchronous and CPU heavy: callers run it on a blocking thread.
+mod ct2;
+mod decode;
+mod fastmath;
+pub mod input;
+mod languages;
+mod mel;
+mod model;
+mod tokens;
+mod worker;
+
+pub use input::{decode_audio, AudioError};
+pub use languages::language_name;
+pub use mel::SAMPLE_RATE;
+pub use worker::{SpeechEngine, SpeechError};
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    Transcribe,
+    /// Into English.
+    Translate,
+}
+
+#[derive(Debug, Clone)]
+pub struct TranscribeOptions {
+    pub task: Task,
+    /// ISO-639-1 code; None = detect from the first window.
+    pub language: Option<String>,
+    /// Text the speech continues (names, spelling, style).
+    pub prompt: Option<String>,
+    /// First temperature tried; fallback raises it by 0.2 up to 1.0.
+    pub temperature: f32,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub id: usize,
+    /// Start of the window it was decoded in, in 10 ms frames.
+    pub seek: usize,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub temperature: f32,
+    pub avg_logprob: f64,
+    pub compression_ratio: f64,
+    pub no_speech_prob: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Word {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+impl Segment {
+    /// Word times, approximated: the decoder gives timestamps per segment
+    /// only, so the segment's span is shared among its words by character count.
+    pub fn words(&self) -> Vec<Word> {
+        let words: Vec<&str> = self.text.split_whitespace().collect();
+        let total: usize = words.iter().map(|w| w.chars().count()).sum();
+        let span = self.end - self.start;
+        let mut at = self.start;
+        words
+            .into_iter()
+            .map(|w| {
+                let len = span * w.chars().count() as f64 / total.max(1) as f64;
+                let word = Word { word: w.to_string(), start: at, end: at + len };
+                at += len;
+                word
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    /// ISO-639-1 code, given or detected.
+    pub language: String,
+    /// Seconds of audio.
+    pub duration: f64,
+    pub text: String,
+    pub segments: Vec<Segment>,
+}
+
+pub struct WhisperEngine {
+    model: model::Whisper,
+    tokenizer: tokens::WhisperTokenizer,
+    mel: mel::MelFrontend,
+    /// Never produced: config.json's `suppress_ids` plus the task/control tokens.
+    suppress: Vec<u32>,
+    /// Not allowed as the first token: the space (from `suppress_ids_begin`).
+    blank: Vec<u32>,
+}
+
+impl WhisperEngine {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let weights = ct2::Ct2Model::load(&dir.join("model.bin"))?;
+        let model = model::Whisper::from_ct2(&weights)?;
+        drop(weights);
+        let tokenizer = tokens::WhisperTokenizer::load(&dir.join("tokenizer.json"), model.dims.vocab)?;
+        let config_path = dir.join("config.json");
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).with_context(|| format!("reading {}", config_path.display()))?)?;
+        let ids = |key: &str| -> Vec<u32> {
+            config[key].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()).unwrap_or_default()
+        };
+        let mut suppress = ids("suppress_ids");
+        let t = &tokenizer;
+        suppress.extend([t.transcribe, t.translate, t.sot, t.sot_prev, t.sot_lm, t.no_speech]);
+        suppress.retain(|&id| (id as usize) < model.dims.vocab);
+        let blank: Vec<u32> = ids("suppress_ids_begin").into_iter().filter(|&id| id != t.eot && (id as usize) < model.dims.vocab).collect();
+        let mel = mel::MelFrontend::new(model.dims.n_mels)?;
+        Ok(Self { model, tokenizer, mel, suppress, blank })
+    }
+
+    /// Whether the model knows languages other than English (and can translate).
+    pub fn multilingual(&self) -> bool {
+        self.tokenizer.multilingual()
+    }
+
+    /// Whether `code` is one of the model's languages.
+    pub fn knows_language(&self, code: &str) -> bool {
+        if self.multilingual() {
+            self.tokenizer.language_token(code).is_some()
+        } else {
+            code == "en"
+        }
+    }
+
+    /// Transcribes (or translates) 16 kHz mono samples.
+    pub fn transcribe(&self, samples: &[f32], opts: &TranscribeOptions) -> Result<Transcript> {
+        self.run(samples, opts)
+    }
+}

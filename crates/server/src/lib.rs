@@ -18,14 +18,15 @@ mod tools;
 
 pub use error::ApiError;
 pub use routes::{router, BODY_LIMIT};
-pub use state::AppState;
+pub use state::{AppState, Runtime};
 
 use anyhow::{bail, Context};
 use hearth_catalog::Catalog;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::{net::SocketAddr, path::PathBuf};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -38,7 +39,7 @@ pub struct ServerConfig {
     pub home: PathBuf,
     /// Optional user catalog TOML extending the built-in one.
     pub catalog_file: Option<PathBuf>,
-    /// Load only these model ids (None = every text model of the catalog).
+    /// Load only these model ids (None = every model of the catalog).
     pub models: Option<Vec<String>>,
     pub engine: hearth_engine::text::TextEngineConfig,
 }
@@ -76,29 +77,42 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result<HashMap<String, TextEngine>> {
+async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result<HashMap<String, Runtime>> {
     let ids: Vec<String> = match &config.models {
         Some(ids) => ids.clone(),
-        None => catalog.models().iter().filter(|m| m.format == "gguf").map(|m| m.id.clone()).collect(),
+        None => catalog.models().iter().map(|m| m.id.clone()).collect(),
     };
     let models_dir = config.home.join("models");
     let mut engines = HashMap::new();
     for id in ids {
         let entry = catalog.model(&id).with_context(|| format!("`{id}` is not a model id of the catalog"))?.clone();
         let dir = models_dir.clone();
-        let path = tokio::task::spawn_blocking(move || hearth_catalog::fetch::ensure(&entry, &dir))
+        let fetch_entry = entry.clone();
+        let path = tokio::task::spawn_blocking(move || hearth_catalog::fetch::ensure(&fetch_entry, &dir))
             .await?
             .with_context(|| format!("fetching model `{id}`"))?;
-        let engine_config = config.engine.clone();
+        let config = config.clone();
         let load_path = path.clone();
-        let engine = tokio::task::spawn_blocking(move || TextEngine::load(&load_path, engine_config))
+        let runtime = tokio::task::spawn_blocking(move || load_runtime(&entry.format, &load_path, &config))
             .await?
             .with_context(|| format!("loading model `{id}` from {}", path.display()))?;
-        let info = engine.info();
-        tracing::info!("model `{id}` ready ({}, context {} tokens, vocabulary {})", info.arch, info.context_length, info.vocab_size);
-        engines.insert(id, engine);
+        tracing::info!("model `{id}` ready");
+        engines.insert(id, runtime);
     }
     Ok(engines)
+}
+
+/// Loads one model's weights (a file or a bundle directory) with the runtime its `format` names.
+fn load_runtime(format: &str, path: &Path, config: &ServerConfig) -> anyhow::Result<Runtime> {
+    match format {
+        "gguf" => {
+            let engine = TextEngine::load(path, config.engine.clone())?;
+            let info = engine.info();
+            tracing::info!("{}: context {} tokens, vocabulary {}", info.arch, info.context_length, info.vocab_size);
+            Ok(Runtime::Text(engine))
+        }
+        other => bail!("unknown model format `{other}`"),
+    }
 }
 
 #[cfg(test)]

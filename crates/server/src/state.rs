@@ -1,13 +1,19 @@
 //! What every handler shares: the catalog, the loaded engines, the keys.
 use crate::error::ApiError;
-use hearth_catalog::{Catalog, Endpoint};
+use hearth_catalog::{Catalog, Endpoint, Resolved};
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 
+/// A loaded model, one variant per modality (chosen by the catalog `format`).
+#[derive(Clone)]
+pub enum Runtime {
+    Text(TextEngine),
+}
+
 pub struct AppState {
     pub catalog: Catalog,
-    /// Loaded text engines by catalog model id.
-    pub engines: HashMap<String, TextEngine>,
+    /// Loaded runtimes by catalog model id.
+    pub engines: HashMap<String, Runtime>,
     /// Accepted bearer keys; empty = no auth.
     pub api_keys: Vec<String>,
     /// A fixed "YYYY-MM-DD" for deprecation checks (tests); None = today (UTC).
@@ -26,7 +32,7 @@ pub struct Target {
 }
 
 impl AppState {
-    pub fn new(catalog: Catalog, engines: HashMap<String, TextEngine>, api_keys: Vec<String>) -> Self {
+    pub fn new(catalog: Catalog, engines: HashMap<String, Runtime>, api_keys: Vec<String>) -> Self {
         Self { catalog, engines, api_keys, today: None }
     }
 
@@ -34,11 +40,22 @@ impl AppState {
         self.today.clone().unwrap_or_else(hearth_catalog::today)
     }
 
-    pub fn target(&self, name: &str, endpoint: Endpoint) -> Result<Target, ApiError> {
+    /// Resolves `name` for `endpoint` to a loaded runtime.
+    pub fn runtime(&self, name: &str, endpoint: Endpoint) -> Result<(Resolved<'_>, &Runtime), ApiError> {
         let today = self.today();
         let resolved = self.catalog.resolve(name, Some(endpoint), &today)?;
-        let Some(engine) = self.engines.get(&resolved.entry.id) else {
+        match self.engines.get(&resolved.entry.id) {
+            Some(runtime) => Ok((resolved, runtime)),
             // In the catalog but not loaded by this server (`--models` chose others).
+            None => Err(ApiError::model_not_found(name)),
+        }
+    }
+
+    /// A text model for chat or completions.
+    pub fn target(&self, name: &str, endpoint: Endpoint) -> Result<Target, ApiError> {
+        let (resolved, runtime) = self.runtime(name, endpoint)?;
+        let Runtime::Text(engine) = runtime else {
+            // The catalog says this model serves a text endpoint, but its format is not a text one.
             return Err(ApiError::model_not_found(name));
         };
         Ok(Target {

@@ -185,6 +185,9 @@ def run_model(args, gguf, tok):
         Server("llama.cpp", [args.llama_python, "-m", "llama_cpp.server", "--config_file",
                              cfg_file.name], lport),
     ]
+    if args.hearth_baseline:
+        servers.insert(1, Server("hearth-before", [args.hearth_baseline, "serve", "--port", str(hport + 2),
+                                                   "--models", model_id, "--max-batch", "16"], hport + 2, env))
     res = {s.name: {} for s in servers}
 
     def each(label, fn):
@@ -197,7 +200,7 @@ def run_model(args, gguf, tok):
         for s in servers:
             best = max(vals[s.name]) if label.endswith("tok/s") else min(vals[s.name])
             res[s.name][label] = best
-            log(f"  {model_id} {s.name:9} {label}: {best:.3f} (all: {[round(v, 3) for v in vals[s.name]]})")
+            log(f"  {model_id} {s.name:13} {label}: {best:.3f} (all: {[round(v, 3) for v in vals[s.name]]})")
 
     short = tok.prompt(8)
     p512 = tok.prompt(512)
@@ -303,14 +306,21 @@ def write_report(args, results, out):
         "",
     ]
     for model_id, res in results:
-        h, l = res["hearth"], res["llama.cpp"]
+        h, l, b = res["hearth"], res["llama.cpp"], res.get("hearth-before")
         lines += [f"## {model_id}", "",
                   f"prompt lengths (llama.cpp tokenizer): {res['prompt tokens']}; "
-                  f"load averages: {' → '.join('/'.join(x) for x in res['load'])}", "",
-                  "| test | hearth | llama.cpp | ratio |", "|---|---|---|---|"]
+                  f"load averages: {' → '.join('/'.join(x) for x in res['load'])}", ""]
+        if b:
+            lines += ["| test | hearth | llama.cpp | ratio | hearth before | ratio before |",
+                      "|---|---|---|---|---|---|"]
+        else:
+            lines += ["| test | hearth | llama.cpp | ratio |", "|---|---|---|---|"]
         for label in h:
-            lines.append(f"| {label} | {h[label]:.3f} | {l.get(label, float('nan')):.3f} | "
-                         f"{ratio(label, h[label], l.get(label)):.2f}× |")
+            row = (f"| {label} | {h[label]:.3f} | {l.get(label, float('nan')):.3f} | "
+                   f"{ratio(label, h[label], l.get(label)):.2f}× |")
+            if b:
+                row += f" {b[label]:.3f} | {ratio(label, b[label], l.get(label)):.2f}× |"
+            lines.append(row)
         lines.append("")
     open(out, "w").write("\n".join(lines) + "\n")
     log(f"wrote {out}")
@@ -319,13 +329,14 @@ def write_report(args, results, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hearth", default="target/release/hearth")
+    ap.add_argument("--hearth-baseline", help="an older hearth binary to measure alongside (before/after)")
     ap.add_argument("--hearth-home", default=os.environ.get("HEARTH_HOME", "/tmp/hearth-home"))
     ap.add_argument("--llama-python", default=sys.executable)
     ap.add_argument("--models", default="smollm2-135m-instruct-q4_1,qwen2.5-coder-0.5b-instruct-q4_k_m")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--decode-tokens", type=int, default=128)
-    ap.add_argument("--stream-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--decode-tokens", type=int, default=96)
+    ap.add_argument("--stream-tokens", type=int, default=32)
     ap.add_argument("--flash-attn", action="store_true")
     ap.add_argument("--port", type=int, default=18480)
     ap.add_argument("--out", default="BENCHMARKS.md")

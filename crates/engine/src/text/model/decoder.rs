@@ -4,7 +4,7 @@
 //! embeddings, GELU MLP, sliding-window local layers and logit softcapping (gemma3).
 use super::cache::SeqCache;
 use super::hparams::{Arch, Hparams};
-use super::ops::{apply_rope, axpy, dot, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
+use super::ops::{apply_rope, dot_portable, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
 use super::weights::{Embedding, GgufReader, Linear, MatMul};
 use candle_core::{bail, Device, Result, Tensor};
 use rayon::prelude::*;
@@ -265,21 +265,10 @@ impl Decoder {
             let mut scores = Vec::with_capacity(start + n);
             for t in 0..n {
                 let qpos = start + t;
-                let lo = window.map_or(0, |w| (qpos + 1).saturating_sub(w));
-                let (keys, values) = caches[s].head(il, h / group, lo, qpos + 1);
+                let keys = visible_keys(qpos, window);
+                let (keys, values) = caches[s].head(il, h / group, keys.start, keys.end);
                 let qv = &q[(row0 + t) * width + h * hd..(row0 + t) * width + (h + 1) * hd];
-                scores.clear();
-                scores.extend(keys.chunks_exact(hd).map(|k| dot(qv, k) * hp.attn_scale));
-                let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let mut sum = 0.0;
-                for v in scores.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let ot = &mut o[t * hd..(t + 1) * hd];
-                for (p, v) in scores.iter().zip(values.chunks_exact(hd)) {
-                    axpy(p / sum, v, ot);
-                }
+                attend_one(qv, keys, values, hp.attn_scale, &mut scores, &mut o[t * hd..(t + 1) * hd]);
             }
             o
         };
@@ -298,6 +287,50 @@ impl Decoder {
     }
 }
 
+/// Key positions a query at `qpos` attends to: none in its future and, with a sliding
+/// window, only the last `window` positions (itself included).
+fn visible_keys(qpos: usize, window: Option<usize>) -> std::ops::Range<usize> {
+    window.map_or(0, |w| (qpos + 1).saturating_sub(w))..qpos + 1
+}
+
+/// `out = softmax(scale * keys · q) · values` for one query row against one head's keys
+/// and values (rows of `q.len()`); `scores` is scratch.
+fn attend_one(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { attend_one_avx2(q, keys, values, scale, scores, out) };
+    }
+    attend_one_body(q, keys, values, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_one_avx2(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    attend_one_body(q, keys, values, scale, scores, out)
+}
+
+/// Compiled twice (AVX2 and portable): the dot/axpy loops inline and vectorize in each.
+#[inline(always)]
+fn attend_one_body(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let hd = q.len();
+    scores.clear();
+    scores.extend(keys.chunks_exact(hd).map(|k| dot_portable(q, k) * scale));
+    let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sum = 0.0;
+    for v in scores.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for (p, v) in scores.iter().zip(values.chunks_exact(hd)) {
+        let a = p * inv;
+        for (o, v) in out.iter_mut().zip(v) {
+            *o += a * v;
+        }
+    }
+}
+
 /// Buffers a forward pass reuses from layer to layer.
 #[derive(Default)]
 struct Scratch {
@@ -309,4 +342,21 @@ struct Scratch {
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible_keys;
+
+    #[test]
+    fn queries_see_no_future_keys() {
+        assert_eq!(visible_keys(0, None), 0..1);
+        assert_eq!(visible_keys(4, None), 0..5);
+    }
+
+    #[test]
+    fn sliding_window_keeps_the_last_window_positions() {
+        assert_eq!(visible_keys(10, Some(4)), 7..11);
+        assert_eq!(visible_keys(2, Some(4)), 0..3);
+    }
 }

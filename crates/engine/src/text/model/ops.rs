@@ -1,5 +1,5 @@
 //! Small numeric building blocks on f32 slices: RMS norm, rotary embeddings, activations,
-//! and the dot/axpy loops attention runs on (compiled for AVX2 when the CPU has it).
+//! and the dot product attention is built on.
 use super::hparams::RopeStyle;
 
 /// Each `weight.len()`-wide row of `x` becomes `x / sqrt(mean(x²) + eps) * weight`, in place.
@@ -32,25 +32,9 @@ fn sum_sq(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `a · b`.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { dot_avx2(a, b) };
-    }
-    dot_portable(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
-}
-
+/// `a · b` with 16 independent sums (so the loop vectorizes where it is inlined).
 #[inline(always)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
@@ -60,30 +44,6 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// `y += a * x`.
-#[inline]
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { axpy_avx2(a, x, y) };
-    }
-    axpy_portable(a, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
-    axpy_portable(a, x, y)
-}
-
-#[inline(always)]
-fn axpy_portable(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
 }
 
 /// `gate = silu(gate) * up`, in place.

@@ -245,6 +245,18 @@ def run_model(args, gguf, tok):
     each("decode at 512 context tok/s", decode(p512, args.decode_tokens))
     each("TTFT 512-token prompt s", ttft(p512))
     each("TTFT 2048-token prompt s", ttft(p2048))
+    prefix_ttft = {}
+
+    def shared_prefix(s):
+        # A fresh 1,000-token prefix, then two requests that differ only after it.
+        prefix = f"{time.time_ns()} " + tok.prompt(1000)
+        first = stream_completion(s.port, model_id, prefix + " Question one: what is this about?", 1, ban)
+        second = stream_completion(s.port, model_id, prefix + " Question two: who wrote it?", 1, ban)
+        prefix_ttft[s.name] = (first[1][0] - first[0], second[1][0] - second[0])
+        return prefix_ttft[s.name][1]
+    each("TTFT, 1000-token shared prefix, 2nd request s", shared_prefix)
+    for s in servers:
+        res[s.name]["TTFT, 1000-token shared prefix, 1st request s"] = prefix_ttft[s.name][0]
     loads.append(load_avg())
     each("aggregate, 4 streams tok/s", aggregate(4, args.stream_tokens))
     each("aggregate, 16 streams tok/s", aggregate(16, args.stream_tokens))

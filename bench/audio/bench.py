@@ -15,6 +15,8 @@ import httpx
 from faster_whisper import WhisperModel
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from report import write_section  # noqa: E402
 HOME = Path(os.environ["HEARTH_HOME"])
 THREADS = 2
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
@@ -138,12 +140,12 @@ def main():
         finally:
             proc.terminate()
             proc.wait()
-        write_section(results)
+        report(results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_section(results):
+def report(results):
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
         "## Audio: hearth vs faster-whisper",
@@ -163,15 +165,7 @@ def write_section(results):
     lines.append("")
     lines.append("RTF = processing time / audio time (lower is faster); a ratio above 1 means hearth is faster.")
     section = "\n".join(lines) + "\n"
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = "<!-- audio:begin -->", "<!-- audio:end -->"
-    block = f"{begin}\n{section}{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(REPO / "BENCHMARKS.md", "audio", section)
     print(section)
 
 

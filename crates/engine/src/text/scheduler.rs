@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
@@ -18,6 +19,7 @@ use candle_core::{DType, Tensor};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::model::{self, Model, SeqCache};
+use super::prefix::PrefixStore;
 use super::sampling::{self, Sampler};
 use super::tokenizer::Tokenizer;
 use super::{EngineError, Event, FinishReason, GenerateRequest, ModelInfo, TextEngineConfig, TokenLogprob};
@@ -44,6 +46,8 @@ impl Drop for Shared {
 struct Queue {
     state: Mutex<QueueState>,
     wake: Condvar,
+    /// Prompt tokens taken from the prefix cache instead of prefilled, since start.
+    reused_prompt_tokens: AtomicU64,
 }
 
 struct QueueState {
@@ -77,6 +81,7 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<Shared>
     let queue = Arc::new(Queue {
         state: Mutex::new(QueueState { waiting: VecDeque::new(), free_slots: config.max_batch, shutdown: false }),
         wake: Condvar::new(),
+        reused_prompt_tokens: AtomicU64::new(0),
     });
     let worker = Worker {
         model,
@@ -85,6 +90,7 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<Shared>
         stop_tokens: info.stop_tokens.clone(),
         vocab_size: info.vocab_size,
         running: Vec::new(),
+        prefixes: PrefixStore::default(),
     };
     std::thread::Builder::new()
         .name(format!("hearth-text-{}", info.arch))
@@ -94,6 +100,10 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<Shared>
 }
 
 /// Tokenizer and model facts of the GGUF at `path`, without the weights.
+pub(crate) fn reused_prompt_tokens(shared: &Shared) -> u64 {
+    shared.queue.reused_prompt_tokens.load(Ordering::Relaxed)
+}
+
 pub(crate) fn read_vocab(path: &Path) -> Result<(ModelInfo, Tokenizer)> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let content = gguf_file::Content::read(&mut file).with_context(|| format!("reading GGUF {}", path.display()))?;
@@ -206,6 +216,7 @@ struct Worker {
     stop_tokens: Vec<u32>,
     vocab_size: usize,
     running: Vec<Sequence>,
+    prefixes: PrefixStore,
 }
 
 impl Worker {
@@ -245,13 +256,16 @@ impl Worker {
 
     fn admit(&mut self, Pending { req, tx }: Pending) {
         let capacity = req.prompt.len() + req.max_tokens;
-        let cache = match self.model.new_cache(capacity) {
+        let mut cache = match self.model.new_cache(capacity) {
             Ok(cache) => cache,
             Err(e) => {
                 let _ = tx.send(Event::Error(format!("allocating the KV cache: {e}")));
                 return;
             }
         };
+        // Prompt logprobs need every prompt row's logits: such a request prefills it all.
+        let prefilled = if req.prompt_logprobs { 0 } else { self.prefixes.reuse(&req.prompt, &mut cache) };
+        self.queue.reused_prompt_tokens.fetch_add(prefilled as u64, Ordering::Relaxed);
         self.running.push(Sequence {
             tx,
             max_tokens: req.max_tokens,
@@ -262,7 +276,7 @@ impl Worker {
             prompt_logprobs: Vec::new(),
             prompt: req.prompt,
             cache,
-            prefilled: 0,
+            prefilled,
             last: None,
             generated: 0,
         });
@@ -316,6 +330,7 @@ impl Worker {
         if end < seq.prompt.len() {
             return Step::Continue;
         }
+        self.prefixes.insert(self.model.as_ref(), &seq.prompt, &seq.cache);
         if seq.want_prompt_logprobs {
             let all = std::mem::take(&mut seq.prompt_logprobs);
             if seq.tx.send(Event::PromptLogprobs(all)).is_err() {

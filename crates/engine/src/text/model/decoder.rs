@@ -4,36 +4,36 @@
 //! embeddings, GELU MLP, sliding-window local layers and logit softcapping (gemma3).
 use super::cache::SeqCache;
 use super::hparams::{Arch, Hparams};
-use super::ops::{apply_rope, gelu_like_llama_cpp, rms_norm, softmax_last_dim, RopeAngles};
-use super::weights::{Embedding, GgufReader, Linear};
-use candle_core::quantized::QMatMul;
-use candle_core::{bail, DType, Device, Module, Result, Tensor};
+use super::ops::{apply_rope, dot_portable, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
+use super::weights::{Embedding, GgufReader, Linear, MatMul};
+use candle_core::{bail, Device, Result, Tensor};
+use rayon::prelude::*;
 
 pub struct Decoder {
     hp: Hparams,
     vocab_size: usize,
     embedding: Embedding,
     /// gemma3 multiplies embeddings by sqrt(n_embd).
-    embedding_scale: Option<f64>,
+    embedding_scale: Option<f32>,
     layers: Vec<Layer>,
-    output_norm: Tensor,
-    lm_head: QMatMul,
+    output_norm: Vec<f32>,
+    lm_head: MatMul,
 }
 
 struct Layer {
-    attn_norm: Tensor,
+    attn_norm: Vec<f32>,
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    post_attn_norm: Option<Tensor>,
-    ffn_norm: Tensor,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
     gate: Linear,
     up: Linear,
     down: Linear,
-    post_ffn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Vec<f32>>,
     /// Some(window) on gemma3's local layers.
     window: Option<usize>,
 }
@@ -49,7 +49,7 @@ impl Decoder {
         let lm_head = if gguf.has("output.weight") {
             gguf.matmul("output.weight")?
         } else {
-            QMatMul::from_arc(token_embd.clone())?
+            MatMul::new(token_embd.clone())?
         };
         let embedding = Embedding::new(token_embd)?;
         let output_norm = gguf.dense("output_norm.weight")?;
@@ -77,7 +77,7 @@ impl Decoder {
                 },
             });
         }
-        let embedding_scale = (hp.arch == Arch::Gemma3).then(|| (hp.n_embd as f32).sqrt() as f64);
+        let embedding_scale = (hp.arch == Arch::Gemma3).then(|| (hp.n_embd as f32).sqrt());
         Ok(Self {
             hp,
             vocab_size,
@@ -143,205 +143,220 @@ impl Decoder {
 
         let mut x = self.embedding.lookup(tokens)?;
         if let Some(scale) = self.embedding_scale {
-            x = (x * scale)?;
+            x.iter_mut().for_each(|v| *v *= scale);
         }
+        let mut scratch = Scratch::default();
         for (il, layer) in self.layers.iter().enumerate() {
             // gemma3's local layers rotate with their own base.
             let angles = match (layer.window, &local_angles) {
                 (Some(_), Some(local)) => local,
                 _ => &global_angles,
             };
-            x = self.layer_forward(il, layer, &x, angles, counts, caches)?;
+            self.layer_forward(il, layer, &mut x, angles, counts, caches, &mut scratch)?;
         }
         for (cache, &n) in caches.iter_mut().zip(counts) {
             cache.len += n;
         }
 
         let Some(output_rows) = output_rows else {
-            return Tensor::zeros((0, self.vocab_size), DType::F32, &Device::Cpu);
+            return Tensor::zeros((0, self.vocab_size), candle_core::DType::F32, &Device::Cpu);
         };
-        let rows = Tensor::new(output_rows, &Device::Cpu)?;
-        let x = x.index_select(&rows, 0)?;
-        let x = rms_norm(&x, &self.output_norm, hp.rms_eps)?;
-        let mut logits = self.lm_head.forward(&x)?;
-        if let Some(cap) = hp.final_logit_softcap {
-            logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
+        let width = hp.n_embd;
+        let mut h = Vec::with_capacity(output_rows.len() * width);
+        for &r in output_rows {
+            h.extend_from_slice(&x[r as usize * width..(r as usize + 1) * width]);
         }
-        logits.to_dtype(DType::F32)
+        rms_norm(&mut h, &self.output_norm, hp.rms_eps);
+        let mut logits = Vec::new();
+        self.lm_head.forward(&h, &mut logits)?;
+        if let Some(cap) = hp.final_logit_softcap {
+            logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+        }
+        Tensor::from_vec(logits, (output_rows.len(), self.vocab_size), &Device::Cpu)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn layer_forward(
         &self,
         il: usize,
         layer: &Layer,
-        x: &Tensor,
+        x: &mut [f32],
         angles: &RopeAngles,
         counts: &[usize],
         caches: &mut [&mut SeqCache],
-    ) -> Result<Tensor> {
+        s: &mut Scratch,
+    ) -> Result<()> {
         let hp = &self.hp;
-        let rows = x.dim(0)?;
-        let h = rms_norm(x, &layer.attn_norm, hp.rms_eps)?;
-        let mut q = layer
-            .q
-            .forward(&h)?
-            .reshape((rows, hp.n_head, hp.head_dim))?;
-        let mut k = layer
-            .k
-            .forward(&h)?
-            .reshape((rows, hp.n_head_kv, hp.head_dim))?;
-        let v = layer
-            .v
-            .forward(&h)?
-            .reshape((rows, hp.n_head_kv, hp.head_dim))?;
+        let (hd, nh, nkv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
+        rms_norm_into(x, &layer.attn_norm, hp.rms_eps, &mut s.h);
+        layer.q.forward(&s.h, &mut s.q)?;
+        layer.k.forward(&s.h, &mut s.k)?;
+        layer.v.forward(&s.h, &mut s.v)?;
         if let Some(w) = &layer.q_norm {
-            q = rms_norm(&q, w, hp.rms_eps)?;
+            rms_norm(&mut s.q, w, hp.rms_eps);
         }
         if let Some(w) = &layer.k_norm {
-            k = rms_norm(&k, w, hp.rms_eps)?;
+            rms_norm(&mut s.k, w, hp.rms_eps);
         }
-        let q = apply_rope(&q, angles, hp.rope_style)?;
-        let k = apply_rope(&k, angles, hp.rope_style)?;
+        apply_rope(&mut s.q, nh, hd, angles, hp.rope_style);
+        apply_rope(&mut s.k, nkv, hd, angles, hp.rope_style);
 
-        // Attention is per sequence, against its own cache.
-        let mut outs = Vec::with_capacity(caches.len());
+        // New keys/values go into each sequence's cache, then attention reads them there.
         let mut row = 0;
         for (cache, &n) in caches.iter_mut().zip(counts) {
-            let out = self.attend(
-                il,
-                layer.window,
-                cache,
-                &q.narrow(0, row, n)?,
-                &k.narrow(0, row, n)?,
-                &v.narrow(0, row, n)?,
-            )?;
-            outs.push(out);
+            let start = cache.len();
+            for t in 0..n {
+                let r = row + t;
+                for h in 0..nkv {
+                    let at = (r * nkv + h) * hd;
+                    cache.write(il, h, start + t, &s.k[at..at + hd], &s.v[at..at + hd]);
+                }
+            }
             row += n;
         }
-        let attn = Tensor::cat(&outs, 0)?;
-        let mut attn = layer.o.forward(&attn)?;
+        s.attn.clear();
+        s.attn.resize(x.len() / hp.n_embd * nh * hd, 0.0);
+        self.attend(il, layer.window, counts, caches, &s.q, &mut s.attn);
+
+        layer.o.forward(&s.attn, &mut s.o)?;
         if let Some(w) = &layer.post_attn_norm {
-            attn = rms_norm(&attn, w, hp.rms_eps)?;
+            rms_norm(&mut s.o, w, hp.rms_eps);
         }
-        let x = (x + attn)?;
+        x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
 
-        let h = rms_norm(&x, &layer.ffn_norm, hp.rms_eps)?;
-        let gate = layer.gate.forward(&h)?;
-        let gate = match hp.arch {
-            Arch::Gemma3 => gelu_like_llama_cpp(&gate)?,
-            Arch::Llama | Arch::Qwen2 => gate.silu()?,
-        };
-        let mut ffn = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+        rms_norm_into(x, &layer.ffn_norm, hp.rms_eps, &mut s.h);
+        layer.gate.forward(&s.h, &mut s.gate)?;
+        layer.up.forward(&s.h, &mut s.up)?;
+        match hp.arch {
+            Arch::Gemma3 => gelu_mul(&mut s.gate, &s.up),
+            Arch::Llama | Arch::Qwen2 => silu_mul(&mut s.gate, &s.up),
+        }
+        layer.down.forward(&s.gate, &mut s.o)?;
         if let Some(w) = &layer.post_ffn_norm {
-            ffn = rms_norm(&ffn, w, hp.rms_eps)?;
+            rms_norm(&mut s.o, w, hp.rms_eps);
         }
-        x + ffn
+        x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
+        Ok(())
     }
 
-    /// Causal (optionally sliding-window) attention of `n` new rows of one sequence.
-    /// `q`: `[n, n_head, head_dim]`, `k`/`v`: `[n, n_head_kv, head_dim]`; returns `[n, n_head * head_dim]`.
-    fn attend(
-        &self,
-        il: usize,
-        window: Option<usize>,
-        cache: &mut SeqCache,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-    ) -> Result<Tensor> {
+    /// Causal (optionally sliding-window) attention of the new rows of every sequence
+    /// against its cache (which already holds them). `q`: rows of `n_head * head_dim`;
+    /// writes `out` in the same shape. Work is split over (sequence, head) pairs.
+    fn attend(&self, il: usize, window: Option<usize>, counts: &[usize], caches: &[&mut SeqCache], q: &[f32], out: &mut [f32]) {
         let hp = &self.hp;
-        let n = q.dim(0)?;
-        let start = cache.len();
-        let end = start + n;
-        cache.write(
-            il,
-            start,
-            &k.transpose(0, 1)?.contiguous()?,
-            &v.transpose(0, 1)?.contiguous()?,
-        )?;
-
-        // The first new row sees keys after `start - window`; later rows are masked below.
-        let kv_start = window.map_or(0, |w| (start + 1).saturating_sub(w));
-        let kv_len = end - kv_start;
-        let (keys, values) = cache.read(il, kv_start, end)?; // [n_head_kv, kv_len, head_dim]
-
-        // Query head h reads kv head h / group: group the query heads under their kv head.
-        let group = hp.n_head / hp.n_head_kv;
-        let q = q
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((hp.n_head_kv, group * n, hp.head_dim))?;
-        let mut scores = (q.matmul(&keys.t()?)? * hp.attn_scale as f64)?; // [n_head_kv, group * n, kv_len]
-        if n > 1 {
-            let mask = causal_mask(start, n, kv_start, kv_len, window)?;
-            scores = scores
-                .reshape((hp.n_head_kv, group, n, kv_len))?
-                .broadcast_add(&mask)?
-                .reshape((hp.n_head_kv, group * n, kv_len))?;
+        let (hd, nh) = (hp.head_dim, hp.n_head);
+        let group = nh / hp.n_head_kv;
+        let width = nh * hd;
+        // (sequence, first row, start position, head) for every task.
+        let mut tasks = Vec::with_capacity(counts.len() * nh);
+        let mut row = 0;
+        let mut work = 0;
+        for (s, &n) in counts.iter().enumerate() {
+            let start = caches[s].len();
+            for h in 0..nh {
+                tasks.push((s, row, start, h));
+            }
+            work += n * (start + n) * nh;
+            row += n;
         }
-        let probs = softmax_last_dim(&scores)?;
-        let out = probs.matmul(&values)?; // [n_head_kv, group * n, head_dim]
-        out.reshape((hp.n_head, n, hp.head_dim))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((n, hp.n_head * hp.head_dim))
-    }
-}
-
-/// `[n, kv_len]` additive mask: row t (position start + t) sees key kv_start + j when it
-/// is not in the future and, with a window, closer than `window` positions.
-fn causal_mask(
-    start: usize,
-    n: usize,
-    kv_start: usize,
-    kv_len: usize,
-    window: Option<usize>,
-) -> Result<Tensor> {
-    let mut mask = vec![0f32; n * kv_len];
-    for t in 0..n {
-        let qpos = start + t;
-        for j in 0..kv_len {
-            let kpos = kv_start + j;
-            let visible = kpos <= qpos && window.is_none_or(|w| qpos - kpos < w);
-            if !visible {
-                mask[t * kv_len + j] = f32::NEG_INFINITY;
+        let run = |&(s, row0, start, h): &(usize, usize, usize, usize)| -> Vec<f32> {
+            let n = counts[s];
+            let mut o = vec![0f32; n * hd];
+            let mut scores = Vec::with_capacity(start + n);
+            for t in 0..n {
+                let qpos = start + t;
+                let keys = visible_keys(qpos, window);
+                let (keys, values) = caches[s].head(il, h / group, keys.start, keys.end);
+                let qv = &q[(row0 + t) * width + h * hd..(row0 + t) * width + (h + 1) * hd];
+                attend_one(qv, keys, values, hp.attn_scale, &mut scores, &mut o[t * hd..(t + 1) * hd]);
+            }
+            o
+        };
+        // Small problems (a decode step) are not worth a trip through the pool.
+        let results: Vec<Vec<f32>> = if work * hd < 1 << 18 {
+            tasks.iter().map(run).collect()
+        } else {
+            tasks.par_iter().map(run).collect()
+        };
+        for (&(s, row0, _, h), o) in tasks.iter().zip(&results) {
+            for t in 0..counts[s] {
+                let at = (row0 + t) * width + h * hd;
+                out[at..at + hd].copy_from_slice(&o[t * hd..(t + 1) * hd]);
             }
         }
     }
-    Tensor::from_vec(mask, (n, kv_len), &Device::Cpu)
+}
+
+/// Key positions a query at `qpos` attends to: none in its future and, with a sliding
+/// window, only the last `window` positions (itself included).
+fn visible_keys(qpos: usize, window: Option<usize>) -> std::ops::Range<usize> {
+    window.map_or(0, |w| (qpos + 1).saturating_sub(w))..qpos + 1
+}
+
+/// `out = softmax(scale * keys · q) · values` for one query row against one head's keys
+/// and values (rows of `q.len()`); `scores` is scratch.
+fn attend_one(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { attend_one_avx2(q, keys, values, scale, scores, out) };
+    }
+    attend_one_body(q, keys, values, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_one_avx2(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    attend_one_body(q, keys, values, scale, scores, out)
+}
+
+/// Compiled twice (AVX2 and portable): the dot/axpy loops inline and vectorize in each.
+#[inline(always)]
+fn attend_one_body(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let hd = q.len();
+    scores.clear();
+    scores.extend(keys.chunks_exact(hd).map(|k| dot_portable(q, k) * scale));
+    let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sum = 0.0;
+    for v in scores.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for (p, v) in scores.iter().zip(values.chunks_exact(hd)) {
+        let a = p * inv;
+        for (o, v) in out.iter_mut().zip(v) {
+            *o += a * v;
+        }
+    }
+}
+
+/// Buffers a forward pass reuses from layer to layer.
+#[derive(Default)]
+struct Scratch {
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
 }
 
 #[cfg(test)]
 mod tests {
-    use super::causal_mask;
-
-    fn visible(mask: &[Vec<f32>], row: usize) -> Vec<usize> {
-        mask[row]
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(j, _)| j)
-            .collect()
-    }
+    use super::visible_keys;
 
     #[test]
-    fn causal_mask_hides_future_keys() {
-        let mask = causal_mask(2, 3, 0, 5, None)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        assert_eq!(visible(&mask, 0), vec![0, 1, 2]);
-        assert_eq!(visible(&mask, 2), vec![0, 1, 2, 3, 4]);
+    fn queries_see_no_future_keys() {
+        assert_eq!(visible_keys(0, None), 0..1);
+        assert_eq!(visible_keys(4, None), 0..5);
     }
 
     #[test]
     fn sliding_window_keeps_the_last_window_positions() {
-        // Rows at positions 10..13 with window 4; keys start at 10 + 1 - 4 = 7.
-        let mask = causal_mask(10, 3, 7, 6, Some(4))
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        assert_eq!(visible(&mask, 0), vec![0, 1, 2, 3]); // positions 7..=10
-        assert_eq!(visible(&mask, 2), vec![2, 3, 4, 5]); // positions 9..=12
+        assert_eq!(visible_keys(10, Some(4)), 7..11);
+        assert_eq!(visible_keys(2, Some(4)), 0..3);
     }
 }

@@ -4,6 +4,7 @@ mod cache;
 mod decoder;
 mod hparams;
 mod ops;
+mod quant;
 mod weights;
 
 use candle_core::{bail, Result, Tensor};

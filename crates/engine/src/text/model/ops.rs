@@ -1,20 +1,63 @@
-//! Small numeric building blocks: RMS norm, softmax, rotary embeddings.
+//! Small numeric building blocks on f32 slices: RMS norm, rotary embeddings, activations,
+//! and the dot product attention is built on.
 use super::hparams::RopeStyle;
-use candle_core::{Result, Tensor, D};
 
-/// `x / sqrt(mean(x²) + eps) * weight` over the last dimension.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let inv_rms = (mean_sq + eps as f64)?.sqrt()?.recip()?;
-    x.broadcast_mul(&inv_rms)?.broadcast_mul(weight)
+/// Each `weight.len()`-wide row of `x` becomes `x / sqrt(mean(x²) + eps) * weight`, in place.
+pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(weight.len()) {
+        let mean_sq = sum_sq(row) / row.len() as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = *v * inv * w;
+        }
+    }
 }
 
-/// Softmax over the last dimension; rows may contain -inf (masked) but not only -inf.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    let sum = exp.sum_keepdim(D::Minus1)?;
-    exp.broadcast_div(&sum)
+/// `out = rms_norm(x)`, leaving `x` as it is.
+pub fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+    out.clear();
+    out.extend_from_slice(x);
+    rms_norm(out, weight, eps);
+}
+
+fn sum_sq(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `a · b` with 16 independent sums (so the loop vectorizes where it is inlined).
+#[inline(always)]
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `gate = silu(gate) * up`, in place.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `gate = gelu(gate) * up` (llama.cpp's table form, see `gelu_like_llama_cpp`), in place.
+pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = gelu_like_llama_cpp(*g) * u;
+    }
 }
 
 /// cos/sin of every rotation angle for a list of positions: `[rows][n_rot / 2]`.
@@ -44,18 +87,12 @@ impl RopeAngles {
     }
 }
 
-/// Rotates the first `2 * angles.half` dims of each head of `x` (`[rows, heads, head_dim]`),
-/// row `r` by the angles of position `r`.
-pub fn apply_rope(x: &Tensor, angles: &RopeAngles, style: RopeStyle) -> Result<Tensor> {
-    let (rows, heads, head_dim) = x.dims3()?;
+/// Rotates the first `2 * angles.half` dims of each `head_dim`-wide head of each row of `x`
+/// (rows of `heads * head_dim`), row `r` by the angles of position `r`, in place.
+pub fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, angles: &RopeAngles, style: RopeStyle) {
     let half = angles.half;
-    if angles.cos.len() != rows * half || 2 * half > head_dim {
-        candle_core::bail!(
-            "rope: {rows} rows of head size {head_dim} do not match the angle table"
-        );
-    }
-    let mut data = x.flatten_all()?.to_vec1::<f32>()?;
-    for (r, row) in data.chunks_exact_mut(heads * head_dim).enumerate() {
+    debug_assert_eq!(angles.cos.len() * heads * head_dim, x.len() * half);
+    for (r, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
         let cos = &angles.cos[r * half..(r + 1) * half];
         let sin = &angles.sin[r * half..(r + 1) * half];
         for head in row.chunks_exact_mut(head_dim) {
@@ -70,25 +107,19 @@ pub fn apply_rope(x: &Tensor, angles: &RopeAngles, style: RopeStyle) -> Result<T
             }
         }
     }
-    Tensor::from_vec(data, (rows, heads, head_dim), x.device())
 }
 
 /// GELU (tanh form) as llama.cpp's CPU backend computes it: through a table indexed by
 /// the input rounded to f16, holding f16 results; exact outside (-10, 10). Matching it
 /// keeps greedy generation identical to llama.cpp's on near-ties.
-pub fn gelu_like_llama_cpp(x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let mut data = x.flatten_all()?.to_vec1::<f32>()?;
-    for v in data.iter_mut() {
-        *v = if *v <= -10.0 {
-            0.0
-        } else if *v >= 10.0 {
-            *v
-        } else {
-            round_to_f16(gelu_tanh(round_to_f16(*v)))
-        };
+pub fn gelu_like_llama_cpp(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        round_to_f16(gelu_tanh(round_to_f16(x)))
     }
-    Tensor::from_vec(data, dims, x.device())
 }
 
 fn gelu_tanh(x: f32) -> f32 {

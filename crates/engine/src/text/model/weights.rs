@@ -1,4 +1,5 @@
 //! Reading tensors out of a GGUF file into the forms the forward pass uses.
+use super::quant::PackedWeight;
 use candle_core::quantized::{gguf_file::Content, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Tensor};
 use std::fs::File;
@@ -21,12 +22,12 @@ impl GgufReader<'_> {
             .map_err(|e| e.context(format!("reading tensor `{name}`")))
     }
 
-    /// A small tensor (norm weight, bias) as dense f32.
-    pub fn dense(&mut self, name: &str) -> Result<Tensor> {
-        self.qtensor(name)?.dequantize(&Device::Cpu)
+    /// A small tensor (norm weight, bias) as dense f32 values.
+    pub fn dense(&mut self, name: &str) -> Result<Vec<f32>> {
+        self.qtensor(name)?.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()
     }
 
-    pub fn opt_dense(&mut self, name: &str) -> Result<Option<Tensor>> {
+    pub fn opt_dense(&mut self, name: &str) -> Result<Option<Vec<f32>>> {
         if self.has(name) {
             self.dense(name).map(Some)
         } else {
@@ -34,8 +35,8 @@ impl GgufReader<'_> {
         }
     }
 
-    pub fn matmul(&mut self, name: &str) -> Result<QMatMul> {
-        QMatMul::from_arc(self.qtensor(name)?)
+    pub fn matmul(&mut self, name: &str) -> Result<MatMul> {
+        MatMul::new(self.qtensor(name)?)
     }
 
     pub fn linear(&mut self, name: &str) -> Result<Linear> {
@@ -45,19 +46,71 @@ impl GgufReader<'_> {
     }
 }
 
+/// `x @ W^T` with a quantized weight: our packed kernels for the types they cover,
+/// candle's matmul for the rest.
+pub enum MatMul {
+    Packed(PackedWeight),
+    Candle(QMatMul),
+}
+
+impl MatMul {
+    pub fn new(weight: Arc<QTensor>) -> Result<Self> {
+        match PackedWeight::from_qtensor(&weight)? {
+            Some(packed) => Ok(Self::Packed(packed)),
+            None => Ok(Self::Candle(QMatMul::from_arc(weight)?)),
+        }
+    }
+
+    pub fn out_features(&self) -> usize {
+        match self {
+            Self::Packed(p) => p.out_features(),
+            Self::Candle(q) => match q {
+                QMatMul::QTensor(t) => t.shape().dims()[0],
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims()[0],
+            },
+        }
+    }
+
+    /// `y = x @ W^T` for the rows of `x` (each `k` wide); `y` is resized to fit.
+    pub fn forward(&self, x: &[f32], y: &mut Vec<f32>) -> Result<()> {
+        match self {
+            Self::Packed(p) => {
+                y.resize(x.len() / p.in_features() * p.out_features(), 0.0);
+                p.matmul(x, y)
+            }
+            Self::Candle(q) => {
+                let n = self.out_features();
+                let k = match q {
+                    QMatMul::QTensor(t) => t.shape().dims()[1],
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims()[1],
+                };
+                let xt = Tensor::from_slice(x, (x.len() / k, k), &Device::Cpu)?;
+                let out = q.forward(&xt)?.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                debug_assert_eq!(out.len(), x.len() / k * n);
+                *y = out;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// `x @ W^T (+ b)` with a quantized weight.
 pub struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
+    weight: MatMul,
+    bias: Option<Vec<f32>>,
 }
 
 impl Linear {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+    pub fn forward(&self, x: &[f32], y: &mut Vec<f32>) -> Result<()> {
+        self.weight.forward(x, y)?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(b.len()) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -79,11 +132,13 @@ impl Embedding {
     }
 
     /// `[ids.len(), hidden]` f32 rows.
-    pub fn lookup(&self, ids: &[u32]) -> Result<Tensor> {
+    pub fn lookup(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let ids = Tensor::new(ids, &Device::Cpu)?;
         match self {
             Self::Quantized(t) => t.embedding(&ids),
             Self::Dense(t) => t.index_select(&ids, 0),
-        }
+        }?
+        .flatten_all()?
+        .to_vec1()
     }
 }

@@ -1,0 +1,241 @@
+//! Dot products of packed 4-row weight groups with Q8 activation blocks: an AVX2 kernel
+//! (int8 `maddubs`, 4 weight rows and up to 4 activation rows per pass) and a portable
+//! scalar one computing the same sums.
+use super::pack::{Layout, BLOCK, ROWS};
+
+/// One quantized activation block: `x ≈ d * q`, with `s = d * Σq` for the offset term.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(8))]
+pub struct ActBlock {
+    pub q: [i8; BLOCK],
+    pub d: f32,
+    pub s: f32,
+}
+
+/// Quantizes one row of activations (length a multiple of 32) to Q8 blocks.
+pub fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { quantize_row_avx2(x, out) };
+    }
+    quantize_row_body(x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(x: &[f32], out: &mut [ActBlock]) {
+    quantize_row_body(x, out)
+}
+
+/// Compiled twice (AVX2 and portable); the loops vectorize in each.
+#[inline(always)]
+fn quantize_row_body(x: &[f32], out: &mut [ActBlock]) {
+    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in ob.q.iter_mut().zip(xb) {
+            *q = (v * id).round() as i8;
+            sum += *q as i32;
+        }
+        ob.d = d;
+        ob.s = d * sum as f32;
+    }
+}
+
+/// `out[i][r]` = dot of weight row `r` of the group starting at `w` (`nb` blocks) with
+/// activation row `x[i]` (`nb` blocks each).
+pub type GroupKernel = unsafe fn(Layout, *const u8, usize, &[&[ActBlock]], &mut [[f32; ROWS]]);
+
+pub fn best_kernel() -> GroupKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return avx2::group_dot;
+        }
+    }
+    scalar_group_dot
+}
+
+/// Portable reference over the packed layout (integer sums per half block, like the SIMD one).
+pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
+    let gb = layout.group_bytes();
+    let group = std::slice::from_raw_parts(w, nb * gb);
+    let f = |g: &[u8], at: usize| f32::from_le_bytes([g[at], g[at + 1], g[at + 2], g[at + 3]]);
+    for (xi, o) in x.iter().zip(out.iter_mut()) {
+        *o = [0.0; ROWS];
+        for (b, g) in group.chunks_exact(gb).enumerate() {
+            let xb = &xi[b];
+            for (r, acc) in o.iter_mut().enumerate() {
+                let q = |j: usize| -> i32 {
+                    let qs = layout.quants_offset();
+                    match layout {
+                        Layout::Nib4 | Layout::Nib5 => {
+                            let byte = g[qs + 16 * r + j % 16];
+                            let nib = if j < 16 { byte & 0xF } else { byte >> 4 } as i32;
+                            if layout == Layout::Nib5 {
+                                let bits = u32::from_le_bytes(g[32 + 4 * r..36 + 4 * r].try_into().unwrap());
+                                nib | ((((bits >> j) & 1) << 4) as i32)
+                            } else {
+                                nib
+                            }
+                        }
+                        Layout::I8 | Layout::I8Half => g[qs + 32 * r + j] as i8 as i32,
+                    }
+                };
+                let (mut lo, mut hi) = (0i32, 0i32);
+                for j in 0..16 {
+                    lo += q(j) * xb.q[j] as i32;
+                    hi += q(j + 16) * xb.q[j + 16] as i32;
+                }
+                let dlo = f(g, 4 * r);
+                let (dhi, m) = match layout {
+                    Layout::Nib4 | Layout::Nib5 => (dlo, f(g, 16 + 4 * r)),
+                    Layout::I8 => (dlo, 0.0),
+                    Layout::I8Half => (f(g, 16 + 4 * r), 0.0),
+                };
+                *acc += dlo * xb.d * lo as f32 + dhi * xb.d * hi as f32 + m * xb.s;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{ActBlock, Layout, ROWS};
+    use std::arch::x86_64::*;
+
+    pub unsafe fn group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
+        let mut i = 0;
+        while i < x.len() {
+            let n = (x.len() - i).min(4);
+            let xs = &x[i..i + n];
+            let o = &mut out[i..i + n];
+            match (layout, n) {
+                (Layout::Nib4, 4) => kernel::<NIB4, 4>(w, nb, xs, o),
+                (Layout::Nib4, 2 | 3) => kernel::<NIB4, 2>(w, nb, &xs[..2], &mut o[..2]),
+                (Layout::Nib4, _) => kernel::<NIB4, 1>(w, nb, xs, o),
+                (Layout::Nib5, 4) => kernel::<NIB5, 4>(w, nb, xs, o),
+                (Layout::Nib5, 2 | 3) => kernel::<NIB5, 2>(w, nb, &xs[..2], &mut o[..2]),
+                (Layout::Nib5, _) => kernel::<NIB5, 1>(w, nb, xs, o),
+                (Layout::I8, 4) => kernel::<I8, 4>(w, nb, xs, o),
+                (Layout::I8, 2 | 3) => kernel::<I8, 2>(w, nb, &xs[..2], &mut o[..2]),
+                (Layout::I8, _) => kernel::<I8, 1>(w, nb, xs, o),
+                (Layout::I8Half, 4) => kernel::<I8H, 4>(w, nb, xs, o),
+                (Layout::I8Half, 2 | 3) => kernel::<I8H, 2>(w, nb, &xs[..2], &mut o[..2]),
+                (Layout::I8Half, _) => kernel::<I8H, 1>(w, nb, xs, o),
+            }
+            i += if n == 3 { 2 } else { n };
+        }
+    }
+
+    const NIB4: u8 = 0;
+    const NIB5: u8 = 1;
+    const I8: u8 = 2;
+    const I8H: u8 = 3;
+
+    const fn layout_of(l: u8) -> Layout {
+        match l {
+            NIB4 => Layout::Nib4,
+            NIB5 => Layout::Nib5,
+            I8 => Layout::I8,
+            _ => Layout::I8Half,
+        }
+    }
+
+    /// Expands 32 bits into 32 bytes: 0xFF where the bit is set.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+        );
+        let probe = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe_u64 as i64));
+        _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
+    }
+
+    /// The 32 quants of row `r` of the group at `g`, in column order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants<const L: u8>(g: *const u8, r: usize) -> __m256i {
+        let layout = layout_of(L);
+        let qs = g.add(layout.quants_offset());
+        match layout {
+            Layout::Nib4 | Layout::Nib5 => {
+                let v = _mm_loadu_si128(qs.add(16 * r) as *const __m128i);
+                let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+                let nib = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+                if layout == Layout::Nib5 {
+                    let bits = (g.add(32 + 4 * r) as *const u32).read_unaligned();
+                    let high = _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10));
+                    _mm256_or_si256(nib, high)
+                } else {
+                    nib
+                }
+            }
+            Layout::I8 | Layout::I8Half => _mm256_loadu_si256(qs.add(32 * r) as *const __m256i),
+        }
+    }
+
+    /// Per-lane scales: lanes 0..4 scale the first half blocks of rows 0..4, lanes 4..8 the second.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn scales<const L: u8>(g: *const u8) -> __m256 {
+        let p = g as *const f32;
+        if L == I8H {
+            _mm256_loadu_ps(p)
+        } else {
+            let d = _mm_loadu_ps(p);
+            _mm256_set_m128(d, d)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kernel<const L: u8, const NX: usize>(
+        w: *const u8,
+        nb: usize,
+        x: &[&[ActBlock]],
+        out: &mut [[f32; ROWS]],
+    ) {
+        let layout = layout_of(L);
+        let affine = layout.is_affine();
+        let gb = layout.group_bytes();
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); NX];
+        let mut macc = [_mm_setzero_ps(); NX];
+        let xp: [*const ActBlock; NX] = std::array::from_fn(|i| x[i].as_ptr());
+        for b in 0..nb {
+            let g = w.add(b * gb);
+            let sc = scales::<L>(g);
+            let q: [__m256i; ROWS] = std::array::from_fn(|r| quants::<L>(g, r));
+            // Signed quants: |q| against x carrying q's sign (maddubs wants an unsigned side).
+            let aq: [__m256i; ROWS] = if affine { q } else { std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r])) };
+            let mins = if affine { _mm_loadu_ps(g.add(16) as *const f32) } else { _mm_setzero_ps() };
+            for i in 0..NX {
+                let xb = &*xp[i].add(b);
+                let xv = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
+                let p: [__m256i; ROWS] = std::array::from_fn(|r| {
+                    let xs = if affine { xv } else { _mm256_sign_epi8(xv, q[r]) };
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(aq[r], xs), ones)
+                });
+                // [r0 r1 r2 r3] sums of the first half in the low lane, second half in the high.
+                let s = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+                let dx = _mm256_mul_ps(sc, _mm256_set1_ps(xb.d));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dx, acc[i]);
+                if affine {
+                    macc[i] = _mm_fmadd_ps(mins, _mm_set1_ps(xb.s), macc[i]);
+                }
+            }
+        }
+        for i in 0..NX {
+            let sum = _mm_add_ps(
+                _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1)),
+                macc[i],
+            );
+            _mm_storeu_ps(out[i].as_mut_ptr(), sum);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Load-time repacking: GGML blocks of each type are decoded into uniform 32-value
+//! blocks, then stored 4 rows interleaved in one of the few layouts the kernels read.
+//!
+//! Every layout holds, per group of 4 rows and 32 columns, the scales of the 4 rows
+//! side by side (one vector load) followed by the 4 rows' quants. Values are
+//! `w = dlo * q + m` for the first 16 columns and `w = dhi * q + m` for the last 16.
+use candle_core::quantized::GgmlDType;
+use candle_core::{bail, Result};
+use half::f16;
+
+pub const ROWS: usize = 4;
+pub const BLOCK: usize = 32;
+
+/// The packed layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// 4-bit unsigned quants with a per-block scale and offset (Q4_0, Q4_1, Q4_K):
+    /// `d[4] m[4]` (f32), then per row 16 bytes: low nibble = column j, high = j + 16.
+    Nib4,
+    /// 5-bit unsigned (Q5_0, Q5_1): `d[4] m[4]`, then per row a u32 of 5th bits, then the nibbles.
+    Nib5,
+    /// Signed 8-bit with one scale (Q8_0): `d[4]`, then per row 32 bytes.
+    I8,
+    /// Signed 8-bit with a scale per half block (Q6_K): `dlo[4] dhi[4]`, then per row 32 bytes.
+    I8Half,
+}
+
+impl Layout {
+    pub fn for_dtype(dtype: GgmlDType) -> Option<Self> {
+        Some(match dtype {
+            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q4K => Self::Nib4,
+            GgmlDType::Q5_0 | GgmlDType::Q5_1 => Self::Nib5,
+            GgmlDType::Q8_0 => Self::I8,
+            GgmlDType::Q6K => Self::I8Half,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one group (4 rows × 32 columns).
+    pub const fn group_bytes(self) -> usize {
+        match self {
+            Self::Nib4 => 32 + ROWS * 16,
+            Self::Nib5 => 32 + ROWS * 4 + ROWS * 16,
+            Self::I8 => 16 + ROWS * 32,
+            Self::I8Half => 32 + ROWS * 32,
+        }
+    }
+
+    /// Offset of the quants (and of the 5th bits for Nib5) within a group.
+    pub const fn quants_offset(self) -> usize {
+        match self {
+            Self::Nib4 | Self::I8Half => 32,
+            Self::Nib5 => 32 + ROWS * 4,
+            Self::I8 => 16,
+        }
+    }
+
+    pub const fn is_affine(self) -> bool {
+        matches!(self, Self::Nib4 | Self::Nib5)
+    }
+}
+
+/// One decoded block: 32 quants (unsigned for the Nib layouts, signed for I8) and scales.
+#[derive(Clone, Copy, Default)]
+pub struct Block32 {
+    pub q: [i32; BLOCK],
+    pub dlo: f32,
+    pub dhi: f32,
+    pub m: f32,
+}
+
+impl Block32 {
+    fn uniform(q: [i32; BLOCK], d: f32, m: f32) -> Self {
+        Self { q, dlo: d, dhi: d, m }
+    }
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Decodes one row of GGML blocks into 32-value blocks.
+pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Result<()> {
+    let type_size = dtype.type_size();
+    for b in raw.chunks_exact(type_size) {
+        match dtype {
+            GgmlDType::Q4_0 | GgmlDType::Q4_1 => {
+                let d = f16_at(b, 0);
+                let (m, qs) = if dtype == GgmlDType::Q4_0 { (-8.0 * d, &b[2..18]) } else { (f16_at(b, 2), &b[4..20]) };
+                let mut q = [0; BLOCK];
+                for j in 0..16 {
+                    q[j] = (qs[j] & 0xF) as i32;
+                    q[j + 16] = (qs[j] >> 4) as i32;
+                }
+                out.push(Block32::uniform(q, d, m));
+            }
+            GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
+                let d = f16_at(b, 0);
+                let (m, rest) = if dtype == GgmlDType::Q5_0 { (-16.0 * d, &b[2..]) } else { (f16_at(b, 2), &b[4..]) };
+                let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let qs = &rest[4..20];
+                let mut q = [0; BLOCK];
+                for j in 0..16 {
+                    q[j] = (qs[j] & 0xF) as i32 | ((((qh >> j) & 1) << 4) as i32);
+                    q[j + 16] = (qs[j] >> 4) as i32 | ((((qh >> (j + 16)) & 1) << 4) as i32);
+                }
+                out.push(Block32::uniform(q, d, m));
+            }
+            GgmlDType::Q8_0 => {
+                let d = f16_at(b, 0);
+                let mut q = [0; BLOCK];
+                for j in 0..BLOCK {
+                    q[j] = b[2 + j] as i8 as i32;
+                }
+                out.push(Block32::uniform(q, d, 0.0));
+            }
+            GgmlDType::Q4K => {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let scales = &b[4..16];
+                let qs = &b[16..144];
+                for sub in 0..8 {
+                    let (sc, mn) = q4k_scale_min(sub, scales);
+                    let chunk = &qs[32 * (sub / 2)..32 * (sub / 2) + 32];
+                    let mut q = [0; BLOCK];
+                    for l in 0..BLOCK {
+                        q[l] = if sub % 2 == 0 { chunk[l] & 0xF } else { chunk[l] >> 4 } as i32;
+                    }
+                    out.push(Block32::uniform(q, d * sc as f32, -dmin * mn as f32));
+                }
+            }
+            GgmlDType::Q6K => {
+                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                let d = f16_at(b, 208);
+                for half in 0..2 {
+                    let (ql, qh, sc) = (&ql[64 * half..], &qh[32 * half..], &sc[8 * half..]);
+                    for which in 0..4 {
+                        let mut q = [0; BLOCK];
+                        for l in 0..BLOCK {
+                            let low = match which {
+                                0 => ql[l] & 0xF,
+                                1 => ql[l + 32] & 0xF,
+                                2 => ql[l] >> 4,
+                                _ => ql[l + 32] >> 4,
+                            };
+                            let high = (qh[l] >> (2 * which)) & 3;
+                            q[l] = (low | (high << 4)) as i32 - 32;
+                        }
+                        let dlo = d * sc[2 * which] as i8 as f32;
+                        let dhi = d * sc[2 * which + 1] as i8 as f32;
+                        out.push(Block32 { q, dlo, dhi, m: 0.0 });
+                    }
+                }
+            }
+            other => bail!("no packed layout for {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// Scale and min of sub-block `j` of a Q4_K super-block (6 bits each, packed in 12 bytes).
+fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+    }
+}
+
+/// Writes the group of blocks `blocks[r]` (one per row; None = padding row) at `dst`.
+pub fn write_group(layout: Layout, blocks: [Option<&Block32>; ROWS], dst: &mut [u8]) {
+    let zero = Block32::default();
+    let rows: [&Block32; ROWS] = blocks.map(|b| b.unwrap_or(&zero));
+    let put_f32 = |dst: &mut [u8], at: usize, v: f32| dst[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    match layout {
+        Layout::Nib4 | Layout::Nib5 => {
+            for (r, b) in rows.iter().enumerate() {
+                debug_assert_eq!(b.dlo, b.dhi);
+                put_f32(dst, 4 * r, b.dlo);
+                put_f32(dst, 16 + 4 * r, b.m);
+            }
+            let qs_at = layout.quants_offset();
+            for (r, b) in rows.iter().enumerate() {
+                for j in 0..16 {
+                    dst[qs_at + 16 * r + j] = ((b.q[j] & 0xF) | ((b.q[j + 16] & 0xF) << 4)) as u8;
+                }
+                if layout == Layout::Nib5 {
+                    let mut bits = 0u32;
+                    for j in 0..BLOCK {
+                        bits |= (((b.q[j] >> 4) & 1) as u32) << j;
+                    }
+                    dst[32 + 4 * r..36 + 4 * r].copy_from_slice(&bits.to_le_bytes());
+                }
+            }
+        }
+        Layout::I8 | Layout::I8Half => {
+            for (r, b) in rows.iter().enumerate() {
+                put_f32(dst, 4 * r, b.dlo);
+                if layout == Layout::I8Half {
+                    put_f32(dst, 16 + 4 * r, b.dhi);
+                } else {
+                    debug_assert_eq!(b.dlo, b.dhi);
+                }
+            }
+            let qs_at = layout.quants_offset();
+            for (r, b) in rows.iter().enumerate() {
+                for j in 0..BLOCK {
+                    dst[qs_at + 32 * r + j] = b.q[j] as i8 as u8;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Prefix cache: the KV caches of recent prompts, so that a request sharing a long
+//! prefix with one of them (a system prompt, a conversation so far) copies those
+//! positions instead of prefilling them again.
+use super::model::{Model, SeqCache};
+
+/// Prompts shorter than this are not worth keeping (their prefill is cheap).
+pub const MIN_PREFIX: usize = 64;
+/// Prompts kept, least recently used dropped first.
+const ENTRIES: usize = 4;
+
+struct Entry {
+    tokens: Vec<u32>,
+    cache: SeqCache,
+}
+
+#[derive(Default)]
+pub struct PrefixStore {
+    /// Most recently used last.
+    entries: Vec<Entry>,
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl PrefixStore {
+    /// Keeps the first `prompt.len()` positions of `cache` (a fully prefilled prompt),
+    /// compacted into a cache of exactly that size.
+    pub fn insert(&mut self, model: &dyn Model, prompt: &[u32], cache: &SeqCache) {
+        if prompt.len() < MIN_PREFIX || cache.len() < prompt.len() {
+            return;
+        }
+        // An entry this prompt contains (or equals) is superseded by it.
+        if let Some(i) = self.entries.iter().position(|e| common_prefix(&e.tokens, prompt) == e.tokens.len()) {
+            self.entries.remove(i);
+        } else if let Some(i) = self.entries.iter().position(|e| common_prefix(&e.tokens, prompt) == prompt.len()) {
+            // Already covered by a longer entry: mark it used.
+            let e = self.entries.remove(i);
+            self.entries.push(e);
+            return;
+        }
+        let Ok(mut copy) = model.new_cache(prompt.len()) else { return };
+        if copy.copy_prefix_from(cache, prompt.len()).is_err() {
+            return;
+        }
+        if self.entries.len() == ENTRIES {
+            self.entries.remove(0);
+        }
+        self.entries.push(Entry { tokens: prompt.to_vec(), cache: copy });
+    }
+
+    /// Fills `cache` (empty) with the longest stored prefix of `prompt`, leaving at least
+    /// the last prompt token to prefill (its logits start generation). Returns the number
+    /// of positions filled.
+    pub fn reuse(&mut self, prompt: &[u32], cache: &mut SeqCache) -> usize {
+        let limit = prompt.len().saturating_sub(1);
+        let best = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(limit)))
+            .max_by_key(|&(_, n)| n);
+        let Some((i, n)) = best.filter(|&(_, n)| n >= MIN_PREFIX) else { return 0 };
+        if cache.copy_prefix_from(&self.entries[i].cache, n).is_err() {
+            return 0;
+        }
+        let e = self.entries.remove(i);
+        self.entries.push(e);
+        n
+    }
+}

@@ -322,7 +322,7 @@ def write_report(args, results, out):
     ]
     for model_id, res in results:
         h, l, b = res["hearth"], res["llama.cpp"], res.get("hearth-before")
-        lines += [f"## {model_id}", "",
+        lines += [f"### {model_id}", "",
                   f"prompt lengths (llama.cpp tokenizer): {res['prompt tokens']}; "
                   f"load averages: {' → '.join('/'.join(x) for x in res['load'])}", ""]
         if b:

@@ -18,3 +18,10 @@ def write_section(path, name, body):
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+if __name__ == "__main__":
+    # `python3 bench/report.py FILE NAME < body`: what the shell scripts use.
+    import sys
+
+    write_section(sys.argv[1], sys.argv[2], sys.stdin.read())

@@ -126,7 +126,10 @@ impl WhisperEngine {
                 if text.trim().is_empty() || start >= end {
                     continue;
                 }
-                history.extend(seg_tokens.iter().copied().filter(|&t| t < tk.eot));
+                // Timestamps stay in the context (as Whisper does): a text-only
+                // context makes the model continue without timestamps, so the
+                // next window comes back as one unsplit segment.
+                history.extend_from_slice(&seg_tokens);
                 segments.push(Segment {
                     id: segments.len(),
                     seek: seek_of(time_offset),

@@ -151,6 +151,11 @@ def main() -> None:
     h_lat, t_lat = statistics.median(lat["hearth"]) * 1e3, statistics.median(lat["torch"]) * 1e3
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    contention = (
+        f"With the 1-minute load above the machine's {os.cpu_count()} cores, both sides ran on a share of the CPU: "
+        "the ratios say how each degrades under contention; rerun on an idle machine for idle figures."
+        if max(float(x) for x in loads) > os.cpu_count() else "The load stayed within the machine's cores: these are quiet-machine figures."
+    )
     section = f"""## Embeddings: hearth `/v1/embeddings` vs sentence-transformers
 
 `bash bench/embeddings/run.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Same model files
@@ -161,9 +166,7 @@ torch {torch.__version__}, called in-process (no HTTP); hearth is measured throu
 (JSON request, base64 response) on loopback. CPU: {cpu}, {os.cpu_count()} cores.
 Machine load (1-min average) at the start and after each round: {', '.join(loads)};
 `uptime` at the end: `{uptime}`.
-With the machine's 1-minute load above its {os.cpu_count()} cores, both sides run on a share of the CPU: the
-ratios say how each degrades under that contention (PyTorch's spinning threads suffer most);
-rerun on an idle machine for idle figures.
+{contention}
 
 | measure | hearth | sentence-transformers | ratio |
 |---|---|---|---|

@@ -2,5 +2,6 @@
 //! through a handle and receive a stream of events.
 pub mod audio;
 pub mod embed;
+pub mod math;
 pub mod moderate;
 pub mod text;

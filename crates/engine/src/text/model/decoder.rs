@@ -4,7 +4,8 @@
 //! embeddings, GELU MLP, sliding-window local layers and logit softcapping (gemma3).
 use super::cache::SeqCache;
 use super::hparams::{Arch, Hparams};
-use super::ops::{apply_rope, dot_portable, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
+use super::attention;
+use super::ops::{apply_rope, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
 use super::weights::{Embedding, GgufReader, Linear, MatMul};
 use candle_core::{bail, Device, Result, Tensor};
 use rayon::prelude::*;
@@ -216,7 +217,7 @@ impl Decoder {
         }
         s.attn.clear();
         s.attn.resize(x.len() / hp.n_embd * nh * hd, 0.0);
-        self.attend(il, layer.window, counts, caches, &s.q, &mut s.attn);
+        self.attend(il, layer.window, counts, caches, &s.q, &mut s.attn, &mut s.heads);
 
         layer.o.forward(&s.attn, &mut s.o)?;
         if let Some(w) = &layer.post_attn_norm {
@@ -241,47 +242,65 @@ impl Decoder {
 
     /// Causal (optionally sliding-window) attention of the new rows of every sequence
     /// against its cache (which already holds them). `q`: rows of `n_head * head_dim`;
-    /// writes `out` in the same shape. Work is split over (sequence, head) pairs.
-    fn attend(&self, il: usize, window: Option<usize>, counts: &[usize], caches: &[&mut SeqCache], q: &[f32], out: &mut [f32]) {
+    /// writes `out` in the same shape. Work is split over (sequence, head, run of rows).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        il: usize,
+        window: Option<usize>,
+        counts: &[usize],
+        caches: &[&mut SeqCache],
+        q: &[f32],
+        out: &mut [f32],
+        heads_out: &mut Vec<f32>,
+    ) {
         let hp = &self.hp;
         let (hd, nh) = (hp.head_dim, hp.n_head);
         let group = nh / hp.n_head_kv;
         let width = nh * hd;
-        // (sequence, first row, start position, head) for every task.
-        let mut tasks = Vec::with_capacity(counts.len() * nh);
+        // Rows per task: enough for the pool's two threads to balance a long prompt.
+        const ROWS_PER_TASK: usize = 32;
+        // (sequence, first row in `q`, its position, rows) for every task, per head.
+        let mut tasks = Vec::new();
         let mut row = 0;
         let mut work = 0;
         for (s, &n) in counts.iter().enumerate() {
             let start = caches[s].len();
             for h in 0..nh {
-                tasks.push((s, row, start, h));
+                for t0 in (0..n).step_by(ROWS_PER_TASK) {
+                    tasks.push((s, h, row + t0, start + t0, ROWS_PER_TASK.min(n - t0)));
+                }
             }
             work += n * (start + n) * nh;
             row += n;
         }
-        let run = |&(s, row0, start, h): &(usize, usize, usize, usize)| -> Vec<f32> {
-            let n = counts[s];
-            let mut o = vec![0f32; n * hd];
-            let mut scores = Vec::with_capacity(start + n);
-            for t in 0..n {
-                let qpos = start + t;
-                let keys = visible_keys(qpos, window);
+        // Each task writes its rows of one head into its own piece of `heads_out`.
+        heads_out.clear();
+        heads_out.resize(q.len(), 0.0);
+        let mut pieces = Vec::with_capacity(tasks.len());
+        let mut rest = heads_out.as_mut_slice();
+        for &(.., rows) in &tasks {
+            let (piece, tail) = rest.split_at_mut(rows * hd);
+            pieces.push(piece);
+            rest = tail;
+        }
+        let run = |(&(s, h, row0, pos0, rows), piece): (&(usize, usize, usize, usize, usize), &mut &mut [f32])| {
+            for t in 0..rows {
+                let keys = visible_keys(pos0 + t, window);
                 let (keys, values) = caches[s].head(il, h / group, keys.start, keys.end);
-                let qv = &q[(row0 + t) * width + h * hd..(row0 + t) * width + (h + 1) * hd];
-                attend_one(qv, keys, values, hp.attn_scale, &mut scores, &mut o[t * hd..(t + 1) * hd]);
+                let qv = &q[(row0 + t) * width + h * hd..][..hd];
+                attention::attend(qv, keys, values, hp.attn_scale, &mut piece[t * hd..(t + 1) * hd]);
             }
-            o
         };
-        // Small problems (a decode step) are not worth a trip through the pool.
-        let results: Vec<Vec<f32>> = if work * hd < 1 << 18 {
-            tasks.iter().map(run).collect()
+        // Small problems (a decode step at short context) are not worth a trip through the pool.
+        if work * hd < 1 << 18 {
+            tasks.iter().zip(pieces.iter_mut()).for_each(run);
         } else {
-            tasks.par_iter().map(run).collect()
-        };
-        for (&(s, row0, _, h), o) in tasks.iter().zip(&results) {
-            for t in 0..counts[s] {
-                let at = (row0 + t) * width + h * hd;
-                out[at..at + hd].copy_from_slice(&o[t * hd..(t + 1) * hd]);
+            tasks.par_iter().zip(pieces.par_iter_mut()).for_each(run);
+        }
+        for (&(_, h, row0, _, rows), piece) in tasks.iter().zip(&pieces) {
+            for t in 0..rows {
+                out[(row0 + t) * width + h * hd..][..hd].copy_from_slice(&piece[t * hd..(t + 1) * hd]);
             }
         }
     }
@@ -293,44 +312,6 @@ fn visible_keys(qpos: usize, window: Option<usize>) -> std::ops::Range<usize> {
     window.map_or(0, |w| (qpos + 1).saturating_sub(w))..qpos + 1
 }
 
-/// `out = softmax(scale * keys · q) · values` for one query row against one head's keys
-/// and values (rows of `q.len()`); `scores` is scratch.
-fn attend_one(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { attend_one_avx2(q, keys, values, scale, scores, out) };
-    }
-    attend_one_body(q, keys, values, scale, scores, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_one_avx2(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
-    attend_one_body(q, keys, values, scale, scores, out)
-}
-
-/// Compiled twice (AVX2 and portable): the dot/axpy loops inline and vectorize in each.
-#[inline(always)]
-fn attend_one_body(q: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
-    let hd = q.len();
-    scores.clear();
-    scores.extend(keys.chunks_exact(hd).map(|k| dot_portable(q, k) * scale));
-    let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut sum = 0.0;
-    for v in scores.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for (p, v) in scores.iter().zip(values.chunks_exact(hd)) {
-        let a = p * inv;
-        for (o, v) in out.iter_mut().zip(v) {
-            *o += a * v;
-        }
-    }
-}
-
 /// Buffers a forward pass reuses from layer to layer.
 #[derive(Default)]
 struct Scratch {
@@ -339,6 +320,8 @@ struct Scratch {
     k: Vec<f32>,
     v: Vec<f32>,
     attn: Vec<f32>,
+    /// Attention output grouped by task (head, run of rows) before it is interleaved.
+    heads: Vec<f32>,
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,

@@ -1,7 +1,7 @@
 //! Prefix cache: the KV caches of recent prompts, so that a request sharing a long
-//! prefix with one of them (a system prompt, a conversation so far) copies those
-//! positions instead of prefilling them again.
-use super::model::{Model, SeqCache};
+//! prefix with one of them (a system prompt, a conversation so far) attends to those
+//! positions, shared read-only, instead of prefilling them again.
+use super::model::{Prefix, SeqCache};
 
 /// Prompts shorter than this are not worth keeping (their prefill is cheap).
 pub const MIN_PREFIX: usize = 64;
@@ -10,7 +10,7 @@ const ENTRIES: usize = 4;
 
 struct Entry {
     tokens: Vec<u32>,
-    cache: SeqCache,
+    prefix: Prefix,
 }
 
 #[derive(Default)]
@@ -24,10 +24,10 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl PrefixStore {
-    /// Keeps the first `prompt.len()` positions of `cache` (a fully prefilled prompt),
-    /// compacted into a cache of exactly that size.
-    pub fn insert(&mut self, model: &dyn Model, prompt: &[u32], cache: &SeqCache) {
-        if prompt.len() < MIN_PREFIX || cache.len() < prompt.len() {
+    /// Keeps the positions of `cache`, which holds exactly the fully prefilled `prompt`
+    /// (they become read-only, shared with the sequence that goes on from them).
+    pub fn insert(&mut self, prompt: &[u32], cache: &mut SeqCache) {
+        if prompt.len() < MIN_PREFIX || cache.len() != prompt.len() {
             return;
         }
         // An entry this prompt contains (or equals) is superseded by it.
@@ -39,14 +39,10 @@ impl PrefixStore {
             self.entries.push(e);
             return;
         }
-        let Ok(mut copy) = model.new_cache(prompt.len()) else { return };
-        if copy.copy_prefix_from(cache, prompt.len()).is_err() {
-            return;
-        }
         if self.entries.len() == ENTRIES {
             self.entries.remove(0);
         }
-        self.entries.push(Entry { tokens: prompt.to_vec(), cache: copy });
+        self.entries.push(Entry { tokens: prompt.to_vec(), prefix: cache.freeze() });
     }
 
     /// Fills `cache` (empty) with the longest stored prefix of `prompt`, leaving at least
@@ -61,7 +57,7 @@ impl PrefixStore {
             .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(limit)))
             .max_by_key(|&(_, n)| n);
         let Some((i, n)) = best.filter(|&(_, n)| n >= MIN_PREFIX) else { return 0 };
-        if cache.copy_prefix_from(&self.entries[i].cache, n).is_err() {
+        if cache.start_from(&self.entries[i].prefix, n).is_err() {
             return 0;
         }
         let e = self.entries.remove(i);

@@ -330,7 +330,7 @@ impl Worker {
         if end < seq.prompt.len() {
             return Step::Continue;
         }
-        self.prefixes.insert(self.model.as_ref(), &seq.prompt, &seq.cache);
+        self.prefixes.insert(&seq.prompt, &mut seq.cache);
         if seq.want_prompt_logprobs {
             let all = std::mem::take(&mut seq.prompt_logprobs);
             if seq.tx.send(Event::PromptLogprobs(all)).is_err() {

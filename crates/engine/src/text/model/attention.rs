@@ -1,81 +1,85 @@
-//! Attention of one query row against one head's cached keys and values, in the
-//! flash-attention manner: keys are taken a tile at a time with a running maximum
-//! and sum (online softmax), so no score row is materialised and every key and
-//! value is read once, from the cache where it lies.
+//! Attention of one query row against one head's cached keys and values, read where
+//! they lie in the cache (which may hold them in several runs, see cache.rs). Three
+//! passes over one row of scores: the scores, their softmax, the weighted sum of the
+//! values. Each step is indexed by key position alone, so the result does not depend
+//! on how the positions are split into runs (a reused prompt prefix gives the same
+//! numbers as a fresh prefill).
+use std::cell::RefCell;
+
 use crate::math::exp;
 
-/// Keys scored per tile: the tile's scores stay on the stack and its keys and values
-/// in L1 (64 keys × 64 dims × 4 bytes = 16 KiB each for the usual head size).
-const TILE: usize = 64;
+thread_local! {
+    /// One row of scores per thread, reused from query to query.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
-/// `out = softmax(scale · keys · q) · values` for one query row `q` against the keys and
-/// values of one head (rows of `q.len()`, at least one), overwriting `out`.
-pub fn attend(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
-    debug_assert!(!keys.is_empty() && keys.len() == values.len() && keys.len() % q.len() == 0);
+/// Where one head's vectors lie in runs of cache rows: position `j`'s key (and value)
+/// is `keys[j * stride + offset..][..head_dim]`.
+#[derive(Clone, Copy)]
+pub struct HeadLayout {
+    pub offset: usize,
+    pub stride: usize,
+}
+
+/// `out = softmax(scale · K q) · V` for one query row `q`. `runs(f)` must call
+/// `f(keys, values)` for each run of positions in order (the same runs each time: it
+/// is called twice) and give at least one position.
+pub fn attend(q: &[f32], scale: f32, at: HeadLayout, runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])), out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if q.len() % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if q.len().is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, and the head size is a multiple of 8.
-        return unsafe { avx2::attend(q, keys, values, scale, out) };
+        return unsafe { avx2::attend(q, scale, at, runs, out) };
     }
-    attend_portable(q, keys, values, scale, out)
+    attend_portable(q, scale, at, runs, out)
 }
 
-/// The same online softmax in plain Rust (the reference the SIMD version is tested on).
-fn attend_portable(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
+/// The same three passes in plain Rust (the reference the SIMD version is tested on).
+fn attend_portable(q: &[f32], scale: f32, at: HeadLayout, runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])), out: &mut [f32]) {
     let hd = q.len();
-    let mut running = Running::new(out);
-    let mut scores = [0f32; TILE];
-    for (kt, vt) in keys.chunks(TILE * hd).zip(values.chunks(TILE * hd)) {
-        let s = &mut scores[..kt.len() / hd];
-        for (s, k) in s.iter_mut().zip(kt.chunks_exact(hd)) {
-            *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-        }
-        running.rescale(s, out);
-        for (&p, v) in s.iter().zip(vt.chunks_exact(hd)) {
-            out.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-        }
-    }
-    running.finish(out);
-}
-
-/// The running maximum and sum of the online softmax; `out` holds the unnormalised
-/// weighted sum of the values seen so far, scaled to the current maximum.
-struct Running {
-    max: f32,
-    sum: f32,
-}
-
-impl Running {
-    fn new(out: &mut [f32]) -> Self {
+    SCORES.with_borrow_mut(|scores| {
+        scores.clear();
+        runs(&mut |keys, _| {
+            for k in keys.chunks_exact(at.stride) {
+                scores.push(super::ops::dot_portable(q, &k[at.offset..at.offset + hd]) * scale);
+            }
+        });
+        softmax_in_place(scores);
         out.fill(0.0);
-        Self { max: f32::NEG_INFINITY, sum: 0.0 }
-    }
+        let mut j = 0;
+        runs(&mut |_, values| {
+            for v in values.chunks_exact(at.stride) {
+                let p = scores[j];
+                out.iter_mut().zip(&v[at.offset..at.offset + hd]).for_each(|(o, v)| *o += p * v);
+                j += 1;
+            }
+        });
+    })
+}
 
-    /// Turns a tile's scores into weights `e^(s - max)` under the new maximum, rescaling
-    /// what `out` and the sum hold when the maximum moved.
-    #[inline(always)]
-    fn rescale(&mut self, scores: &mut [f32], out: &mut [f32]) {
-        let tile_max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        if tile_max > self.max {
-            let shrink = exp(self.max - tile_max);
-            self.sum *= shrink;
-            out.iter_mut().for_each(|o| *o *= shrink);
-            self.max = tile_max;
+/// `x = softmax(x)`; inlined into each caller so that it vectorizes there.
+#[inline(always)]
+fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut lanes = [0f32; 8];
+    let chunks = x.chunks_exact_mut(8);
+    let mut tail = 0.0;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        tail += *v;
+    }
+    for c in x.chunks_exact_mut(8) {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *v = exp(*v - max);
+            *l += *v;
         }
-        let max = self.max;
-        scores.iter_mut().for_each(|s| *s = exp(*s - max));
-        self.sum += scores.iter().sum::<f32>();
     }
-
-    fn finish(self, out: &mut [f32]) {
-        let inv = 1.0 / self.sum;
-        out.iter_mut().for_each(|o| *o *= inv);
-    }
+    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Running, TILE};
+    use super::{softmax_in_place, HeadLayout, SCORES};
     use std::arch::x86_64::*;
 
     /// Eight horizontal sums, one per accumulator, as one vector.
@@ -90,58 +94,87 @@ mod avx2 {
         _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31))
     }
 
-    /// Scores of 8 consecutive keys starting at `k` against `q` (`hd` a multiple of 8).
+    /// Scores of 8 keys `stride` apart starting at `k` against `q` (`hd` a multiple of 8).
     #[inline(always)]
-    unsafe fn scores8(q: *const f32, k: *const f32, hd: usize) -> __m256 {
+    unsafe fn scores8(q: *const f32, k: *const f32, hd: usize, stride: usize) -> __m256 {
         let mut acc = [_mm256_setzero_ps(); 8];
         for c in (0..hd).step_by(8) {
             let qc = _mm256_loadu_ps(q.add(c));
             for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(qc, _mm256_loadu_ps(k.add(j * hd + c)), *a);
+                *a = _mm256_fmadd_ps(qc, _mm256_loadu_ps(k.add(j * stride + c)), *a);
             }
         }
         hsum8(acc)
     }
 
+    /// Head sizes up to this go through the padded tail path (all supported models: ≤ 256).
+    const MAX_HD: usize = 256;
+
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn attend(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
+    pub unsafe fn attend(
+        q: &[f32],
+        scale: f32,
+        at: HeadLayout,
+        runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
+        out: &mut [f32],
+    ) {
         let hd = q.len();
-        let mut running = Running::new(out);
-        let mut scores = [0f32; TILE];
+        if hd > MAX_HD {
+            return super::attend_portable(q, scale, at, runs, out);
+        }
         let vscale = _mm256_set1_ps(scale);
-        for (kt, vt) in keys.chunks(TILE * hd).zip(values.chunks(TILE * hd)) {
-            let n = kt.len() / hd;
-            let s = &mut scores[..n];
-            let mut j = 0;
-            while j + 8 <= n {
-                let v = _mm256_mul_ps(scores8(q.as_ptr(), kt.as_ptr().add(j * hd), hd), vscale);
-                _mm256_storeu_ps(s.as_mut_ptr().add(j), v);
-                j += 8;
-            }
-            for (s, k) in s[j..].iter_mut().zip(kt[j * hd..].chunks_exact(hd)) {
-                *s = super::super::ops::dot_portable(q, k) * scale;
-            }
-            running.rescale(s, out);
-            // out += Σ p_j · v_j, 64 output values (8 registers) at a time.
-            for c0 in (0..hd).step_by(64) {
-                let width = (hd - c0).min(64) / 8;
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for (a, i) in acc.iter_mut().zip(0..width) {
-                    *a = _mm256_loadu_ps(out.as_ptr().add(c0 + 8 * i));
+        SCORES.with_borrow_mut(|scores| {
+            scores.clear();
+            runs(&mut |keys, _| {
+                let n = keys.len() / at.stride;
+                let k0 = keys.as_ptr().add(at.offset);
+                let mut j = 0;
+                let mut put = |v: __m256, count: usize| {
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(v, vscale));
+                    scores.extend_from_slice(&lanes[..count]);
+                };
+                while j + 8 <= n {
+                    put(scores8(q.as_ptr(), k0.add(j * at.stride), hd, at.stride), 8);
+                    j += 8;
                 }
-                for (jj, &p) in s.iter().enumerate() {
-                    let pv = _mm256_set1_ps(p);
-                    let v = vt.as_ptr().add(jj * hd + c0);
+                if j < n {
+                    // The last few keys, padded to 8 with zeros: the same arithmetic per key.
+                    let mut pad = [0f32; 8 * MAX_HD];
+                    for (i, row) in pad.chunks_exact_mut(hd).take(n - j).enumerate() {
+                        row.copy_from_slice(std::slice::from_raw_parts(k0.add((j + i) * at.stride), hd));
+                    }
+                    put(scores8(q.as_ptr(), pad.as_ptr(), hd, hd), n - j);
+                }
+            });
+            softmax_in_place(scores);
+            out.fill(0.0);
+            let mut j = 0;
+            runs(&mut |_, values| {
+                let n = values.len() / at.stride;
+                let v0 = values.as_ptr().add(at.offset);
+                // out += Σ p_j · v_j, 64 output values (8 registers) at a time.
+                for c0 in (0..hd).step_by(64) {
+                    let width = (hd - c0).min(64) / 8;
+                    let o = out.as_mut_ptr().add(c0);
+                    let mut acc = [_mm256_setzero_ps(); 8];
                     for (a, i) in acc.iter_mut().zip(0..width) {
-                        *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * i)), *a);
+                        *a = _mm256_loadu_ps(o.add(8 * i));
+                    }
+                    for (jj, &p) in scores[j..j + n].iter().enumerate() {
+                        let pv = _mm256_set1_ps(p);
+                        let v = v0.add(jj * at.stride + c0);
+                        for (a, i) in acc.iter_mut().zip(0..width) {
+                            *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * i)), *a);
+                        }
+                    }
+                    for (a, i) in acc.iter().zip(0..width) {
+                        _mm256_storeu_ps(o.add(8 * i), *a);
                     }
                 }
-                for (a, i) in acc.iter().zip(0..width) {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * i), *a);
-                }
-            }
-        }
-        running.finish(out);
+                j += n;
+            });
+        })
     }
 }
 
@@ -177,28 +210,41 @@ mod tests {
             .collect()
     }
 
+    /// Attention of `q` over rows of 3 heads (the middle one is the query's), fed in runs
+    /// of `split` positions, SIMD or portable.
+    fn strided(q: &[f32], k: &[f32], v: &[f32], split: usize, simd: bool) -> Vec<f32> {
+        let (hd, stride) = (q.len(), 3 * q.len());
+        let at = HeadLayout { offset: hd, stride };
+        let runs = |f: &mut dyn FnMut(&[f32], &[f32])| {
+            k.chunks(split * stride).zip(v.chunks(split * stride)).for_each(|(k, v)| f(k, v))
+        };
+        let mut out = vec![9.0; hd];
+        if simd {
+            attend(q, 0.3, at, runs, &mut out);
+        } else {
+            attend_portable(q, 0.3, at, runs, &mut out);
+        }
+        out
+    }
+
     #[test]
     fn matches_two_pass_softmax() {
         // Head sizes of the supported models (64, 256) and an odd one; key counts below,
-        // at and across tile and 8-key boundaries.
+        // at and across tile and 8-key boundaries; in one run and in several.
         for hd in [64usize, 256, 12] {
             for n in [1usize, 7, 8, 63, 64, 65, 200, 513] {
-                let (q, k, v) = (fill(hd, 1), fill(n * hd, 2), fill(n * hd, 3));
-                let want = reference(&q, &k, &v, 0.3);
-                for got in [
-                    {
-                        let mut o = vec![9.0; hd];
-                        attend(&q, &k, &v, 0.3, &mut o);
-                        o
-                    },
-                    {
-                        let mut o = vec![9.0; hd];
-                        attend_portable(&q, &k, &v, 0.3, &mut o);
-                        o
-                    },
-                ] {
-                    for (g, w) in got.iter().zip(&want) {
+                let q = fill(hd, 1);
+                let (k3, v3) = (fill(3 * n * hd, 2), fill(3 * n * hd, 3));
+                let head = |x: &[f32]| -> Vec<f32> { x.chunks(3 * hd).flat_map(|r| r[hd..2 * hd].to_vec()).collect() };
+                let want = reference(&q, &head(&k3), &head(&v3), 0.3);
+                for simd in [true, false] {
+                    let whole = strided(&q, &k3, &v3, n, simd);
+                    for (g, w) in whole.iter().zip(&want) {
                         assert!((g - w).abs() < 1e-5, "hd {hd}, {n} keys: {g} vs {w}");
+                    }
+                    // Bit for bit the same however the positions are split into runs.
+                    for split in [1, 5, 64] {
+                        assert_eq!(strided(&q, &k3, &v3, split, simd), whole, "hd {hd}, {n} keys in runs of {split}");
                     }
                 }
             }

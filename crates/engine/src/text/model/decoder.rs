@@ -153,10 +153,13 @@ impl Decoder {
                 (Some(_), Some(local)) => local,
                 _ => &global_angles,
             };
-            self.layer_forward(il, layer, &mut x, angles, counts, caches, &mut scratch)?;
+            if let Err(e) = self.layer_forward(il, layer, &mut x, angles, counts, caches, &mut scratch) {
+                caches.iter_mut().for_each(|c| c.rollback());
+                return Err(e);
+            }
         }
         for (cache, &n) in caches.iter_mut().zip(counts) {
-            cache.len += n;
+            cache.commit(n);
         }
 
         let Some(output_rows) = output_rows else {
@@ -203,16 +206,11 @@ impl Decoder {
         apply_rope(&mut s.k, nkv, hd, angles, hp.rope_style);
 
         // New keys/values go into each sequence's cache, then attention reads them there.
+        let kv_width = nkv * hd;
         let mut row = 0;
         for (cache, &n) in caches.iter_mut().zip(counts) {
-            let start = cache.len();
-            for t in 0..n {
-                let r = row + t;
-                for h in 0..nkv {
-                    let at = (r * nkv + h) * hd;
-                    cache.write(il, h, start + t, &s.k[at..at + hd], &s.v[at..at + hd]);
-                }
-            }
+            let rows = row * kv_width..(row + n) * kv_width;
+            cache.append(il, &s.k[rows.clone()], &s.v[rows]);
             row += n;
         }
         s.attn.clear();
@@ -284,12 +282,14 @@ impl Decoder {
             pieces.push(piece);
             rest = tail;
         }
+        let kv_width = hp.n_head_kv * hd;
         let run = |(&(s, h, row0, pos0, rows), piece): (&(usize, usize, usize, usize, usize), &mut &mut [f32])| {
             for t in 0..rows {
                 let keys = visible_keys(pos0 + t, window);
-                let (keys, values) = caches[s].head(il, h / group, keys.start, keys.end);
                 let qv = &q[(row0 + t) * width + h * hd..][..hd];
-                attention::attend(qv, keys, values, hp.attn_scale, &mut piece[t * hd..(t + 1) * hd]);
+                let at = attention::HeadLayout { offset: h / group * hd, stride: kv_width };
+                let runs = |f: &mut dyn FnMut(&[f32], &[f32])| caches[s].runs(il, keys.start, keys.end, f);
+                attention::attend(qv, hp.attn_scale, at, runs, &mut piece[t * hd..(t + 1) * hd]);
             }
         };
         // Small problems (a decode step at short context) are not worth a trip through the pool.

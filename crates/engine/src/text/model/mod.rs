@@ -10,7 +10,7 @@ mod weights;
 
 use candle_core::{bail, Result, Tensor};
 
-pub use cache::SeqCache;
+pub use cache::{Prefix, SeqCache};
 
 /// Most prompt tokens run through the model at once (bounds the attention scores' size).
 const PREFILL_CHUNK: usize = 512;

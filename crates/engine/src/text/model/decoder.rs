@@ -256,8 +256,10 @@ impl Decoder {
         let (hd, nh) = (hp.head_dim, hp.n_head);
         let group = nh / hp.n_head_kv;
         let width = nh * hd;
-        // Rows per task: enough for the pool's two threads to balance a long prompt.
-        const ROWS_PER_TASK: usize = 32;
+        // Rows per task: a few dozen tasks per layer, so the pool's threads balance
+        // (also when another process takes a core), each long enough to amortise itself.
+        let total_rows: usize = counts.iter().sum();
+        let rows_per_task = (total_rows * nh / 48).clamp(1, 32);
         // (sequence, first row in `q`, its position, rows) for every task, per head.
         let mut tasks = Vec::new();
         let mut row = 0;
@@ -265,8 +267,8 @@ impl Decoder {
         for (s, &n) in counts.iter().enumerate() {
             let start = caches[s].len();
             for h in 0..nh {
-                for t0 in (0..n).step_by(ROWS_PER_TASK) {
-                    tasks.push((s, h, row + t0, start + t0, ROWS_PER_TASK.min(n - t0)));
+                for t0 in (0..n).step_by(rows_per_task) {
+                    tasks.push((s, h, row + t0, start + t0, rows_per_task.min(n - t0)));
                 }
             }
             work += n * (start + n) * nh;

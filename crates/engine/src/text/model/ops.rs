@@ -49,7 +49,7 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 /// `gate = silu(gate) * up`, in place.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+        *g = *g / (1.0 + crate::math::exp(-*g)) * u;
     }
 }
 

@@ -193,9 +193,7 @@ impl Decoder {
         let hp = &self.hp;
         let (hd, nh, nkv) = (hp.head_dim, hp.n_head, hp.n_head_kv);
         rms_norm_into(x, &layer.attn_norm, hp.rms_eps, &mut s.h);
-        layer.q.forward(&s.h, &mut s.q)?;
-        layer.k.forward(&s.h, &mut s.k)?;
-        layer.v.forward(&s.h, &mut s.v)?;
+        Linear::forward_many([&layer.q, &layer.k, &layer.v], &s.h, [&mut s.q, &mut s.k, &mut s.v])?;
         if let Some(w) = &layer.q_norm {
             rms_norm(&mut s.q, w, hp.rms_eps);
         }
@@ -224,8 +222,7 @@ impl Decoder {
         x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
 
         rms_norm_into(x, &layer.ffn_norm, hp.rms_eps, &mut s.h);
-        layer.gate.forward(&s.h, &mut s.gate)?;
-        layer.up.forward(&s.h, &mut s.up)?;
+        Linear::forward_many([&layer.gate, &layer.up], &s.h, [&mut s.gate, &mut s.up])?;
         match hp.arch {
             Arch::Gemma3 => gelu_mul(&mut s.gate, &s.up),
             Arch::Llama | Arch::Qwen2 => silu_mul(&mut s.gate, &s.up),

@@ -103,6 +103,37 @@ pub struct Linear {
 impl Linear {
     pub fn forward(&self, x: &[f32], y: &mut Vec<f32>) -> Result<()> {
         self.weight.forward(x, y)?;
+        self.add_bias(y);
+        Ok(())
+    }
+
+    /// `ys[i] = linears[i](x)`: one trip through the thread pool when every weight is packed.
+    pub fn forward_many<const N: usize>(linears: [&Linear; N], x: &[f32], ys: [&mut Vec<f32>; N]) -> Result<()> {
+        let packed: Vec<&PackedWeight> = linears
+            .iter()
+            .filter_map(|l| match &l.weight {
+                MatMul::Packed(p) => Some(p),
+                MatMul::Candle(_) => None,
+            })
+            .collect();
+        if packed.len() < N {
+            return linears.into_iter().zip(ys).try_for_each(|(l, y)| l.forward(x, y));
+        }
+        let m = x.len() / packed[0].in_features();
+        let mut outs: Vec<&mut [f32]> = ys
+            .into_iter()
+            .zip(&packed)
+            .map(|(y, p)| {
+                y.resize(m * p.out_features(), 0.0);
+                y.as_mut_slice()
+            })
+            .collect();
+        PackedWeight::matmul_many(&packed, x, &mut outs)?;
+        linears.iter().zip(outs).for_each(|(l, y)| l.add_bias(y));
+        Ok(())
+    }
+
+    fn add_bias(&self, y: &mut [f32]) {
         if let Some(b) = &self.bias {
             for row in y.chunks_exact_mut(b.len()) {
                 for (v, b) in row.iter_mut().zip(b) {
@@ -110,7 +141,6 @@ impl Linear {
                 }
             }
         }
-        Ok(())
     }
 }
 

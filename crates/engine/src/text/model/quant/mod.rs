@@ -76,11 +76,20 @@ impl PackedWeight {
 
     /// `y[m, n] = x[m, k] @ W^T`.
     pub fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        let (n, k) = (self.n, self.k);
-        if x.len() % k != 0 || y.len() != x.len() / k * n {
-            bail!("matmul: input of {} values against a [{n}, {k}] weight", x.len());
-        }
+        Self::matmul_many(&[self], x, &mut [y])
+    }
+
+    /// `ys[i] = x @ W_i^T` for weights of the same input width, in one pass over the pool:
+    /// `x` is quantized once and the threads share out the row groups of all the weights
+    /// together (q, k and v of a layer; gate and up).
+    pub fn matmul_many(ws: &[&Self], x: &[f32], ys: &mut [&mut [f32]]) -> Result<()> {
+        let Some(k) = ws.first().map(|w| w.k) else { return Ok(()) };
         let m = x.len() / k;
+        for (w, y) in ws.iter().zip(ys.iter()) {
+            if w.k != k || x.len() % k != 0 || y.len() != m * w.n {
+                bail!("matmul: input of {} values against a [{}, {}] weight", x.len(), w.n, w.k);
+            }
+        }
         let nb = k / BLOCK;
         let mut acts = vec![ActBlock::default(); m * nb];
         if m >= 16 {
@@ -89,32 +98,37 @@ impl PackedWeight {
             acts.chunks_mut(nb).zip(x.chunks(k)).for_each(|(a, x)| quantize_row(x, a));
         }
         let rows: Vec<&[ActBlock]> = acts.chunks(nb).collect();
-        let groups = n.div_ceil(ROWS);
-        let gbytes = nb * self.layout.group_bytes();
-        let y_ptr = SendPtr(y.as_mut_ptr());
-        let tasks = groups.div_ceil(GROUPS_PER_TASK);
-        let run = |t: usize| {
-            let y_ptr = &y_ptr;
+        // (weight, first group) of every task.
+        let tasks: Vec<(usize, usize)> = ws
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| (0..w.n.div_ceil(ROWS)).step_by(GROUPS_PER_TASK).map(move |g| (i, g)))
+            .collect();
+        let y_ptrs: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+        let run = |&(i, g0): &(usize, usize)| {
+            let (w, y_ptr) = (ws[i], &y_ptrs[i]);
+            let n = w.n;
+            let gbytes = nb * w.layout.group_bytes();
             let mut out = vec![[0f32; ROWS]; m];
-            for g in t * GROUPS_PER_TASK..((t + 1) * GROUPS_PER_TASK).min(groups) {
-                let w = self.data[g * gbytes..].as_ptr();
-                // SAFETY: `w` holds `nb` groups of this layout; every row of `rows` has `nb` blocks.
-                unsafe { (self.kernel)(self.layout, w, nb, &rows, &mut out) };
-                for (i, o) in out.iter().enumerate() {
+            for g in g0..(g0 + GROUPS_PER_TASK).min(n.div_ceil(ROWS)) {
+                let wp = w.data[g * gbytes..].as_ptr();
+                // SAFETY: `wp` holds `nb` groups of this layout; every row of `rows` has `nb` blocks.
+                unsafe { (w.kernel)(w.layout, wp, nb, &rows, &mut out) };
+                for (r_i, o) in out.iter().enumerate() {
                     for (r, &v) in o.iter().enumerate() {
                         let col = g * ROWS + r;
                         if col < n {
-                            // SAFETY: each (i, col) is written by exactly one task.
-                            unsafe { *y_ptr.0.add(i * n + col) = v };
+                            // SAFETY: each (row, col) of each output is written by exactly one task.
+                            unsafe { *y_ptr.0.add(r_i * n + col) = v };
                         }
                     }
                 }
             }
         };
-        if tasks == 1 {
-            run(0);
+        if tasks.len() == 1 {
+            run(&tasks[0]);
         } else {
-            (0..tasks).into_par_iter().for_each(run);
+            tasks.par_iter().for_each(run);
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 use super::cache::SeqCache;
 use super::hparams::{Arch, Hparams};
 use super::attention;
-use super::ops::{apply_rope, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
+use super::ops::{add_assign, apply_rope, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
 use super::weights::{Embedding, GgufReader, Linear, MatMul};
 use candle_core::{bail, Device, Result, Tensor};
 use rayon::prelude::*;
@@ -219,19 +219,20 @@ impl Decoder {
         if let Some(w) = &layer.post_attn_norm {
             rms_norm(&mut s.o, w, hp.rms_eps);
         }
-        x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
+        add_assign(x, &s.o, hp.n_embd);
 
         rms_norm_into(x, &layer.ffn_norm, hp.rms_eps, &mut s.h);
         Linear::forward_many([&layer.gate, &layer.up], &s.h, [&mut s.gate, &mut s.up])?;
+        let n_ff = s.gate.len() / (x.len() / hp.n_embd);
         match hp.arch {
-            Arch::Gemma3 => gelu_mul(&mut s.gate, &s.up),
-            Arch::Llama | Arch::Qwen2 => silu_mul(&mut s.gate, &s.up),
+            Arch::Gemma3 => gelu_mul(&mut s.gate, &s.up, n_ff),
+            Arch::Llama | Arch::Qwen2 => silu_mul(&mut s.gate, &s.up, n_ff),
         }
         layer.down.forward(&s.gate, &mut s.o)?;
         if let Some(w) = &layer.post_ffn_norm {
             rms_norm(&mut s.o, w, hp.rms_eps);
         }
-        x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
+        add_assign(x, &s.o, hp.n_embd);
         Ok(())
     }
 

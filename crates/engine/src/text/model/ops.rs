@@ -1,9 +1,37 @@
 //! Small numeric building blocks on f32 slices: RMS norm, rotary embeddings, activations,
-//! and the dot product attention is built on.
+//! and the dot product attention is built on. Each op over many rows (a prompt chunk)
+//! spreads them over the thread pool: done on one thread, they would leave the other
+//! cores idle between the parallel matmuls.
 use super::hparams::RopeStyle;
+use rayon::prelude::*;
+
+/// Rows per parallel piece; a decode step (fewer rows) stays on the calling thread.
+const PAR_ROWS: usize = 16;
+
+/// Calls `f(piece, first_row)` over pieces of `PAR_ROWS` rows of `x` (rows `width` wide),
+/// in parallel when there is more than one.
+fn for_rows(x: &mut [f32], width: usize, f: impl Fn(&mut [f32], usize) + Sync) {
+    if x.len() <= width * PAR_ROWS {
+        return f(x, 0);
+    }
+    x.par_chunks_mut(width * PAR_ROWS).enumerate().for_each(|(i, x)| f(x, i * PAR_ROWS));
+}
+
+/// `for_rows` with the matching rows of `y` (same row count, each `y.len() / rows` wide).
+fn for_rows_with(x: &mut [f32], width: usize, y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    let y_width = y.len() / (x.len() / width).max(1);
+    if x.len() <= width * PAR_ROWS {
+        return f(x, y);
+    }
+    x.par_chunks_mut(width * PAR_ROWS).zip(y.par_chunks(y_width * PAR_ROWS)).for_each(|(x, y)| f(x, y));
+}
 
 /// Each `weight.len()`-wide row of `x` becomes `x / sqrt(mean(x²) + eps) * weight`, in place.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    for_rows(x, weight.len(), |x, _| rms_norm_rows(x, weight, eps));
+}
+
+fn rms_norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(weight.len()) {
         let mean_sq = sum_sq(row) / row.len() as f32;
         let inv = 1.0 / (mean_sq + eps).sqrt();
@@ -15,9 +43,17 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
 
 /// `out = rms_norm(x)`, leaving `x` as it is.
 pub fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
-    out.clear();
-    out.extend_from_slice(x);
-    rms_norm(out, weight, eps);
+    out.resize(x.len(), 0.0);
+    let w = weight.len();
+    for_rows_with(out, w, x, |out, x| {
+        out.copy_from_slice(x);
+        rms_norm_rows(out, weight, eps);
+    });
+}
+
+/// `x += y`, element-wise (a residual connection).
+pub fn add_assign(x: &mut [f32], y: &[f32], width: usize) {
+    for_rows_with(x, width, y, |x, y| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
 }
 
 fn sum_sq(x: &[f32]) -> f32 {
@@ -46,18 +82,39 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `gate = silu(gate) * up`, in place.
-pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+/// `gate = silu(gate) * up`, in place (rows `width` wide).
+pub fn silu_mul(gate: &mut [f32], up: &[f32], width: usize) {
+    for_rows_with(gate, width, up, |g, u| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { silu_mul_avx2(g, u) };
+        }
+        silu_mul_body(g, u)
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) {
+    silu_mul_body(gate, up)
+}
+
+/// Compiled twice (AVX2 and portable); the loop vectorizes in each.
+#[inline(always)]
+fn silu_mul_body(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + crate::math::exp(-*g)) * u;
     }
 }
 
 /// `gate = gelu(gate) * up` (llama.cpp's table form, see `gelu_like_llama_cpp`), in place.
-pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = gelu_like_llama_cpp(*g) * u;
-    }
+pub fn gelu_mul(gate: &mut [f32], up: &[f32], width: usize) {
+    for_rows_with(gate, width, up, |g, u| {
+        for (g, u) in g.iter_mut().zip(u) {
+            *g = gelu_like_llama_cpp(*g) * u;
+        }
+    });
 }
 
 /// cos/sin of every rotation angle for a list of positions: `[rows][n_rot / 2]`.
@@ -90,9 +147,14 @@ impl RopeAngles {
 /// Rotates the first `2 * angles.half` dims of each `head_dim`-wide head of each row of `x`
 /// (rows of `heads * head_dim`), row `r` by the angles of position `r`, in place.
 pub fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, angles: &RopeAngles, style: RopeStyle) {
+    debug_assert_eq!(angles.cos.len() * heads * head_dim, x.len() * angles.half);
+    for_rows(x, heads * head_dim, |x, first| rope_rows(x, first, heads, head_dim, angles, style));
+}
+
+fn rope_rows(x: &mut [f32], first: usize, heads: usize, head_dim: usize, angles: &RopeAngles, style: RopeStyle) {
     let half = angles.half;
-    debug_assert_eq!(angles.cos.len() * heads * head_dim, x.len() * half);
     for (r, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
+        let r = first + r;
         let cos = &angles.cos[r * half..(r + 1) * half];
         let sin = &angles.sin[r * half..(r + 1) * half];
         for head in row.chunks_exact_mut(head_dim) {

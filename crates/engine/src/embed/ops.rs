@@ -31,42 +31,32 @@ fn normalize_row(row: &mut [f32], norm: &Norm) {
     }
 }
 
-pub(super) fn add_bias(x: &mut [f32], bias: &[f32]) {
-    x.par_chunks_mut(bias.len() * ROWS_PER_TASK).for_each(|rows| {
-        for row in rows.chunks_exact_mut(bias.len()) {
-            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-        }
-    });
-}
-
-/// In place: `x = layer_norm(x + bias + residual)`.
-pub(super) fn bias_residual_norm(x: &mut [f32], bias: &[f32], residual: &[f32], norm: &Norm) {
-    let width = bias.len();
+/// In place: `x = layer_norm(x + residual)`.
+pub(super) fn residual_norm(x: &mut [f32], residual: &[f32], norm: &Norm) {
+    let width = norm.weight.len();
     x.par_chunks_mut(width * ROWS_PER_TASK).zip(residual.par_chunks(width * ROWS_PER_TASK)).for_each(|(rows, res)| {
         simd::dispatch(|| {
             for (row, res) in rows.chunks_exact_mut(width).zip(res.chunks_exact(width)) {
-                for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
-                    *v += b + r;
-                }
+                row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
                 normalize_row(row, norm);
             }
         })
     });
 }
 
-/// In place: `x = gelu(x + bias)`, the exact (erf) GELU BERT was trained with.
-pub(super) fn bias_gelu(x: &mut [f32], bias: &[f32]) {
-    x.par_chunks_mut(bias.len() * ROWS_PER_TASK).for_each(|rows| simd::dispatch(|| gelu_rows(rows, bias)));
+/// In place: `x = gelu(x)`, the exact (erf) GELU BERT was trained with.
+pub(super) fn gelu(x: &mut [f32]) {
+    x.par_chunks_mut(GELU_PER_TASK).for_each(|chunk| simd::dispatch(|| gelu_slice(chunk)));
 }
+
+/// Values handed to one rayon task by `gelu`.
+const GELU_PER_TASK: usize = 16 * 1024;
 
 /// Branch-free so that it vectorises: this loop runs over every FFN activation.
 #[inline(always)]
-fn gelu_rows(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            let y = *v + b;
-            *v = 0.5 * y * (1.0 + erf(y * std::f32::consts::FRAC_1_SQRT_2));
-        }
+fn gelu_slice(x: &mut [f32]) {
+    for v in x {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
@@ -123,55 +113,65 @@ mod simd {
 /// Multi-head self-attention of packed sequences. `qkv` rows are
 /// `[q | k | v]` (`3 * heads * head_dim` wide); `spans` are each sequence's
 /// `(first row, length)`. Every token attends to all tokens of its own
-/// sequence (no padding exists to mask). Returns the `[rows, heads * head_dim]` context.
-pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize) -> Vec<f32> {
+/// sequence (no padding exists to mask). Writes the `[rows, heads * head_dim]`
+/// context; each (sequence, head) pair is one task.
+pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize, context: &mut [f32]) {
     let hidden = heads * head_dim;
-    let rows: usize = spans.iter().map(|s| s.1).sum();
-    let mut context = vec![0f32; rows * hidden];
-    let mut outputs = Vec::with_capacity(spans.len());
-    let mut rest = context.as_mut_slice();
-    for &(start, len) in spans {
-        let (out, tail) = rest.split_at_mut(len * hidden);
-        outputs.push((&qkv[start * 3 * hidden..(start + len) * 3 * hidden], out));
-        rest = tail;
-    }
-    outputs.into_par_iter().for_each(|(qkv, out)| simd::dispatch(|| sequence_attention(qkv, out, heads, head_dim)));
-    context
+    assert_eq!(context.len() * 3, qkv.len());
+    assert!(spans.iter().all(|&(start, len)| (start + len) * hidden <= context.len()));
+    let out = SendPtr(context.as_mut_ptr());
+    (0..spans.len() * heads).into_par_iter().for_each(|t| {
+        let ((start, len), h) = (spans[t / heads], t % heads);
+        let out = &out;
+        let qkv = &qkv[start * 3 * hidden..(start + len) * 3 * hidden];
+        let write = |i: usize, row: &[f32]| {
+            // SAFETY: in bounds (checked above), and each task writes only its
+            // head's columns of its sequence's rows.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) }
+        };
+        SCRATCH.with(|s| simd::dispatch(|| head_attention(qkv, len, h, heads, head_dim, &mut s.borrow_mut(), write)));
+    });
 }
 
+struct SendPtr(*mut f32);
+// SAFETY: shared only with tasks that write disjoint parts of the buffer.
+unsafe impl Sync for SendPtr {}
+
+thread_local! {
+    /// Each thread's transposed keys, scores and output row, reused across calls.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One head of one sequence of `len` tokens: writes the head's slice of
+/// each output row `i`, `softmax(q_i . K^T / sqrt(d)) @ V`.
 #[inline(always)]
-fn sequence_attention(qkv: &[f32], out: &mut [f32], heads: usize, d: usize) {
+fn head_attention(qkv: &[f32], len: usize, h: usize, heads: usize, d: usize, scratch: &mut Vec<f32>, mut write: impl FnMut(usize, &[f32])) {
     let hidden = heads * d;
-    let len = out.len() / hidden;
     let scale = 1.0 / (d as f32).sqrt();
-    // One head's keys transposed (`[d][len]`, so a query's scores are a sum of
-    // rows: vector work across keys, no horizontal sums), its values `[len][d]`,
-    // and one row of scores.
-    let mut keys_t = vec![0f32; d * len];
-    let mut values = vec![0f32; len * d];
-    let mut scores = vec![0f32; len];
-    for h in 0..heads {
-        for j in 0..len {
-            let row = &qkv[j * 3 * hidden..];
-            for (k, &x) in row[hidden + h * d..][..d].iter().enumerate() {
-                keys_t[k * len + j] = x;
-            }
-            values[j * d..(j + 1) * d].copy_from_slice(&row[2 * hidden + h * d..][..d]);
+    // The head's keys transposed (`[d][len]`), so that a query's scores are a
+    // sum of rows: vector work across keys, no horizontal sums.
+    scratch.resize(d * len + len + d, 0.0);
+    let (keys_t, rest) = scratch.split_at_mut(d * len);
+    let (scores, o) = rest.split_at_mut(len);
+    for j in 0..len {
+        for (k, &x) in qkv[j * 3 * hidden + hidden + h * d..][..d].iter().enumerate() {
+            keys_t[k * len + j] = x;
         }
-        for i in 0..len {
-            let query = &qkv[i * 3 * hidden + h * d..][..d];
-            scores.fill(0.0);
-            for (&q, keys) in query.iter().zip(keys_t.chunks_exact(len)) {
-                let q = q * scale;
-                scores.iter_mut().zip(keys).for_each(|(s, k)| *s += q * k);
-            }
-            softmax(&mut scores);
-            let o = &mut out[i * hidden + h * d..][..d];
-            o.fill(0.0);
-            for (&p, value) in scores.iter().zip(values.chunks_exact(d)) {
-                o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
-            }
+    }
+    for i in 0..len {
+        let query = &qkv[i * 3 * hidden + h * d..][..d];
+        scores.fill(0.0);
+        for (&q, keys) in query.iter().zip(keys_t.chunks_exact(len)) {
+            let q = q * scale;
+            scores.iter_mut().zip(keys).for_each(|(s, k)| *s += q * k);
         }
+        softmax(scores);
+        o.fill(0.0);
+        for (j, &p) in scores.iter().enumerate() {
+            let value = &qkv[j * 3 * hidden + 2 * hidden + h * d..][..d];
+            o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
+        }
+        write(i, o);
     }
 }
 

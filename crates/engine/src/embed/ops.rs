@@ -13,50 +13,101 @@ pub(super) struct Norm {
     pub eps: f32,
 }
 
+/// Defines `fn $name` whose body is compiled twice, for baseline x86-64 and
+/// for AVX2 + FMA, and runs the latter where the CPU has them (the crate is
+/// built for the baseline, which would leave these loops at 4 lanes without
+/// FMA). A plain function: closures handed to a `target_feature` wrapper are
+/// not reliably inlined into it.
+macro_rules! simd_fn {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// In place: every row becomes `(x - mean) / sqrt(var + eps) * weight + bias`.
 pub(super) fn layer_norm(x: &mut [f32], norm: &Norm) {
     let width = norm.weight.len();
-    x.par_chunks_mut(width * ROWS_PER_TASK)
-        .for_each(|rows| simd::dispatch(|| rows.chunks_exact_mut(width).for_each(|row| normalize_row(row, norm))));
-}
-
-#[inline(always)]
-fn normalize_row(row: &mut [f32], norm: &Norm) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + norm.eps).sqrt();
-    for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
-        *v = (*v - mean) * inv * w + b;
-    }
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| normalize_rows(rows, None, norm));
 }
 
 /// In place: `x = layer_norm(x + residual)`.
 pub(super) fn residual_norm(x: &mut [f32], residual: &[f32], norm: &Norm) {
     let width = norm.weight.len();
-    x.par_chunks_mut(width * ROWS_PER_TASK).zip(residual.par_chunks(width * ROWS_PER_TASK)).for_each(|(rows, res)| {
-        simd::dispatch(|| {
-            for (row, res) in rows.chunks_exact_mut(width).zip(res.chunks_exact(width)) {
-                row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
-                normalize_row(row, norm);
+    x.par_chunks_mut(width * ROWS_PER_TASK)
+        .zip(residual.par_chunks(width * ROWS_PER_TASK))
+        .for_each(|(rows, res)| normalize_rows(rows, Some(res), norm));
+}
+
+simd_fn! {
+    fn normalize_rows(rows: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
+        let width = norm.weight.len();
+        for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+            if let Some(res) = residual {
+                row.iter_mut().zip(&res[i * width..][..width]).for_each(|(v, r)| *v += r);
             }
-        })
-    });
+            let n = width as f32;
+            let mean = sum(row) / n;
+            row.iter_mut().for_each(|v| *v -= mean);
+            let var = sum_squares(row) / n;
+            let inv = 1.0 / (var + norm.eps).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+                *v = *v * inv * w + b;
+            }
+        }
+    }
+}
+
+/// Sums in 8 lanes: a float sum in order is one long dependency chain.
+#[inline(always)]
+fn sum(x: &[f32]) -> f32 {
+    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v))
+}
+
+#[inline(always)]
+fn sum_squares(x: &[f32]) -> f32 {
+    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v * v))
+}
+
+#[inline(always)]
+fn lanes(x: &[f32], add: impl Fn(&mut [f32; 8], &[f32])) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    chunks.for_each(|c| add(&mut acc, c));
+    add(&mut acc, rest);
+    acc.iter().sum()
 }
 
 /// In place: `x = gelu(x)`, the exact (erf) GELU BERT was trained with.
 pub(super) fn gelu(x: &mut [f32]) {
-    x.par_chunks_mut(GELU_PER_TASK).for_each(|chunk| simd::dispatch(|| gelu_slice(chunk)));
+    x.par_chunks_mut(GELU_PER_TASK).for_each(gelu_slice);
 }
 
 /// Values handed to one rayon task by `gelu`.
 const GELU_PER_TASK: usize = 16 * 1024;
 
-/// Branch-free so that it vectorises: this loop runs over every FFN activation.
-#[inline(always)]
-fn gelu_slice(x: &mut [f32]) {
-    for v in x {
-        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+simd_fn! {
+    /// Branch-free so that it vectorises: this loop runs over every FFN activation.
+    fn gelu_slice(x: &mut [f32]) {
+        for v in x {
+            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
     }
 }
 
@@ -88,28 +139,6 @@ fn exp(x: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
-/// Runs row kernels with AVX2 + FMA where the CPU has them (the crate is built
-/// for baseline x86-64, which would leave these loops at 4 lanes without FMA).
-mod simd {
-    #[inline(always)]
-    pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports the features the wrapper is compiled for.
-                return unsafe { avx2(f) };
-            }
-        }
-        f()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-        f()
-    }
-}
-
 /// Multi-head self-attention of packed sequences. `qkv` rows are
 /// `[q | k | v]` (`3 * heads * head_dim` wide); `spans` are each sequence's
 /// `(first row, length)`. Every token attends to all tokens of its own
@@ -124,12 +153,15 @@ pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, hea
         let ((start, len), h) = (spans[t / heads], t % heads);
         let out = &out;
         let qkv = &qkv[start * 3 * hidden..(start + len) * 3 * hidden];
-        let write = |i: usize, row: &[f32]| {
-            // SAFETY: in bounds (checked above), and each task writes only its
-            // head's columns of its sequence's rows.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) }
-        };
-        SCRATCH.with(|s| simd::dispatch(|| head_attention(qkv, len, h, heads, head_dim, &mut s.borrow_mut(), write)));
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            head_attention(qkv, len, h, heads, head_dim, &mut s);
+            for (i, row) in s[..len * head_dim].chunks_exact(head_dim).enumerate() {
+                // SAFETY: in bounds (checked above), and each task writes only
+                // its head's columns of its sequence's rows.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) }
+            }
+        });
     });
 }
 
@@ -138,49 +170,67 @@ struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 
 thread_local! {
-    /// Each thread's transposed keys, scores and output row, reused across calls.
+    /// Each thread's attention output, transposed keys and scores, reused across calls.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One head of one sequence of `len` tokens: writes the head's slice of
-/// each output row `i`, `softmax(q_i . K^T / sqrt(d)) @ V`.
-#[inline(always)]
-fn head_attention(qkv: &[f32], len: usize, h: usize, heads: usize, d: usize, scratch: &mut Vec<f32>, mut write: impl FnMut(usize, &[f32])) {
-    let hidden = heads * d;
-    let scale = 1.0 / (d as f32).sqrt();
-    // The head's keys transposed (`[d][len]`), so that a query's scores are a
-    // sum of rows: vector work across keys, no horizontal sums.
-    scratch.resize(d * len + len + d, 0.0);
-    let (keys_t, rest) = scratch.split_at_mut(d * len);
-    let (scores, o) = rest.split_at_mut(len);
-    for j in 0..len {
-        for (k, &x) in qkv[j * 3 * hidden + hidden + h * d..][..d].iter().enumerate() {
-            keys_t[k * len + j] = x;
+simd_fn! {
+    /// One head of one sequence of `len` tokens: leaves in `scratch[..len * d]`
+    /// the head's output rows, `softmax(q_i . K^T / sqrt(d)) @ V`.
+    fn head_attention(qkv: &[f32], len: usize, h: usize, heads: usize, d: usize, scratch: &mut Vec<f32>) {
+        let hidden = heads * d;
+        let scale = 1.0 / (d as f32).sqrt();
+        // The head's keys transposed (`[d][padded]`, zero past `len`), so that a
+        // query's scores are a sum of rows: whole vectors across keys, no
+        // horizontal sums, no ragged tail.
+        let padded = len.next_multiple_of(8);
+        scratch.clear();
+        scratch.resize(len * d + d * padded + QUERIES * padded, 0.0);
+        let (out, rest) = scratch.split_at_mut(len * d);
+        let (keys_t, scores) = rest.split_at_mut(d * padded);
+        for j in 0..len {
+            for (k, &x) in qkv[j * 3 * hidden + hidden + h * d..][..d].iter().enumerate() {
+                keys_t[k * padded + j] = x;
+            }
         }
-    }
-    for i in 0..len {
-        let query = &qkv[i * 3 * hidden + h * d..][..d];
-        scores.fill(0.0);
-        for (&q, keys) in query.iter().zip(keys_t.chunks_exact(len)) {
-            let q = q * scale;
-            scores.iter_mut().zip(keys).for_each(|(s, k)| *s += q * k);
+        for (first, out) in out.chunks_mut(QUERIES * d).enumerate().map(|(c, o)| (c * QUERIES, o)) {
+            // Scores of `QUERIES` queries (the last block repeats its last
+            // query) against eight keys at a time, held in registers across `d`.
+            let query = |q: usize, k: usize| qkv[(first + q).min(len - 1) * 3 * hidden + h * d + k];
+            for b in 0..padded / 8 {
+                let mut acc = [[0f32; 8]; QUERIES];
+                for (k, keys) in keys_t[b * 8..].chunks(padded).enumerate() {
+                    let keys: &[f32; 8] = keys[..8].try_into().expect("8 keys");
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        let x = query(q, k);
+                        acc.iter_mut().zip(keys).for_each(|(a, k)| *a += x * k);
+                    }
+                }
+                for (q, acc) in acc.iter().enumerate() {
+                    scores[q * padded + b * 8..][..8].iter_mut().zip(acc).for_each(|(s, a)| *s = a * scale);
+                }
+            }
+            for (o, scores) in out.chunks_exact_mut(d).zip(scores.chunks_exact_mut(padded)) {
+                let scores = &mut scores[..len];
+                softmax(scores);
+                for (j, &p) in scores.iter().enumerate() {
+                    let value = &qkv[j * 3 * hidden + 2 * hidden + h * d..][..d];
+                    o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
+                }
+            }
         }
-        softmax(scores);
-        o.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            let value = &qkv[j * 3 * hidden + 2 * hidden + h * d..][..d];
-            o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
-        }
-        write(i, o);
     }
 }
+
+/// Queries scored together by `head_attention`: each key vector loaded serves all of them.
+const QUERIES: usize = 4;
 
 #[inline(always)]
 fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     x.iter_mut().for_each(|v| *v = exp(*v - max));
-    let sum: f32 = x.iter().sum();
-    x.iter_mut().for_each(|v| *v /= sum);
+    let inv = 1.0 / sum(x);
+    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The mean of a sequence's rows, scaled to unit length (as

@@ -1,6 +1,6 @@
 //! The register-blocked micro-kernel: `C[MR, NR] (+)= A[MR, kc] @ B[kc, NR]`
-//! with A packed as `[kc][MR]` (one column of the tile per step) and B as
-//! `[kc][NR]` (one 64-byte line per step). An AVX2+FMA version keeps the
+//! with A read in place (rows `lda` apart: each row is a sequential stream)
+//! and B packed as `[kc][NR]` (one 64-byte line per step). An AVX2+FMA version keeps the
 //! whole tile in 12 ymm registers; a portable one serves other CPUs.
 
 pub(super) const MR: usize = 6;
@@ -16,9 +16,9 @@ pub(super) enum Start {
     Load,
 }
 
-/// `c` is the tile's top-left with rows `ldc` apart; all `MR x NR` values are
-/// read (for `Start::Load`) and written.
-pub(super) type Kernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, start: Start);
+/// `a` holds `MR` rows of `kc` values, `lda` apart; `c` is the tile's top-left
+/// with rows `ldc` apart, all `MR x NR` values read (for `Start::Load`) and written.
+pub(super) type Kernel = unsafe fn(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, start: Start);
 
 pub(super) fn best() -> Kernel {
     #[cfg(target_arch = "x86_64")]
@@ -32,7 +32,7 @@ pub(super) fn best() -> Kernel {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, start: Start) {
+unsafe fn avx2_fma(kc: usize, mut a: *const f32, lda: usize, mut b: *const f32, c: *mut f32, ldc: usize, start: Start) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     match start {
@@ -51,11 +51,11 @@ unsafe fn avx2_fma(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32,
     for _ in 0..kc {
         let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
         for (i, t) in acc.iter_mut().enumerate() {
-            let x = _mm256_broadcast_ss(&*a.add(i));
+            let x = _mm256_broadcast_ss(&*a.add(i * lda));
             t[0] = _mm256_fmadd_ps(x, b0, t[0]);
             t[1] = _mm256_fmadd_ps(x, b1, t[1]);
         }
-        a = a.add(MR);
+        a = a.add(1);
         b = b.add(NR);
     }
     for (i, t) in acc.iter().enumerate() {
@@ -65,7 +65,7 @@ unsafe fn avx2_fma(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32,
     }
 }
 
-pub(super) unsafe fn portable(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, start: Start) {
+pub(super) unsafe fn portable(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, start: Start) {
     let mut acc = [[0f32; NR]; MR];
     match start {
         Start::Zero => {}
@@ -76,9 +76,10 @@ pub(super) unsafe fn portable(kc: usize, a: *const f32, b: *const f32, c: *mut f
             }
         }
     }
-    let (a, b) = (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR));
-    for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for (t, &x) in acc.iter_mut().zip(a) {
+    let b = std::slice::from_raw_parts(b, kc * NR);
+    for (kk, b) in b.chunks_exact(NR).enumerate() {
+        for (i, t) in acc.iter_mut().enumerate() {
+            let x = *a.add(i * lda + kk);
             t.iter_mut().zip(b).for_each(|(t, &y)| *t += x * y);
         }
     }

@@ -3,11 +3,12 @@
 //!
 //! Structured as Goto/BLIS GEMMs are: W is packed once, at load, into panels
 //! of `NR` columns (`[k][NR]` each, one cache line per step of K), which is the
-//! order the micro-kernel streams them in. Per call, each task packs its block
-//! of x (`MC` rows by `KC` of K, kept in L2) into `[KC][MR]` slivers, then for
-//! every panel in its range runs the `MR x NR` kernel down the block while that
-//! panel's `KC` lines sit in L1. Tasks (row blocks x column ranges) go to the
-//! rayon pool, whose idle workers sleep.
+//! order the micro-kernel streams them in. Per call, each task takes a block
+//! of x (`MC` rows by `KC` of K, which stays in L2) and for every panel in its
+//! range runs the `MR x NR` kernel down the block while that panel's `KC`
+//! lines sit in L1. x is read in place, `MR` sequential row streams, so the
+//! only copy made is of a ragged last tile. Tasks (row blocks x column ranges)
+//! go to the rayon pool, whose idle workers sleep.
 
 mod kernel;
 
@@ -19,7 +20,7 @@ use kernel::{Kernel, Start, MR, NR};
 
 /// Most of K per block: a panel's `KC` lines (16 KiB) stay in L1.
 const KC: usize = 256;
-/// Rows of x per task: their packed block (96 KiB at most) stays in L2.
+/// Rows of x per task: their block (96 KiB at most) stays in L2.
 const MC: usize = 96;
 
 /// One step of K in a panel: `NR` floats on their own cache line.
@@ -41,8 +42,8 @@ pub struct PackedMatrix {
 }
 
 thread_local! {
-    /// Each thread's packed block of x, reused across calls.
-    static PACKED_X: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's copy of a ragged tile of x, zero-padded to `MR` rows.
+    static RAGGED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 impl PackedMatrix {
@@ -114,7 +115,7 @@ impl PackedMatrix {
             let rows = rb * MC..(rb * MC + MC).min(m);
             let cols = cc * per_chunk..(cc * per_chunk + per_chunk).min(panels);
             // SAFETY: tasks write disjoint (rows, panels) blocks of `out`, which is `[m, n]`.
-            PACKED_X.with(|buf| unsafe { self.block(x, rows, cols, &mut buf.borrow_mut(), &out) });
+            RAGGED.with(|buf| unsafe { self.block(x, rows, cols, &mut buf.borrow_mut(), &out) });
         };
         match row_blocks * chunks {
             1 => run(0),
@@ -123,15 +124,21 @@ impl PackedMatrix {
     }
 
     /// Rows `rows` of x against panels `panels` of W, into `out` (`[m, n]`).
-    unsafe fn block(&self, x: &[f32], rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, buf: &mut Vec<f32>, out: &SendPtr) {
+    unsafe fn block(&self, x: &[f32], rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, ragged: &mut Vec<f32>, out: &SendPtr) {
         let (k, n) = (self.k, self.n);
-        let tiles = rows.len().div_ceil(MR);
-        if buf.len() < tiles * MR * self.kc {
-            buf.resize(tiles * MR * self.kc, 0.0);
-        }
+        let (full, left) = (rows.len() / MR, rows.len() % MR);
+        let tiles = full + usize::from(left > 0);
+        ragged.resize(MR * self.kc, 0.0);
         for pc in (0..k).step_by(self.kc) {
             let kc = self.kc.min(k - pc);
-            pack_x(x, k, rows.clone(), pc, kc, buf);
+            if left > 0 {
+                for (i, dst) in ragged.chunks_exact_mut(kc).take(MR).enumerate() {
+                    match rows.start + full * MR + i {
+                        r if r < rows.end => dst.copy_from_slice(&x[r * k + pc..][..kc]),
+                        _ => dst.fill(0.0),
+                    }
+                }
+            }
             for p in panels.clone() {
                 let b = self.panels[p * k + pc].0.as_ptr();
                 let col = p * NR;
@@ -142,12 +149,12 @@ impl PackedMatrix {
                     (None, 0) => Start::Zero,
                 };
                 for t in 0..tiles {
-                    let a = buf[t * MR * kc..].as_ptr();
                     let row = rows.start + t * MR;
+                    let (a, lda) = if t < full { (x[row * k + pc..].as_ptr(), k) } else { (ragged.as_ptr(), kc) };
                     let c = out.0.add(row * n + col);
                     let height = MR.min(rows.end - row);
                     if height == MR && cols == NR {
-                        (self.kernel)(kc, a, b, c, n, start);
+                        (self.kernel)(kc, a, lda, b, c, n, start);
                     } else {
                         // A ragged edge: run the kernel on a full tile beside it.
                         let mut tile = [0f32; MR * NR];
@@ -156,29 +163,12 @@ impl PackedMatrix {
                                 std::ptr::copy_nonoverlapping(c.add(i * n), tile[i * NR..].as_mut_ptr(), cols);
                             }
                         }
-                        (self.kernel)(kc, a, b, tile.as_mut_ptr(), NR, start);
+                        (self.kernel)(kc, a, lda, b, tile.as_mut_ptr(), NR, start);
                         for i in 0..height {
                             std::ptr::copy_nonoverlapping(tile[i * NR..].as_ptr(), c.add(i * n), cols);
                         }
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Columns `pc .. pc + kc` of `rows` of x as `[kc][MR]` slivers, one per `MR`
-/// rows, the last padded with zero rows.
-fn pack_x(x: &[f32], k: usize, rows: std::ops::Range<usize>, pc: usize, kc: usize, buf: &mut [f32]) {
-    for (t, sliver) in buf.chunks_exact_mut(MR * kc).take(rows.len().div_ceil(MR)).enumerate() {
-        for i in 0..MR {
-            let r = rows.start + t * MR + i;
-            if r < rows.end {
-                for (kk, &v) in x[r * k + pc..][..kc].iter().enumerate() {
-                    sliver[kk * MR + i] = v;
-                }
-            } else {
-                (0..kc).for_each(|kk| sliver[kk * MR + i] = 0.0);
             }
         }
     }

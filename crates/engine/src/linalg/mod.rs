@@ -34,8 +34,11 @@ pub struct PackedMatrix {
     n: usize,
     /// The K step of each block: K split evenly into blocks of at most `KC`.
     kc: usize,
-    /// Panel `p` (columns `p * NR ..`) is lines `p * k .. (p + 1) * k`; columns past `n` are zero.
-    panels: Vec<Line>,
+    /// Block by block of K, panel by panel (columns `p * NR ..`, zero past
+    /// `n`): the block at `pc` of panel `p` is `kc` lines from line
+    /// `pc * panels + p * kc` (`kc` the block's depth), so a task's panels
+    /// follow one another in memory, one stream for the prefetcher.
+    lines: Vec<Line>,
     /// Padded with zeros to whole panels.
     bias: Option<Vec<f32>>,
     kernel: Kernel,
@@ -61,16 +64,20 @@ impl PackedMatrix {
 
     fn pack(k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Self {
         let panels = n.div_ceil(NR);
+        let kc = k.div_ceil(k.div_ceil(KC).max(1)).max(1);
         let mut lines = vec![Line([0.0; NR]); panels * k];
-        for (p, panel) in lines.chunks_exact_mut(k.max(1)).enumerate().take(panels) {
-            for (kk, line) in panel.iter_mut().enumerate() {
-                for (c, v) in line.0.iter_mut().enumerate().take(n.saturating_sub(p * NR)) {
-                    *v = at(kk, p * NR + c);
+        for pc in (0..k).step_by(kc) {
+            let depth = kc.min(k - pc);
+            for p in 0..panels {
+                for kk in 0..depth {
+                    let line = &mut lines[pc * panels + p * depth + kk].0;
+                    for (c, v) in line.iter_mut().enumerate().take(n - p * NR) {
+                        *v = at(pc + kk, p * NR + c);
+                    }
                 }
             }
         }
-        let kc = k.div_ceil(k.div_ceil(KC).max(1)).max(1);
-        Self { k, n, kc, panels: lines, bias: None, kernel: kernel::best() }
+        Self { k, n, kc, lines, bias: None, kernel: kernel::best() }
     }
 
     /// Adds `bias` (length `n`) to every row of the product.
@@ -126,6 +133,7 @@ impl PackedMatrix {
     /// Rows `rows` of x against panels `panels` of W, into `out` (`[m, n]`).
     unsafe fn block(&self, x: &[f32], rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, ragged: &mut Vec<f32>, out: &SendPtr) {
         let (k, n) = (self.k, self.n);
+        let all_panels = n.div_ceil(NR);
         let (full, left) = (rows.len() / MR, rows.len() % MR);
         let tiles = full + usize::from(left > 0);
         ragged.resize(MR * self.kc, 0.0);
@@ -140,7 +148,7 @@ impl PackedMatrix {
                 }
             }
             for p in panels.clone() {
-                let b = self.panels[p * k + pc].0.as_ptr();
+                let b = self.lines[pc * all_panels + p * kc].0.as_ptr();
                 let col = p * NR;
                 let cols = NR.min(n - col);
                 let start = match (&self.bias, pc) {

@@ -56,5 +56,5 @@ fn both_layouts_pack_the_same() {
     let w = matrix(k * n, 4);
     let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
     let (a, b) = (PackedMatrix::from_rows(&w, k, n), PackedMatrix::from_cols(&wt, n, k));
-    assert!(a.panels.iter().zip(&b.panels).all(|(x, y)| x.0 == y.0));
+    assert!(a.lines.iter().zip(&b.lines).all(|(x, y)| x.0 == y.0));
 }

@@ -85,7 +85,7 @@ impl Bert {
             "position embeddings `{}` are not supported (only absolute)",
             config.position_embedding_type
         );
-        ensure!(config.hidden_size % config.num_attention_heads == 0, "hidden size not divisible by the head count");
+        ensure!(config.hidden_size.is_multiple_of(config.num_attention_heads), "hidden size not divisible by the head count");
 
         let weights_path = dir.join("model.safetensors");
         let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)

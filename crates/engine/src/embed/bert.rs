@@ -43,7 +43,8 @@ struct Layer {
 }
 
 /// One forward pass's activations, `[rows, width]` each, kept from batch to
-/// batch so that the steady state allocates nothing.
+/// batch so that the steady state allocates nothing (the high-water mark is
+/// about 17 KB per token of the largest batch: 140 MB at 8,192 tokens).
 #[derive(Default)]
 struct Buffers {
     hidden: Vec<f32>,

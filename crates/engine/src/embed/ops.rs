@@ -1,6 +1,7 @@
-//! Row kernels on `[rows, width]` f32 matrices, fused where a GEMM's output is
-//! touched anyway (bias + residual + layer norm, bias + GELU). Rows are split
-//! across the rayon pool the GEMMs use, so no second set of threads competes.
+//! Row kernels on `[rows, width]` f32 matrices, in place on a GEMM's output
+//! (which already carries its bias): residual + layer norm, GELU, attention,
+//! pooling. Work is split across the rayon pool the GEMMs use, so no second
+//! set of threads competes.
 
 use rayon::prelude::*;
 

@@ -2,6 +2,7 @@
 //! through a handle and receive a stream of events.
 pub mod audio;
 pub mod embed;
+pub mod linalg;
 pub mod math;
 pub mod moderate;
 pub mod text;

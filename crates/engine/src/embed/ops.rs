@@ -1,6 +1,7 @@
-//! Row kernels on `[rows, width]` f32 matrices, fused where a GEMM's output is
-//! touched anyway (bias + residual + layer norm, bias + GELU). Rows are split
-//! across the rayon pool the GEMMs use, so no second set of threads competes.
+//! Row kernels on `[rows, width]` f32 matrices, in place on a GEMM's output
+//! (which already carries its bias): residual + layer norm, GELU, attention,
+//! pooling. Work is split across the rayon pool the GEMMs use, so no second
+//! set of threads competes.
 
 use rayon::prelude::*;
 
@@ -13,59 +14,100 @@ pub(super) struct Norm {
     pub eps: f32,
 }
 
+/// Defines `fn $name` whose body is compiled twice, for baseline x86-64 and
+/// for AVX2 + FMA, and runs the latter where the CPU has them (the crate is
+/// built for the baseline, which would leave these loops at 4 lanes without
+/// FMA). A plain function: closures handed to a `target_feature` wrapper are
+/// not reliably inlined into it.
+macro_rules! simd_fn {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// In place: every row becomes `(x - mean) / sqrt(var + eps) * weight + bias`.
 pub(super) fn layer_norm(x: &mut [f32], norm: &Norm) {
     let width = norm.weight.len();
-    x.par_chunks_mut(width * ROWS_PER_TASK)
-        .for_each(|rows| simd::dispatch(|| rows.chunks_exact_mut(width).for_each(|row| normalize_row(row, norm))));
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| normalize_rows(rows, None, norm));
 }
 
-#[inline(always)]
-fn normalize_row(row: &mut [f32], norm: &Norm) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + norm.eps).sqrt();
-    for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
-        *v = (*v - mean) * inv * w + b;
+/// In place: `x = layer_norm(x + residual)`.
+pub(super) fn residual_norm(x: &mut [f32], residual: &[f32], norm: &Norm) {
+    let width = norm.weight.len();
+    x.par_chunks_mut(width * ROWS_PER_TASK)
+        .zip(residual.par_chunks(width * ROWS_PER_TASK))
+        .for_each(|(rows, res)| normalize_rows(rows, Some(res), norm));
+}
+
+simd_fn! {
+    fn normalize_rows(rows: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
+        let width = norm.weight.len();
+        for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+            if let Some(res) = residual {
+                row.iter_mut().zip(&res[i * width..][..width]).for_each(|(v, r)| *v += r);
+            }
+            let n = width as f32;
+            let mean = sum(row) / n;
+            row.iter_mut().for_each(|v| *v -= mean);
+            let var = sum_squares(row) / n;
+            let inv = 1.0 / (var + norm.eps).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+                *v = *v * inv * w + b;
+            }
+        }
     }
 }
 
-pub(super) fn add_bias(x: &mut [f32], bias: &[f32]) {
-    x.par_chunks_mut(bias.len() * ROWS_PER_TASK).for_each(|rows| {
-        for row in rows.chunks_exact_mut(bias.len()) {
-            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-        }
-    });
-}
-
-/// In place: `x = layer_norm(x + bias + residual)`.
-pub(super) fn bias_residual_norm(x: &mut [f32], bias: &[f32], residual: &[f32], norm: &Norm) {
-    let width = bias.len();
-    x.par_chunks_mut(width * ROWS_PER_TASK).zip(residual.par_chunks(width * ROWS_PER_TASK)).for_each(|(rows, res)| {
-        simd::dispatch(|| {
-            for (row, res) in rows.chunks_exact_mut(width).zip(res.chunks_exact(width)) {
-                for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
-                    *v += b + r;
-                }
-                normalize_row(row, norm);
-            }
-        })
-    });
-}
-
-/// In place: `x = gelu(x + bias)`, the exact (erf) GELU BERT was trained with.
-pub(super) fn bias_gelu(x: &mut [f32], bias: &[f32]) {
-    x.par_chunks_mut(bias.len() * ROWS_PER_TASK).for_each(|rows| simd::dispatch(|| gelu_rows(rows, bias)));
-}
-
-/// Branch-free so that it vectorises: this loop runs over every FFN activation.
+/// Sums in 8 lanes: a float sum in order is one long dependency chain.
 #[inline(always)]
-fn gelu_rows(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            let y = *v + b;
-            *v = 0.5 * y * (1.0 + erf(y * std::f32::consts::FRAC_1_SQRT_2));
+fn sum(x: &[f32]) -> f32 {
+    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v))
+}
+
+#[inline(always)]
+fn sum_squares(x: &[f32]) -> f32 {
+    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v * v))
+}
+
+#[inline(always)]
+fn lanes(x: &[f32], add: impl Fn(&mut [f32; 8], &[f32])) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    chunks.for_each(|c| add(&mut acc, c));
+    add(&mut acc, rest);
+    acc.iter().sum()
+}
+
+/// In place: `x = gelu(x)`, the exact (erf) GELU BERT was trained with.
+pub(super) fn gelu(x: &mut [f32]) {
+    x.par_chunks_mut(GELU_PER_TASK).for_each(gelu_slice);
+}
+
+/// Values handed to one rayon task by `gelu`.
+const GELU_PER_TASK: usize = 16 * 1024;
+
+simd_fn! {
+    /// Branch-free so that it vectorises: this loop runs over every FFN activation.
+    fn gelu_slice(x: &mut [f32]) {
+        for v in x {
+            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
         }
     }
 }
@@ -93,94 +135,103 @@ fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001e-1, which is 0.5 in f32
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
-}
-
-/// Runs row kernels with AVX2 + FMA where the CPU has them (the crate is built
-/// for baseline x86-64, which would leave these loops at 4 lanes without FMA).
-mod simd {
-    #[inline(always)]
-    pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports the features the wrapper is compiled for.
-                return unsafe { avx2(f) };
-            }
-        }
-        f()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-        f()
-    }
 }
 
 /// Multi-head self-attention of packed sequences. `qkv` rows are
 /// `[q | k | v]` (`3 * heads * head_dim` wide); `spans` are each sequence's
 /// `(first row, length)`. Every token attends to all tokens of its own
-/// sequence (no padding exists to mask). Returns the `[rows, heads * head_dim]` context.
-pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize) -> Vec<f32> {
+/// sequence (no padding exists to mask). Writes the `[rows, heads * head_dim]`
+/// context; each (sequence, head) pair is one task.
+pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize, context: &mut [f32]) {
     let hidden = heads * head_dim;
-    let rows: usize = spans.iter().map(|s| s.1).sum();
-    let mut context = vec![0f32; rows * hidden];
-    let mut outputs = Vec::with_capacity(spans.len());
-    let mut rest = context.as_mut_slice();
-    for &(start, len) in spans {
-        let (out, tail) = rest.split_at_mut(len * hidden);
-        outputs.push((&qkv[start * 3 * hidden..(start + len) * 3 * hidden], out));
-        rest = tail;
-    }
-    outputs.into_par_iter().for_each(|(qkv, out)| simd::dispatch(|| sequence_attention(qkv, out, heads, head_dim)));
-    context
+    assert_eq!(context.len() * 3, qkv.len());
+    assert!(spans.iter().all(|&(start, len)| (start + len) * hidden <= context.len()));
+    let out = SendPtr(context.as_mut_ptr());
+    (0..spans.len() * heads).into_par_iter().for_each(|t| {
+        let ((start, len), h) = (spans[t / heads], t % heads);
+        let out = &out;
+        let qkv = &qkv[start * 3 * hidden..(start + len) * 3 * hidden];
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            head_attention(qkv, len, h, heads, head_dim, &mut s);
+            for (i, row) in s[..len * head_dim].chunks_exact(head_dim).enumerate() {
+                // SAFETY: in bounds (checked above), and each task writes only
+                // its head's columns of its sequence's rows.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) }
+            }
+        });
+    });
 }
 
-#[inline(always)]
-fn sequence_attention(qkv: &[f32], out: &mut [f32], heads: usize, d: usize) {
-    let hidden = heads * d;
-    let len = out.len() / hidden;
-    let scale = 1.0 / (d as f32).sqrt();
-    // One head's keys transposed (`[d][len]`, so a query's scores are a sum of
-    // rows: vector work across keys, no horizontal sums), its values `[len][d]`,
-    // and one row of scores.
-    let mut keys_t = vec![0f32; d * len];
-    let mut values = vec![0f32; len * d];
-    let mut scores = vec![0f32; len];
-    for h in 0..heads {
+struct SendPtr(*mut f32);
+// SAFETY: shared only with tasks that write disjoint parts of the buffer.
+unsafe impl Sync for SendPtr {}
+
+thread_local! {
+    /// Each thread's attention output, transposed keys and scores, reused across calls.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+simd_fn! {
+    /// One head of one sequence of `len` tokens: leaves in `scratch[..len * d]`
+    /// the head's output rows, `softmax(q_i . K^T / sqrt(d)) @ V`.
+    fn head_attention(qkv: &[f32], len: usize, h: usize, heads: usize, d: usize, scratch: &mut Vec<f32>) {
+        let hidden = heads * d;
+        let scale = 1.0 / (d as f32).sqrt();
+        // The head's keys transposed (`[d][padded]`, zero past `len`), so that a
+        // query's scores are a sum of rows: whole vectors across keys, no
+        // horizontal sums, no ragged tail.
+        let padded = len.next_multiple_of(8);
+        scratch.clear();
+        scratch.resize(len * d + d * padded + QUERIES * padded, 0.0);
+        let (out, rest) = scratch.split_at_mut(len * d);
+        let (keys_t, scores) = rest.split_at_mut(d * padded);
         for j in 0..len {
-            let row = &qkv[j * 3 * hidden..];
-            for (k, &x) in row[hidden + h * d..][..d].iter().enumerate() {
-                keys_t[k * len + j] = x;
+            for (k, &x) in qkv[j * 3 * hidden + hidden + h * d..][..d].iter().enumerate() {
+                keys_t[k * padded + j] = x;
             }
-            values[j * d..(j + 1) * d].copy_from_slice(&row[2 * hidden + h * d..][..d]);
         }
-        for i in 0..len {
-            let query = &qkv[i * 3 * hidden + h * d..][..d];
-            scores.fill(0.0);
-            for (&q, keys) in query.iter().zip(keys_t.chunks_exact(len)) {
-                let q = q * scale;
-                scores.iter_mut().zip(keys).for_each(|(s, k)| *s += q * k);
+        for (first, out) in out.chunks_mut(QUERIES * d).enumerate().map(|(c, o)| (c * QUERIES, o)) {
+            // Scores of `QUERIES` queries (the last block repeats its last
+            // query) against eight keys at a time, held in registers across `d`.
+            let query = |q: usize, k: usize| qkv[(first + q).min(len - 1) * 3 * hidden + h * d + k];
+            for b in 0..padded / 8 {
+                let mut acc = [[0f32; 8]; QUERIES];
+                for (k, keys) in keys_t[b * 8..].chunks(padded).enumerate() {
+                    let keys: &[f32; 8] = keys[..8].try_into().expect("8 keys");
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        let x = query(q, k);
+                        acc.iter_mut().zip(keys).for_each(|(a, k)| *a += x * k);
+                    }
+                }
+                for (q, acc) in acc.iter().enumerate() {
+                    scores[q * padded + b * 8..][..8].iter_mut().zip(acc).for_each(|(s, a)| *s = a * scale);
+                }
             }
-            softmax(&mut scores);
-            let o = &mut out[i * hidden + h * d..][..d];
-            o.fill(0.0);
-            for (&p, value) in scores.iter().zip(values.chunks_exact(d)) {
-                o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
+            for (o, scores) in out.chunks_exact_mut(d).zip(scores.chunks_exact_mut(padded)) {
+                let scores = &mut scores[..len];
+                softmax(scores);
+                for (j, &p) in scores.iter().enumerate() {
+                    let value = &qkv[j * 3 * hidden + 2 * hidden + h * d..][..d];
+                    o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
+                }
             }
         }
     }
 }
+
+/// Queries scored together by `head_attention`: each key vector loaded serves all of them.
+const QUERIES: usize = 4;
 
 #[inline(always)]
 fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     x.iter_mut().for_each(|v| *v = exp(*v - max));
-    let sum: f32 = x.iter().sum();
-    x.iter_mut().for_each(|v| *v /= sum);
+    let inv = 1.0 / sum(x);
+    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The mean of a sequence's rows, scaled to unit length (as

@@ -2,5 +2,6 @@
 //! through a handle and receive a stream of events.
 pub mod audio;
 pub mod embed;
+pub mod linalg;
 pub mod moderate;
 pub mod text;

@@ -1,6 +1,7 @@
 //! Speech recognition with Whisper, loaded from CTranslate2 files
 //! (`model.bin`, `tokenizer.json`, `config.json` in one directory).
 //! `transcribe` is synchronous and CPU heavy: callers run it on a blocking thread.
+mod attention;
 mod ct2;
 mod decode;
 mod fastmath;

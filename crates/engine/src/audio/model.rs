@@ -1,45 +1,48 @@
 //! Whisper on candle: convolutional front end + transformer encoder, and a
 //! decoder with a self-attention KV cache and per-window cross-attention K/V.
 //! Weights come from a CTranslate2 `WhisperSpec` (see `ct2.rs` for the names).
+use super::attention;
 use super::ct2::Ct2Model;
 use super::fastmath;
+use crate::linalg::PackedMatrix;
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 
-/// `y = x Wᵀ + b` with `W` stored `[out, in]` as in the file.
-struct Linear {
-    weight_t: Tensor,
-    bias: Option<Tensor>,
-}
+/// `y = x Wᵀ + b` with `W` stored `[out, in]` as in the file, packed for the GEMM.
+struct Linear(PackedMatrix);
 
 impl Linear {
-    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
-        let weight_t = m.tensor(&format!("{prefix}/weight"))?.t()?.contiguous()?;
-        let bias = m.tensors.get(&format!("{prefix}/bias")).cloned();
-        Ok(Self { weight_t, bias })
+    fn new(w: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let (n, k) = w.dims2()?;
+        let packed = PackedMatrix::from_cols(&w.flatten_all()?.to_vec1::<f32>()?, n, k);
+        Ok(Self(match bias {
+            Some(b) => packed.with_bias(&b.to_vec1::<f32>()?),
+            None => packed,
+        }))
     }
 
-    /// Splits a fused projection (rows `[a; b; …]`) into its parts.
-    fn split(m: &Ct2Model, prefix: &str, parts: usize) -> Result<Vec<Self>> {
+    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
+        Self::new(m.tensor(&format!("{prefix}/weight"))?, m.tensors.get(&format!("{prefix}/bias")))
+    }
+
+    /// Splits a fused projection (rows `[a; b; …]`) into its parts; `biased[i]`
+    /// says whether part `i` keeps its bias (key biases are stored as zeros).
+    fn split(m: &Ct2Model, prefix: &str, biased: &[bool]) -> Result<Vec<Self>> {
         let w = m.tensor(&format!("{prefix}/weight"))?;
         let b = m.tensor(&format!("{prefix}/bias"))?;
-        let rows = w.dim(0)? / parts;
-        (0..parts)
-            .map(|i| {
-                Ok(Self {
-                    weight_t: w.narrow(0, i * rows, rows)?.t()?.contiguous()?,
-                    bias: Some(b.narrow(0, i * rows, rows)?.contiguous()?),
-                })
-            })
-            .collect()
+        let rows = w.dim(0)? / biased.len();
+        biased.iter().enumerate().map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref())).collect()
     }
 
+    /// `x`: `[…, in]` → `[…, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight_t)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        let mut dims = x.dims().to_vec();
+        let k = dims.pop().unwrap_or(1);
+        let m = x.elem_count() / k.max(1);
+        let mut out = vec![0f32; m * self.0.n()];
+        self.0.matmul(&x.flatten_all()?.to_vec1::<f32>()?, m, &mut out);
+        dims.push(self.0.n());
+        Ok(Tensor::from_vec(out, dims, x.device())?)
     }
 }
 
@@ -117,9 +120,8 @@ struct SelfAttention {
 
 impl SelfAttention {
     fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
-        let mut qkv = Linear::split(m, &format!("{prefix}/linear_0"), 3)?.into_iter();
-        let (q, mut k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
-        k.bias = None; // stored as zeros
+        let mut qkv = Linear::split(m, &format!("{prefix}/linear_0"), &[true, false, true])?.into_iter();
+        let (q, k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
         Ok(Self { norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?, q, k, v, out: Linear::load(m, &format!("{prefix}/linear_1"))? })
     }
 }
@@ -159,7 +161,8 @@ pub struct Whisper {
     enc_layers: Vec<EncoderLayer>,
     enc_norm: LayerNorm,
     embed: Tensor,
-    embed_t: Tensor,
+    /// The output projection: the embeddings, tied.
+    logits: Linear,
     dec_pos: Tensor,
     dec_layers: Vec<DecoderLayer>,
     dec_norm: LayerNorm,
@@ -194,9 +197,8 @@ impl Whisper {
         let dec_layers = (0..count_layers(m, "decoder"))
             .map(|i| {
                 let p = format!("decoder/layer_{i}");
-                let mut kv = Linear::split(m, &format!("{p}/attention/linear_1"), 2)?.into_iter();
-                let (mut k, v) = (kv.next().unwrap(), kv.next().unwrap());
-                k.bias = None;
+                let mut kv = Linear::split(m, &format!("{p}/attention/linear_1"), &[false, true])?.into_iter();
+                let (k, v) = (kv.next().unwrap(), kv.next().unwrap());
                 let cross = CrossAttention {
                     norm: LayerNorm::load(m, &format!("{p}/attention/layer_norm"))?,
                     q: Linear::load(m, &format!("{p}/attention/linear_0"))?,
@@ -217,7 +219,7 @@ impl Whisper {
             enc_pos,
             enc_layers,
             enc_norm: LayerNorm::load(m, "encoder/layer_norm")?,
-            embed_t: embed.t()?.contiguous()?,
+            logits: Linear::new(&embed, None)?,
             embed,
             dec_pos,
             dec_layers,
@@ -236,12 +238,18 @@ impl Whisper {
             bail!("the encoder expects {} frames, got {frames}", self.dims.audio_ctx);
         }
         let mut x = (x + &self.enc_pos)?;
-        let h = self.dims.heads;
+        let (h, d) = (self.dims.heads, x.dim(1)?);
         for layer in &self.enc_layers {
             let a = &layer.attn;
             let n = a.norm.forward(&x)?;
-            let (q, k, v) = (split_heads(&a.q.forward(&n)?, h)?, split_heads(&a.k.forward(&n)?, h)?, split_heads(&a.v.forward(&n)?, h)?);
-            x = (&x + a.out.forward(&merge_heads(&attend(&q, &k, &v, None)?)?)?)?;
+            let (q, k, v) = (a.q.forward(&n)?, a.k.forward(&n)?, a.v.forward(&n)?);
+            let mixed = if attention::supports(d / h) {
+                let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                Tensor::from_vec(attention::attention(&vec(&q)?, &vec(&k)?, &vec(&v)?, frames, d, h), (frames, d), x.device())?
+            } else {
+                merge_heads(&attend(&split_heads(&q, h)?, &split_heads(&k, h)?, &split_heads(&v, h)?, None)?)?
+            };
+            x = (&x + a.out.forward(&mixed)?)?;
             x = layer.ffn.forward(&x)?;
         }
         self.enc_norm.forward(&x)
@@ -299,7 +307,7 @@ impl Whisper {
         cache.len += t;
         let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), x.device())?;
         let x = self.dec_norm.forward(&x.index_select(&idx, 0)?)?;
-        x.matmul(&self.embed_t).context("output projection")
+        self.logits.forward(&x).context("output projection")
     }
 }
 

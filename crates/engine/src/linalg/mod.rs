@@ -9,7 +9,7 @@
 //! panel's `KC` lines sit in L1. Tasks (row blocks x column ranges) go to the
 //! rayon pool, whose idle workers sleep.
 
-mod kernel;
+pub(crate) mod kernel;
 
 use std::cell::RefCell;
 

@@ -5,6 +5,7 @@ mod attention;
 mod ct2;
 mod decode;
 mod fastmath;
+mod gemv;
 pub mod input;
 mod languages;
 mod mel;

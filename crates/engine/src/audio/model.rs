@@ -4,34 +4,55 @@
 use super::attention;
 use super::ct2::Ct2Model;
 use super::fastmath;
+use super::gemv::HalfRows;
 use crate::linalg::PackedMatrix;
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 
-/// `y = x Wᵀ + b` with `W` stored `[out, in]` as in the file, packed for the GEMM.
-struct Linear(PackedMatrix);
+/// What a linear layer is used for, hence how its weights are kept.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    /// Many rows at once (the encoder, cross-attention K/V): packed for the GEMM.
+    Blocks,
+    /// Decoder layers: the GEMM for the prompt, f16 rows for one-token steps.
+    Both,
+    /// One or two rows at a time (the vocabulary projection): f16 rows only.
+    Steps,
+}
+
+/// `y = x Wᵀ + b` with `W` stored `[out, in]` as in the file.
+struct Linear {
+    packed: Option<PackedMatrix>,
+    step: Option<HalfRows>,
+}
 
 impl Linear {
-    fn new(w: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+    fn new(w: &Tensor, bias: Option<&Tensor>, used: Use) -> Result<Self> {
         let (n, k) = w.dims2()?;
-        let packed = PackedMatrix::from_cols(&w.flatten_all()?.to_vec1::<f32>()?, n, k);
-        Ok(Self(match bias {
-            Some(b) => packed.with_bias(&b.to_vec1::<f32>()?),
-            None => packed,
-        }))
+        let w = w.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+        let step = (used != Use::Blocks).then(|| HalfRows::new(&w, k, bias.as_deref())).flatten();
+        let packed = (used != Use::Steps || step.is_none()).then(|| {
+            let packed = PackedMatrix::from_cols(&w, n, k);
+            match &bias {
+                Some(b) => packed.with_bias(b),
+                None => packed,
+            }
+        });
+        Ok(Self { packed, step })
     }
 
-    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
-        Self::new(m.tensor(&format!("{prefix}/weight"))?, m.tensors.get(&format!("{prefix}/bias")))
+    fn load(m: &Ct2Model, prefix: &str, used: Use) -> Result<Self> {
+        Self::new(m.tensor(&format!("{prefix}/weight"))?, m.tensors.get(&format!("{prefix}/bias")), used)
     }
 
     /// Splits a fused projection (rows `[a; b; …]`) into its parts; `biased[i]`
     /// says whether part `i` keeps its bias (key biases are stored as zeros).
-    fn split(m: &Ct2Model, prefix: &str, biased: &[bool]) -> Result<Vec<Self>> {
+    fn split(m: &Ct2Model, prefix: &str, biased: &[bool], used: Use) -> Result<Vec<Self>> {
         let w = m.tensor(&format!("{prefix}/weight"))?;
         let b = m.tensor(&format!("{prefix}/bias"))?;
         let rows = w.dim(0)? / biased.len();
-        biased.iter().enumerate().map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref())).collect()
+        biased.iter().enumerate().map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref(), used)).collect()
     }
 
     /// `x`: `[…, in]` → `[…, out]`.
@@ -39,9 +60,20 @@ impl Linear {
         let mut dims = x.dims().to_vec();
         let k = dims.pop().unwrap_or(1);
         let m = x.elem_count() / k.max(1);
-        let mut out = vec![0f32; m * self.0.n()];
-        self.0.matmul(&x.flatten_all()?.to_vec1::<f32>()?, m, &mut out);
-        dims.push(self.0.n());
+        let x_data = x.flatten_all()?.to_vec1::<f32>()?;
+        let out = match &self.step {
+            Some(step) if m == 1 || self.packed.is_none() => {
+                dims.push(step.n());
+                x_data.chunks_exact(k).flat_map(|row| step.gemv(row)).collect()
+            }
+            _ => {
+                let packed = self.packed.as_ref().context("a linear without weights")?;
+                dims.push(packed.n());
+                let mut out = vec![0f32; m * packed.n()];
+                packed.matmul(&x_data, m, &mut out);
+                out
+            }
+        };
         Ok(Tensor::from_vec(out, dims, x.device())?)
     }
 }
@@ -72,11 +104,11 @@ struct Ffn {
 }
 
 impl Ffn {
-    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
+    fn load(m: &Ct2Model, prefix: &str, used: Use) -> Result<Self> {
         Ok(Self {
             norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?,
-            fc1: Linear::load(m, &format!("{prefix}/linear_0"))?,
-            fc2: Linear::load(m, &format!("{prefix}/linear_1"))?,
+            fc1: Linear::load(m, &format!("{prefix}/linear_0"), used)?,
+            fc2: Linear::load(m, &format!("{prefix}/linear_1"), used)?,
         })
     }
 
@@ -119,10 +151,10 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
-        let mut qkv = Linear::split(m, &format!("{prefix}/linear_0"), &[true, false, true])?.into_iter();
+    fn load(m: &Ct2Model, prefix: &str, used: Use) -> Result<Self> {
+        let mut qkv = Linear::split(m, &format!("{prefix}/linear_0"), &[true, false, true], used)?.into_iter();
         let (q, k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
-        Ok(Self { norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?, q, k, v, out: Linear::load(m, &format!("{prefix}/linear_1"))? })
+        Ok(Self { norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?, q, k, v, out: Linear::load(m, &format!("{prefix}/linear_1"), used)? })
     }
 }
 
@@ -191,22 +223,22 @@ impl Whisper {
         let enc_layers = (0..count_layers(m, "encoder"))
             .map(|i| {
                 let p = format!("encoder/layer_{i}");
-                Ok(EncoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"))?, ffn: Ffn::load(m, &format!("{p}/ffn"))? })
+                Ok(EncoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"), Use::Blocks)?, ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Blocks)? })
             })
             .collect::<Result<Vec<_>>>()?;
         let dec_layers = (0..count_layers(m, "decoder"))
             .map(|i| {
                 let p = format!("decoder/layer_{i}");
-                let mut kv = Linear::split(m, &format!("{p}/attention/linear_1"), &[false, true])?.into_iter();
+                let mut kv = Linear::split(m, &format!("{p}/attention/linear_1"), &[false, true], Use::Blocks)?.into_iter();
                 let (k, v) = (kv.next().unwrap(), kv.next().unwrap());
                 let cross = CrossAttention {
                     norm: LayerNorm::load(m, &format!("{p}/attention/layer_norm"))?,
-                    q: Linear::load(m, &format!("{p}/attention/linear_0"))?,
+                    q: Linear::load(m, &format!("{p}/attention/linear_0"), Use::Both)?,
                     k,
                     v,
-                    out: Linear::load(m, &format!("{p}/attention/linear_2"))?,
+                    out: Linear::load(m, &format!("{p}/attention/linear_2"), Use::Both)?,
                 };
-                Ok(DecoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"))?, cross, ffn: Ffn::load(m, &format!("{p}/ffn"))? })
+                Ok(DecoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"), Use::Both)?, cross, ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Both)? })
             })
             .collect::<Result<Vec<_>>>()?;
         if enc_layers.is_empty() || dec_layers.is_empty() {
@@ -219,7 +251,7 @@ impl Whisper {
             enc_pos,
             enc_layers,
             enc_norm: LayerNorm::load(m, "encoder/layer_norm")?,
-            logits: Linear::new(&embed, None)?,
+            logits: Linear::new(&embed, None, Use::Steps)?,
             embed,
             dec_pos,
             dec_layers,

@@ -102,9 +102,6 @@ impl PackedMatrix {
             }
             return;
         }
-        if m == 1 {
-            return self.gemv(x, out);
-        }
         // Enough tasks for the pool to balance; columns are split only when
         // there are few row blocks (each split packs the same rows again).
         let panels = self.n.div_ceil(NR);
@@ -123,29 +120,6 @@ impl PackedMatrix {
             1 => run(0),
             tasks => (0..tasks).into_par_iter().for_each(run),
         }
-    }
-
-    /// One row of x (a decoder step): memory bound, so each panel is streamed
-    /// once with one FMA per weight instead of through the `MR`-row kernel,
-    /// and panels are split in parallel runs of about 256 KiB.
-    fn gemv(&self, x: &[f32], out: &mut [f32]) {
-        let (k, n) = (self.k, self.n);
-        let per_task = (256 * 1024 / (k * NR * 4)).max(1);
-        let mut padded = vec![0f32; n.div_ceil(NR) * NR];
-        padded.par_chunks_mut(per_task * NR).enumerate().for_each(|(t, dst)| {
-            for (i, y) in dst.chunks_exact_mut(NR).enumerate() {
-                let p = t * per_task + i;
-                let mut acc = match &self.bias {
-                    Some(b) => Line(b[p * NR..][..NR].try_into().unwrap()),
-                    None => Line([0.0; NR]),
-                };
-                for (line, &xv) in self.panels[p * k..][..k].iter().zip(x) {
-                    acc.0.iter_mut().zip(&line.0).for_each(|(a, &w)| *a += xv * w);
-                }
-                y.copy_from_slice(&acc.0);
-            }
-        });
-        out.copy_from_slice(&padded[..n]);
     }
 
     /// Rows `rows` of x against panels `panels` of W, into `out` (`[m, n]`).

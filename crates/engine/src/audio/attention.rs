@@ -67,6 +67,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usi
         .collect();
 
     let kern = kernel::best();
+    let softmax = softmax_fn();
     let scale = 1.0 / (hd as f32).sqrt();
     let ld = panels * NR;
     let blocks = t.div_ceil(QB);
@@ -107,10 +108,8 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usi
                         (0..t).for_each(|j| sliver[j * MR + i] = 0.0);
                         continue;
                     }
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    row.iter_mut().for_each(|x| *x = exp(*x - max));
-                    let inv = 1.0 / row.iter().sum::<f32>();
-                    row.iter().enumerate().for_each(|(j, &x)| sliver[j * MR + i] = x * inv);
+                    // SAFETY: `softmax` is a kernel this CPU supports.
+                    unsafe { softmax(row, sliver, i) };
                 }
             }
             for s in 0..slivers {
@@ -138,6 +137,46 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usi
         });
     });
     out
+}
+
+type Softmax = unsafe fn(&mut [f32], &mut [f32], usize);
+
+fn softmax_fn() -> Softmax {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            return softmax_avx2;
+        }
+    }
+    softmax_into
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn softmax_avx2(row: &mut [f32], sliver: &mut [f32], i: usize) {
+    softmax_into(row, sliver, i)
+}
+
+/// Softmax of `row` (clobbered) into column `i` of the `[row.len()][MR]`
+/// `sliver`. Max and sum run in eight lanes so they vectorise like the exp.
+#[inline(always)]
+unsafe fn softmax_into(row: &mut [f32], sliver: &mut [f32], i: usize) {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, &x)| *m = if x > *m { x } else { *m });
+    }
+    let max = lanes.iter().copied().fold(tail, f32::max);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let mut lanes = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(s, &x)| *s += x);
+    }
+    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+    row.iter().zip(sliver.chunks_exact_mut(MR)).for_each(|(&x, dst)| dst[i] = x * inv);
 }
 
 #[cfg(test)]

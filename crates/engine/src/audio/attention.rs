@@ -35,7 +35,7 @@ impl SendPtr {
 
 /// Whether [`attention`] handles heads of this size.
 pub fn supports(head_dim: usize) -> bool {
-    head_dim > 0 && head_dim % NR == 0
+    head_dim > 0 && head_dim.is_multiple_of(NR)
 }
 
 /// `softmax(q kᵀ / √hd) v` per head over `[t, d]` row-major `q`, `k`, `v`
@@ -205,7 +205,7 @@ mod tests {
         // Ragged in every direction: a partial key panel, query block and sliver.
         for (t, heads) in [(37, 2), (QB + 5, 3), (1, 1)] {
             let d = heads * 32;
-            let gen = |seed: usize| (0..t * d).map(|i| (((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0)).collect::<Vec<f32>>();
+            let gen = |seed: usize| (0..t * d).map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>();
             let (q, k, v) = (gen(1), gen(2), gen(3));
             let (got, want) = (attention(&q, &k, &v, t, d, heads), naive(&q, &k, &v, t, d, heads));
             for (a, b) in got.iter().zip(&want) {

@@ -1,9 +1,10 @@
 //! `cargo run --release -p hearth-engine --example transcribe -- MODEL_DIR AUDIO [translate] [lang]`:
-//! prints the segments and the real-time factor.
+//! prints the segments and the real-time factor (`RUST_LOG=debug` adds per-window timings).
 use hearth_engine::audio::{decode_audio, Task, TranscribeOptions, WhisperEngine};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().collect();
     let engine = WhisperEngine::load(std::path::Path::new(&args[1]))?;
     let samples = decode_audio(std::fs::read(&args[2])?, Some(&args[2]))?;

@@ -10,6 +10,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 use rand::Rng;
 use std::io::Write;
+use std::time::Instant;
 
 const COMPRESSION_RATIO_LIMIT: f64 = 2.4;
 const LOGPROB_LIMIT: f64 = -1.0;
@@ -59,8 +60,10 @@ impl WhisperEngine {
                 seek += segment_frames;
                 continue;
             }
+            let started = Instant::now();
             let audio = self.model.encode(&mel.narrow(1, seek, WINDOW_FRAMES)?)?;
             let cross = self.model.cross_kv(&audio)?;
+            let encoded = started.elapsed();
             let lang = match &language {
                 Some(l) => l.clone(),
                 None => {
@@ -84,6 +87,15 @@ impl WhisperEngine {
             }
 
             let attempt = self.decode_with_fallback(&cross, &prefix, sot_index, opts.temperature, &mut rng)?;
+            tracing::debug!(
+                seek,
+                encode_ms = encoded.as_millis() as u64,
+                decode_ms = (started.elapsed() - encoded).as_millis() as u64,
+                tokens = attempt.tokens.len(),
+                prefix = prefix.len(),
+                temperature = attempt.temperature,
+                "whisper window"
+            );
             if attempt.no_speech_prob > NO_SPEECH_LIMIT && attempt.avg_logprob < LOGPROB_LIMIT {
                 seek += segment_frames;
                 continue;

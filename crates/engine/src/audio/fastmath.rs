@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 /// `e^x` to ~1e-6 relative error (1e-5 for |x| > 40, from rounding `x·log2 e` in f32); −∞ (masked scores) gives ~0.
 #[inline]
-fn exp(x: f32) -> f32 {
+pub(super) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let t = x * std::f32::consts::LOG2_E;
     // Round to nearest by the 1.5·2²³ trick: `f32::round` is a libm call on baseline x86-64.

@@ -1,9 +1,11 @@
 //! Speech recognition with Whisper, loaded from CTranslate2 files
 //! (`model.bin`, `tokenizer.json`, `config.json` in one directory).
 //! `transcribe` is synchronous and CPU heavy: callers run it on a blocking thread.
+mod attention;
 mod ct2;
 mod decode;
 mod fastmath;
+mod gemv;
 pub mod input;
 mod languages;
 mod mel;

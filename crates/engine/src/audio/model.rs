@@ -1,64 +1,114 @@
 //! Whisper on candle: convolutional front end + transformer encoder, and a
 //! decoder with a self-attention KV cache and per-window cross-attention K/V.
 //! Weights come from a CTranslate2 `WhisperSpec` (see `ct2.rs` for the names).
+use super::attention;
 use super::ct2::Ct2Model;
 use super::fastmath;
+use super::gemv::HalfRows;
+use crate::linalg::PackedMatrix;
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
+use rayon::prelude::*;
+
+/// What a linear layer is used for, hence how its weights are kept.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    /// Many rows at once (the encoder, cross-attention K/V): packed for the GEMM.
+    Blocks,
+    /// Decoder layers: the GEMM for the prompt, f16 rows for one-token steps.
+    Both,
+    /// One or two rows at a time (the vocabulary projection): f16 rows only.
+    Steps,
+}
 
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in the file.
 struct Linear {
-    weight_t: Tensor,
-    bias: Option<Tensor>,
+    packed: Option<PackedMatrix>,
+    step: Option<HalfRows>,
 }
 
 impl Linear {
-    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
-        let weight_t = m.tensor(&format!("{prefix}/weight"))?.t()?.contiguous()?;
-        let bias = m.tensors.get(&format!("{prefix}/bias")).cloned();
-        Ok(Self { weight_t, bias })
+    fn new(w: &Tensor, bias: Option<&Tensor>, used: Use) -> Result<Self> {
+        let (n, k) = w.dims2()?;
+        let w = w.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+        let step = (used != Use::Blocks).then(|| HalfRows::new(&w, k, bias.as_deref())).flatten();
+        let packed = (used != Use::Steps || step.is_none()).then(|| {
+            let packed = PackedMatrix::from_cols(&w, n, k);
+            match &bias {
+                Some(b) => packed.with_bias(b),
+                None => packed,
+            }
+        });
+        Ok(Self { packed, step })
     }
 
-    /// Splits a fused projection (rows `[a; b; …]`) into its parts.
-    fn split(m: &Ct2Model, prefix: &str, parts: usize) -> Result<Vec<Self>> {
+    fn load(m: &Ct2Model, prefix: &str, used: Use) -> Result<Self> {
+        Self::new(m.tensor(&format!("{prefix}/weight"))?, m.tensors.get(&format!("{prefix}/bias")), used)
+    }
+
+    /// Splits a fused projection (rows `[a; b; …]`) into its parts; `biased[i]`
+    /// says whether part `i` keeps its bias (key biases are stored as zeros).
+    fn split(m: &Ct2Model, prefix: &str, biased: &[bool], used: Use) -> Result<Vec<Self>> {
         let w = m.tensor(&format!("{prefix}/weight"))?;
         let b = m.tensor(&format!("{prefix}/bias"))?;
-        let rows = w.dim(0)? / parts;
-        (0..parts)
-            .map(|i| {
-                Ok(Self {
-                    weight_t: w.narrow(0, i * rows, rows)?.t()?.contiguous()?,
-                    bias: Some(b.narrow(0, i * rows, rows)?.contiguous()?),
-                })
-            })
-            .collect()
+        let rows = w.dim(0)? / biased.len();
+        biased.iter().enumerate().map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref(), used)).collect()
     }
 
+    /// `x`: `[…, in]` → `[…, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight_t)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        let mut dims = x.dims().to_vec();
+        let k = dims.pop().unwrap_or(1);
+        let m = x.elem_count() / k.max(1);
+        let x_data = x.flatten_all()?.to_vec1::<f32>()?;
+        let out = match &self.step {
+            Some(step) if m == 1 || self.packed.is_none() => {
+                dims.push(step.n());
+                x_data.chunks_exact(k).flat_map(|row| step.gemv(row)).collect()
+            }
+            _ => {
+                let packed = self.packed.as_ref().context("a linear without weights")?;
+                dims.push(packed.n());
+                let mut out = vec![0f32; m * packed.n()];
+                packed.matmul(&x_data, m, &mut out);
+                out
+            }
+        };
+        Ok(Tensor::from_vec(out, dims, x.device())?)
     }
 }
 
 struct LayerNorm {
-    gamma: Tensor,
-    beta: Tensor,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
 }
 
 impl LayerNorm {
     fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
-        Ok(Self { gamma: m.tensor(&format!("{prefix}/gamma"))?.clone(), beta: m.tensor(&format!("{prefix}/beta"))?.clone() })
+        let vec = |name: &str| -> Result<Vec<f32>> { Ok(m.tensor(&format!("{prefix}/{name}"))?.to_vec1::<f32>()?) };
+        Ok(Self { gamma: vec("gamma")?, beta: vec("beta")? })
     }
 
+    /// One fused pass per row: as candle ops it was nine passes and
+    /// allocations, which a one-token decoder step pays nineteen times.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-        Ok(normed.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)?)
+        let d = self.gamma.len();
+        let mut data = x.flatten_all()?.to_vec1::<f32>()?;
+        let norm = |row: &mut [f32]| {
+            let mean = row.iter().sum::<f32>() / d as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        };
+        if data.len() > 64 * d {
+            data.par_chunks_mut(d).for_each(norm);
+        } else {
+            data.chunks_mut(d).for_each(norm);
+        }
+        Ok(Tensor::from_vec(data, x.dims(), x.device())?)
     }
 }
 
@@ -69,11 +119,11 @@ struct Ffn {
 }
 
 impl Ffn {
-    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
+    fn load(m: &Ct2Model, prefix: &str, used: Use) -> Result<Self> {
         Ok(Self {
             norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?,
-            fc1: Linear::load(m, &format!("{prefix}/linear_0"))?,
-            fc2: Linear::load(m, &format!("{prefix}/linear_1"))?,
+            fc1: Linear::load(m, &format!("{prefix}/linear_0"), used)?,
+            fc2: Linear::load(m, &format!("{prefix}/linear_1"), used)?,
         })
     }
 
@@ -116,11 +166,10 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
-        let mut qkv = Linear::split(m, &format!("{prefix}/linear_0"), 3)?.into_iter();
-        let (q, mut k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
-        k.bias = None; // stored as zeros
-        Ok(Self { norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?, q, k, v, out: Linear::load(m, &format!("{prefix}/linear_1"))? })
+    fn load(m: &Ct2Model, prefix: &str, used: Use) -> Result<Self> {
+        let mut qkv = Linear::split(m, &format!("{prefix}/linear_0"), &[true, false, true], used)?.into_iter();
+        let (q, k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
+        Ok(Self { norm: LayerNorm::load(m, &format!("{prefix}/layer_norm"))?, q, k, v, out: Linear::load(m, &format!("{prefix}/linear_1"), used)? })
     }
 }
 
@@ -159,7 +208,8 @@ pub struct Whisper {
     enc_layers: Vec<EncoderLayer>,
     enc_norm: LayerNorm,
     embed: Tensor,
-    embed_t: Tensor,
+    /// The output projection: the embeddings, tied.
+    logits: Linear,
     dec_pos: Tensor,
     dec_layers: Vec<DecoderLayer>,
     dec_norm: LayerNorm,
@@ -188,23 +238,22 @@ impl Whisper {
         let enc_layers = (0..count_layers(m, "encoder"))
             .map(|i| {
                 let p = format!("encoder/layer_{i}");
-                Ok(EncoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"))?, ffn: Ffn::load(m, &format!("{p}/ffn"))? })
+                Ok(EncoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"), Use::Blocks)?, ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Blocks)? })
             })
             .collect::<Result<Vec<_>>>()?;
         let dec_layers = (0..count_layers(m, "decoder"))
             .map(|i| {
                 let p = format!("decoder/layer_{i}");
-                let mut kv = Linear::split(m, &format!("{p}/attention/linear_1"), 2)?.into_iter();
-                let (mut k, v) = (kv.next().unwrap(), kv.next().unwrap());
-                k.bias = None;
+                let mut kv = Linear::split(m, &format!("{p}/attention/linear_1"), &[false, true], Use::Blocks)?.into_iter();
+                let (k, v) = (kv.next().unwrap(), kv.next().unwrap());
                 let cross = CrossAttention {
                     norm: LayerNorm::load(m, &format!("{p}/attention/layer_norm"))?,
-                    q: Linear::load(m, &format!("{p}/attention/linear_0"))?,
+                    q: Linear::load(m, &format!("{p}/attention/linear_0"), Use::Both)?,
                     k,
                     v,
-                    out: Linear::load(m, &format!("{p}/attention/linear_2"))?,
+                    out: Linear::load(m, &format!("{p}/attention/linear_2"), Use::Both)?,
                 };
-                Ok(DecoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"))?, cross, ffn: Ffn::load(m, &format!("{p}/ffn"))? })
+                Ok(DecoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"), Use::Both)?, cross, ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Both)? })
             })
             .collect::<Result<Vec<_>>>()?;
         if enc_layers.is_empty() || dec_layers.is_empty() {
@@ -217,7 +266,7 @@ impl Whisper {
             enc_pos,
             enc_layers,
             enc_norm: LayerNorm::load(m, "encoder/layer_norm")?,
-            embed_t: embed.t()?.contiguous()?,
+            logits: Linear::new(&embed, None, Use::Steps)?,
             embed,
             dec_pos,
             dec_layers,
@@ -236,12 +285,18 @@ impl Whisper {
             bail!("the encoder expects {} frames, got {frames}", self.dims.audio_ctx);
         }
         let mut x = (x + &self.enc_pos)?;
-        let h = self.dims.heads;
+        let (h, d) = (self.dims.heads, x.dim(1)?);
         for layer in &self.enc_layers {
             let a = &layer.attn;
             let n = a.norm.forward(&x)?;
-            let (q, k, v) = (split_heads(&a.q.forward(&n)?, h)?, split_heads(&a.k.forward(&n)?, h)?, split_heads(&a.v.forward(&n)?, h)?);
-            x = (&x + a.out.forward(&merge_heads(&attend(&q, &k, &v, None)?)?)?)?;
+            let (q, k, v) = (a.q.forward(&n)?, a.k.forward(&n)?, a.v.forward(&n)?);
+            let mixed = if attention::supports(d / h) {
+                let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                Tensor::from_vec(attention::attention(&vec(&q)?, &vec(&k)?, &vec(&v)?, frames, d, h), (frames, d), x.device())?
+            } else {
+                merge_heads(&attend(&split_heads(&q, h)?, &split_heads(&k, h)?, &split_heads(&v, h)?, None)?)?
+            };
+            x = (&x + a.out.forward(&mixed)?)?;
             x = layer.ffn.forward(&x)?;
         }
         self.enc_norm.forward(&x)
@@ -299,7 +354,7 @@ impl Whisper {
         cache.len += t;
         let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), x.device())?;
         let x = self.dec_norm.forward(&x.index_select(&idx, 0)?)?;
-        x.matmul(&self.embed_t).context("output projection")
+        self.logits.forward(&x).context("output projection")
     }
 }
 

@@ -3,12 +3,12 @@
 //! and B packed as `[kc][NR]` (one 64-byte line per step). An AVX2+FMA version keeps the
 //! whole tile in 12 ymm registers; a portable one serves other CPUs.
 
-pub(super) const MR: usize = 6;
-pub(super) const NR: usize = 16;
+pub(crate) const MR: usize = 6;
+pub(crate) const NR: usize = 16;
 
 /// How the tile starts before the products are added.
 #[derive(Clone, Copy)]
-pub(super) enum Start {
+pub(crate) enum Start {
     Zero,
     /// Every row starts as this `NR`-long row (a bias).
     Row(*const f32),
@@ -18,9 +18,9 @@ pub(super) enum Start {
 
 /// `a` holds `MR` rows of `kc` values, `lda` apart; `c` is the tile's top-left
 /// with rows `ldc` apart, all `MR x NR` values read (for `Start::Load`) and written.
-pub(super) type Kernel = unsafe fn(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, start: Start);
+pub(crate) type Kernel = unsafe fn(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, start: Start);
 
-pub(super) fn best() -> Kernel {
+pub(crate) fn best() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -65,7 +65,7 @@ unsafe fn avx2_fma(kc: usize, mut a: *const f32, lda: usize, mut b: *const f32, 
     }
 }
 
-pub(super) unsafe fn portable(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, start: Start) {
+pub(crate) unsafe fn portable(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, start: Start) {
     let mut acc = [[0f32; NR]; MR];
     match start {
         Start::Zero => {}

@@ -10,7 +10,7 @@
 //! only copy made is of a ragged last tile. Tasks (row blocks x column ranges)
 //! go to the rayon pool, whose idle workers sleep.
 
-mod kernel;
+pub(crate) mod kernel;
 
 use std::cell::RefCell;
 

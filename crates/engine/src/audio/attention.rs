@@ -3,7 +3,7 @@
 //! sit in L2, on the GEMM micro-kernel. Materialising every head's 1500×1500
 //! scores (and the head split/merge copies around them) cost more than the
 //! products themselves.
-use super::fastmath::exp;
+use crate::math::exp;
 use crate::linalg::kernel::{self, Start, MR, NR};
 use rayon::prelude::*;
 use std::cell::RefCell;

@@ -5,6 +5,9 @@
 
 use rayon::prelude::*;
 
+use crate::math::{exp, simd_fn};
+pub(super) use crate::math::gelu;
+
 /// Rows handed to one rayon task: enough work to outweigh the task's overhead.
 const ROWS_PER_TASK: usize = 16;
 
@@ -12,33 +15,6 @@ pub(super) struct Norm {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
     pub eps: f32,
-}
-
-/// Defines `fn $name` whose body is compiled twice, for baseline x86-64 and
-/// for AVX2 + FMA, and runs the latter where the CPU has them (the crate is
-/// built for the baseline, which would leave these loops at 4 lanes without
-/// FMA). A plain function: closures handed to a `target_feature` wrapper are
-/// not reliably inlined into it.
-macro_rules! simd_fn {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has the features `avx2` is compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
 }
 
 /// In place: every row becomes `(x - mean) / sqrt(var + eps) * weight + bias`.
@@ -93,51 +69,6 @@ fn lanes(x: &[f32], add: impl Fn(&mut [f32; 8], &[f32])) -> f32 {
     chunks.for_each(|c| add(&mut acc, c));
     add(&mut acc, rest);
     acc.iter().sum()
-}
-
-/// In place: `x = gelu(x)`, the exact (erf) GELU BERT was trained with.
-pub(super) fn gelu(x: &mut [f32]) {
-    x.par_chunks_mut(GELU_PER_TASK).for_each(gelu_slice);
-}
-
-/// Values handed to one rayon task by `gelu`.
-const GELU_PER_TASK: usize = 16 * 1024;
-
-simd_fn! {
-    /// Branch-free so that it vectorises: this loop runs over every FFN activation.
-    fn gelu_slice(x: &mut [f32]) {
-        for v in x {
-            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-        }
-    }
-}
-
-/// erf by Abramowitz & Stegun 7.1.26 (absolute error 1.5e-7, about 3e-7 in
-/// f32; GELU's output moves by less than f32's own rounding of it).
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    (1.0 - poly * exp(-a * a)).copysign(x)
-}
-
-/// e^x for x <= 0 (Cephes' single-precision polynomial, about 1 ulp), written
-/// without calls or branches so loops over it vectorise; e^x below -87 is 0.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5; // Cephes: 5.0000001e-1, which is 0.5 in f32
-    let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
 /// Multi-head self-attention of packed sequences. `qkv` rows are
@@ -251,23 +182,6 @@ pub(super) fn mean_pool_normalized(rows: &[f32], width: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn erf_matches_known_values() {
-        for (x, want) in [(0.0, 0.0), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (-2.0, -0.995_322_3), (3.0, 0.999_977_9)] {
-            assert!((erf(x) - want).abs() < 5e-7, "erf({x}) = {} not {want}", erf(x));
-        }
-    }
-
-    #[test]
-    fn exp_matches_std() {
-        for i in 0..2000 {
-            let x = -(i as f32) * 0.05;
-            let (got, want) = (exp(x), x.exp());
-            assert!((got - want).abs() <= 2e-7 * want.max(1e-30) + 1e-38, "exp({x}) = {got} not {want}");
-        }
-        assert_eq!(exp(-200.0), 0.0f32.max(exp(-200.0)));
-    }
 
     #[test]
     fn pooled_vector_has_unit_length() {

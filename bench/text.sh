@@ -16,4 +16,4 @@ cargo build --release --bin hearth --example text_engine_bench -p hearth-engine 
 "$LLAMA_PYTHON" bench/bench.py --llama-python "$LLAMA_PYTHON" "$@"
 for m in smollm2-135m-instruct-q4_1 qwen2.5-coder-0.5b-instruct-q4_k_m; do
   target/release/examples/text_engine_bench "$HEARTH_HOME/models/$m.gguf"
-done | tee /dev/stderr | python3 bench/report.py BENCHMARKS.md text-engine
+done | tee -a /dev/stderr | python3 bench/report.py BENCHMARKS.md text-engine

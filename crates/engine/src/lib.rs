@@ -1,5 +1,6 @@
 //! Model runtimes. The engine never sees HTTP: callers submit requests
 //! through a handle and receive a stream of events.
+pub(crate) mod attention;
 pub mod audio;
 pub mod embed;
 pub mod linalg;

@@ -32,6 +32,20 @@ macro_rules! simd_fn {
 }
 pub(crate) use simd_fn;
 
+/// `a · b` with 16 independent sums (so the loop vectorizes where it is inlined).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// e^x (Cephes' single-precision polynomial, about 1 ulp). Below -87 it is 0;
 /// above 88 it stays at e^88 instead of overflowing.
 #[inline(always)]

@@ -5,7 +5,8 @@
 
 use rayon::prelude::*;
 
-use crate::math::{exp, simd_fn};
+use crate::attention::{attend, HeadLayout};
+use crate::math::simd_fn;
 pub(super) use crate::math::gelu;
 
 /// Rows handed to one rayon task: enough work to outweigh the task's overhead.
@@ -80,90 +81,38 @@ pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, hea
     let hidden = heads * head_dim;
     assert_eq!(context.len() * 3, qkv.len());
     assert!(spans.iter().all(|&(start, len)| (start + len) * hidden <= context.len()));
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let at = HeadLayout { offset: 0, stride: head_dim };
     let out = SendPtr(context.as_mut_ptr());
     (0..spans.len() * heads).into_par_iter().for_each(|t| {
         let ((start, len), h) = (spans[t / heads], t % heads);
         let out = &out;
-        let qkv = &qkv[start * 3 * hidden..(start + len) * 3 * hidden];
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            head_attention(qkv, len, h, heads, head_dim, &mut s);
-            for (i, row) in s[..len * head_dim].chunks_exact(head_dim).enumerate() {
-                // SAFETY: in bounds (checked above), and each task writes only
-                // its head's columns of its sequence's rows.
-                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) }
+        let row = |i: usize, part: usize| &qkv[(start + i) * 3 * hidden + part * hidden + h * head_dim..][..head_dim];
+        HEAD.with_borrow_mut(|kv| {
+            // The head's keys and values gathered densely: rows of qkv are 4.5 KB
+            // apart, a stride at which a sequence's keys evict one another from L1.
+            kv.clear();
+            (0..len).for_each(|i| kv.extend_from_slice(row(i, 1)));
+            (0..len).for_each(|i| kv.extend_from_slice(row(i, 2)));
+            let (keys, values) = kv.split_at(len * head_dim);
+            for i in 0..len {
+                // SAFETY: in bounds (checked above), and each task writes only its
+                // head's columns of its sequence's rows.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.0.add((start + i) * hidden + h * head_dim), head_dim) };
+                attend(row(i, 0), scale, at, |f| f(keys, values), o);
             }
         });
     });
 }
 
+thread_local! {
+    /// Each thread's copy of one head's keys and values, reused across calls.
+    static HEAD: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 struct SendPtr(*mut f32);
 // SAFETY: shared only with tasks that write disjoint parts of the buffer.
 unsafe impl Sync for SendPtr {}
-
-thread_local! {
-    /// Each thread's attention output, transposed keys and scores, reused across calls.
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-simd_fn! {
-    /// One head of one sequence of `len` tokens: leaves in `scratch[..len * d]`
-    /// the head's output rows, `softmax(q_i . K^T / sqrt(d)) @ V`.
-    fn head_attention(qkv: &[f32], len: usize, h: usize, heads: usize, d: usize, scratch: &mut Vec<f32>) {
-        let hidden = heads * d;
-        let scale = 1.0 / (d as f32).sqrt();
-        // The head's keys transposed (`[d][padded]`, zero past `len`), so that a
-        // query's scores are a sum of rows: whole vectors across keys, no
-        // horizontal sums, no ragged tail.
-        let padded = len.next_multiple_of(8);
-        scratch.clear();
-        scratch.resize(len * d + d * padded + QUERIES * padded, 0.0);
-        let (out, rest) = scratch.split_at_mut(len * d);
-        let (keys_t, scores) = rest.split_at_mut(d * padded);
-        for j in 0..len {
-            for (k, &x) in qkv[j * 3 * hidden + hidden + h * d..][..d].iter().enumerate() {
-                keys_t[k * padded + j] = x;
-            }
-        }
-        for (first, out) in out.chunks_mut(QUERIES * d).enumerate().map(|(c, o)| (c * QUERIES, o)) {
-            // Scores of `QUERIES` queries (the last block repeats its last
-            // query) against eight keys at a time, held in registers across `d`.
-            let query = |q: usize, k: usize| qkv[(first + q).min(len - 1) * 3 * hidden + h * d + k];
-            for b in 0..padded / 8 {
-                let mut acc = [[0f32; 8]; QUERIES];
-                for (k, keys) in keys_t[b * 8..].chunks(padded).enumerate() {
-                    let keys: &[f32; 8] = keys[..8].try_into().expect("8 keys");
-                    for (q, acc) in acc.iter_mut().enumerate() {
-                        let x = query(q, k);
-                        acc.iter_mut().zip(keys).for_each(|(a, k)| *a += x * k);
-                    }
-                }
-                for (q, acc) in acc.iter().enumerate() {
-                    scores[q * padded + b * 8..][..8].iter_mut().zip(acc).for_each(|(s, a)| *s = a * scale);
-                }
-            }
-            for (o, scores) in out.chunks_exact_mut(d).zip(scores.chunks_exact_mut(padded)) {
-                let scores = &mut scores[..len];
-                softmax(scores);
-                for (j, &p) in scores.iter().enumerate() {
-                    let value = &qkv[j * 3 * hidden + 2 * hidden + h * d..][..d];
-                    o.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
-                }
-            }
-        }
-    }
-}
-
-/// Queries scored together by `head_attention`: each key vector loaded serves all of them.
-const QUERIES: usize = 4;
-
-#[inline(always)]
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    x.iter_mut().for_each(|v| *v = exp(*v - max));
-    let inv = 1.0 / sum(x);
-    x.iter_mut().for_each(|v| *v *= inv);
-}
 
 /// The mean of a sequence's rows, scaled to unit length (as
 /// sentence-transformers' Pooling + Normalize: norm clamped at 1e-12).

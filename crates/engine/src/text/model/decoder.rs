@@ -4,7 +4,7 @@
 //! embeddings, GELU MLP, sliding-window local layers and logit softcapping (gemma3).
 use super::cache::SeqCache;
 use super::hparams::{Arch, Hparams};
-use super::attention;
+use crate::attention;
 use super::ops::{add_assign, apply_rope, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
 use super::weights::{Embedding, GgufReader, Linear, MatMul};
 use candle_core::{bail, Device, Result, Tensor};

@@ -1,6 +1,5 @@
 //! GGUF transformer architectures (llama, qwen2,
 //! gemma3) running over a per-sequence KV cache that is allocated once.
-mod attention;
 mod cache;
 mod decoder;
 mod hparams;

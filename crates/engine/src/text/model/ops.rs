@@ -68,20 +68,6 @@ fn sum_sq(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `a · b` with 16 independent sums (so the loop vectorizes where it is inlined).
-#[inline(always)]
-pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// `gate = silu(gate) * up`, in place (rows `width` wide).
 pub fn silu_mul(gate: &mut [f32], up: &[f32], width: usize) {
     for_rows_with(gate, width, up, |g, u| {

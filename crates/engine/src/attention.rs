@@ -1,5 +1,6 @@
-//! Attention of one query row against one head's cached keys and values, read where
-//! they lie in the cache (which may hold them in several runs, see cache.rs). Three
+//! Attention of one query row against one head's keys and values, read where they
+//! lie: in the text engine's KV cache (which may hold them in several runs, see
+//! text/model/cache.rs) or in BERT's gathered rows (embed/ops.rs). Three
 //! passes over one row of scores: the scores, their softmax, the weighted sum of the
 //! values. Each step is indexed by key position alone, so the result does not depend
 //! on how the positions are split into runs (a reused prompt prefix gives the same
@@ -40,7 +41,7 @@ fn attend_portable(q: &[f32], scale: f32, at: HeadLayout, runs: impl Fn(&mut dyn
         scores.clear();
         runs(&mut |keys, _| {
             for k in keys.chunks_exact(at.stride) {
-                scores.push(super::ops::dot_portable(q, &k[at.offset..at.offset + hd]) * scale);
+                scores.push(crate::math::dot(q, &k[at.offset..at.offset + hd]) * scale);
             }
         });
         softmax_in_place(scores);
@@ -94,21 +95,18 @@ mod avx2 {
         _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31))
     }
 
-    /// Scores of 8 keys `stride` apart starting at `k` against `q` (`hd` a multiple of 8).
+    /// Scores of the 8 keys at `key(0..8)` against `q` (`hd` a multiple of 8).
     #[inline(always)]
-    unsafe fn scores8(q: *const f32, k: *const f32, hd: usize, stride: usize) -> __m256 {
+    unsafe fn scores8(q: *const f32, key: impl Fn(usize) -> *const f32, hd: usize) -> __m256 {
         let mut acc = [_mm256_setzero_ps(); 8];
         for c in (0..hd).step_by(8) {
             let qc = _mm256_loadu_ps(q.add(c));
             for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(qc, _mm256_loadu_ps(k.add(j * stride + c)), *a);
+                *a = _mm256_fmadd_ps(qc, _mm256_loadu_ps(key(j).add(c)), *a);
             }
         }
         hsum8(acc)
     }
-
-    /// Head sizes up to this go through the padded tail path (all supported models: ≤ 256).
-    const MAX_HD: usize = 256;
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend(
@@ -119,9 +117,6 @@ mod avx2 {
         out: &mut [f32],
     ) {
         let hd = q.len();
-        if hd > MAX_HD {
-            return super::attend_portable(q, scale, at, runs, out);
-        }
         let vscale = _mm256_set1_ps(scale);
         SCORES.with_borrow_mut(|scores| {
             scores.clear();
@@ -135,16 +130,13 @@ mod avx2 {
                     scores.extend_from_slice(&lanes[..count]);
                 };
                 while j + 8 <= n {
-                    put(scores8(q.as_ptr(), k0.add(j * at.stride), hd, at.stride), 8);
+                    put(scores8(q.as_ptr(), |i| k0.add((j + i) * at.stride), hd), 8);
                     j += 8;
                 }
                 if j < n {
-                    // The last few keys, padded to 8 with zeros: the same arithmetic per key.
-                    let mut pad = [0f32; 8 * MAX_HD];
-                    for (i, row) in pad.chunks_exact_mut(hd).take(n - j).enumerate() {
-                        row.copy_from_slice(std::slice::from_raw_parts(k0.add((j + i) * at.stride), hd));
-                    }
-                    put(scores8(q.as_ptr(), pad.as_ptr(), hd, hd), n - j);
+                    // The last few keys, padded to 8 by repeating the last one: the
+                    // same arithmetic per key, and the extra scores are dropped.
+                    put(scores8(q.as_ptr(), |i| k0.add((j + i).min(n - 1) * at.stride), hd), n - j);
                 }
             });
             softmax_in_place(scores);
@@ -229,9 +221,9 @@ mod tests {
 
     #[test]
     fn matches_two_pass_softmax() {
-        // Head sizes of the supported models (64, 256) and an odd one; key counts below,
+        // Head sizes of the supported models (32, 64, 256), a large one and an odd one; key counts below,
         // at and across tile and 8-key boundaries; in one run and in several.
-        for hd in [64usize, 256, 12] {
+        for hd in [32usize, 64, 256, 512, 12] {
             for n in [1usize, 7, 8, 63, 64, 65, 200, 513] {
                 let q = fill(hd, 1);
                 let (k3, v3) = (fill(3 * n * hd, 2), fill(3 * n * hd, 3));

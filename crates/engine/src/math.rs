@@ -1,4 +1,4 @@
-//! Element-wise math shared by the runtimes, written so that loops over it
+//! Element-wise math and reductions shared by the runtimes, written so that loops over it
 //! vectorize (no libm calls, no branches on the value), and `simd_fn!`, which
 //! compiles such loops for AVX2 + FMA where the CPU has them.
 
@@ -44,6 +44,27 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Sums in 8 lanes: a float sum in order is one long dependency chain.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v))
+}
+
+#[inline(always)]
+pub fn sum_squares(x: &[f32]) -> f32 {
+    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v * v))
+}
+
+#[inline(always)]
+fn lanes(x: &[f32], add: impl Fn(&mut [f32; 8], &[f32])) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    chunks.for_each(|c| add(&mut acc, c));
+    add(&mut acc, rest);
+    acc.iter().sum()
 }
 
 /// e^x (Cephes' single-precision polynomial, about 1 ulp). Below -87 it is 0;

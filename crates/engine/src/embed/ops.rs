@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::attention::{attend, HeadLayout};
-use crate::math::simd_fn;
+use crate::math::{simd_fn, sum, sum_squares};
 pub(super) use crate::math::gelu;
 
 /// Rows handed to one rayon task: enough work to outweigh the task's overhead.
@@ -49,27 +49,6 @@ simd_fn! {
             }
         }
     }
-}
-
-/// Sums in 8 lanes: a float sum in order is one long dependency chain.
-#[inline(always)]
-fn sum(x: &[f32]) -> f32 {
-    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v))
-}
-
-#[inline(always)]
-fn sum_squares(x: &[f32]) -> f32 {
-    lanes(x, |acc, c| acc.iter_mut().zip(c).for_each(|(a, v)| *a += v * v))
-}
-
-#[inline(always)]
-fn lanes(x: &[f32], add: impl Fn(&mut [f32; 8], &[f32])) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    chunks.for_each(|c| add(&mut acc, c));
-    add(&mut acc, rest);
-    acc.iter().sum()
 }
 
 /// Multi-head self-attention of packed sequences. `qkv` rows are

@@ -3,6 +3,7 @@
 //! spreads them over the thread pool: done on one thread, they would leave the other
 //! cores idle between the parallel matmuls.
 use super::hparams::RopeStyle;
+use crate::math::sum_squares;
 use rayon::prelude::*;
 
 /// Rows per parallel piece; a decode step (fewer rows) stays on the calling thread.
@@ -33,7 +34,7 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
 
 fn rms_norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(weight.len()) {
-        let mean_sq = sum_sq(row) / row.len() as f32;
+        let mean_sq = sum_squares(row) / row.len() as f32;
         let inv = 1.0 / (mean_sq + eps).sqrt();
         for (v, w) in row.iter_mut().zip(weight) {
             *v = *v * inv * w;
@@ -54,18 +55,6 @@ pub fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
 /// `x += y`, element-wise (a residual connection).
 pub fn add_assign(x: &mut [f32], y: &[f32], width: usize) {
     for_rows_with(x, width, y, |x, y| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
-}
-
-fn sum_sq(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += c[i] * c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `gate = silu(gate) * up`, in place (rows `width` wide).

@@ -61,7 +61,8 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Speaks `text` with an espeak-ng `voice`, then converts to `ext` (wav, mp3, flac, ogg).
+/// Speaks `text` with an espeak-ng `voice`, then converts to `ext` (wav, mp3, flac,
+/// ogg with Vorbis, webm and opus with Opus, as browsers and voice notes record).
 fn speech(name: &str, voice: &str, text: &str, ext: &str) -> Vec<u8> {
     let wav = work_dir().join(format!("{name}.wav"));
     if !wav.exists() {
@@ -72,7 +73,11 @@ fn speech(name: &str, voice: &str, text: &str, ext: &str) -> Vec<u8> {
     }
     let out = work_dir().join(format!("{name}.{ext}"));
     if !out.exists() {
-        let codec: &[&str] = if ext == "ogg" { &["-c:a", "libvorbis"] } else { &[] };
+        let codec: &[&str] = match ext {
+            "ogg" => &["-c:a", "libvorbis"],
+            "webm" | "opus" => &["-c:a", "libopus", "-b:a", "24k"],
+            _ => &[],
+        };
         run(Command::new("ffmpeg").args(["-loglevel", "error", "-y", "-i"]).arg(&wav).args(codec).arg(&out));
     }
     std::fs::read(&out).unwrap()
@@ -124,7 +129,7 @@ const TRANSLATE: &str = "/v1/audio/translations";
 #[tokio::test]
 async fn transcribes_every_container_within_the_wer_limit() {
     let text = SENTENCES[..3].join(" ");
-    for ext in ["wav", "mp3", "flac", "ogg"] {
+    for ext in ["wav", "mp3", "flac", "ogg", "webm", "opus"] {
         let body = json_ok(TRANSCRIBE, TINY, speech("three", "en-us", &text, ext), &format!("speech.{ext}"), &[]).await;
         let got = body["text"].as_str().unwrap();
         let rate = wer(&text, got);

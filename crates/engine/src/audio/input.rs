@@ -1,17 +1,19 @@
 //! Uploaded audio → 16 kHz mono f32, in memory only: container and codec
-//! decoding with symphonia, channel averaging, windowed-sinc resampling.
+//! decoding with symphonia (Opus with libopus, see opus.rs), channel averaging,
+//! windowed-sinc resampling.
 use super::mel::SAMPLE_RATE;
+use super::opus;
 use std::io::Cursor;
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL, CODEC_TYPE_OPUS};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-/// What the decoder reads (OpenAI also lists webm, whose usual Opus audio symphonia cannot decode).
-pub const SUPPORTED_FORMATS: &str = "flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, wav, webm/mkv (Vorbis, FLAC or PCM audio)";
+/// What the decoder reads.
+pub const SUPPORTED_FORMATS: &str = "flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, opus, wav, webm/mkv (Opus, Vorbis, FLAC or PCM audio)";
 
 /// Shortest audio accepted, as OpenAI.
 pub const MIN_SECONDS: f64 = 0.1;
@@ -40,6 +42,12 @@ pub fn decode_audio(bytes: Vec<u8>, filename: Option<&str>) -> Result<Vec<f32>, 
     Ok(resample(&mono, rate, SAMPLE_RATE as u32))
 }
 
+/// A track's decoder: symphonia's, or libopus for the codec symphonia lacks.
+enum Codec {
+    Symphonia(Box<dyn symphonia::core::codecs::Decoder>, Option<SampleBuffer<f32>>),
+    Opus(opus::Decoder),
+}
+
 fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32>, u32, usize), AudioError> {
     let mut hint = Hint::new();
     if let Some(ext) = filename.and_then(|f| f.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase()) {
@@ -56,13 +64,20 @@ fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(|| AudioError::Undecodable("no audio track".into()))?
         .clone();
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| AudioError::Undecodable(format!("unsupported audio codec: {e}")))?;
     let mut rate = track.codec_params.sample_rate.unwrap_or(0);
     let mut channels = track.codec_params.channels.map(|c| c.count()).unwrap_or(0);
+    let mut codec = if track.codec_params.codec == CODEC_TYPE_OPUS {
+        let header = track.codec_params.extra_data.as_deref().unwrap_or_default();
+        let decoder = opus::Decoder::new(header)?;
+        (rate, channels) = (opus::RATE, decoder.channels());
+        Codec::Opus(decoder)
+    } else {
+        let decoder = symphonia::default::get_codecs()
+            .make(&track.codec_params, &DecoderOptions::default())
+            .map_err(|e| AudioError::Undecodable(format!("unsupported audio codec: {e}")))?;
+        Codec::Symphonia(decoder, None)
+    };
     let mut samples = Vec::new();
-    let mut buffer: Option<SampleBuffer<f32>> = None;
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
@@ -73,6 +88,13 @@ fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32
         if packet.track_id() != track.id {
             continue;
         }
+        let (decoder, buffer) = match &mut codec {
+            Codec::Opus(decoder) => {
+                decoder.decode(&packet.data, &mut samples);
+                continue;
+            }
+            Codec::Symphonia(decoder, buffer) => (decoder, buffer),
+        };
         let decoded = match decoder.decode(&packet) {
             Ok(d) => d,
             Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => continue, // a corrupt frame: skip it
@@ -81,7 +103,7 @@ fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32
         let spec = *decoded.spec();
         rate = spec.rate;
         channels = spec.channels.count();
-        let buf = match &mut buffer {
+        let buf = match buffer {
             Some(b) if b.capacity() >= decoded.capacity() * channels => b,
             _ => buffer.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
         };

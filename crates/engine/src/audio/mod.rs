@@ -10,6 +10,7 @@ pub mod input;
 mod languages;
 mod mel;
 mod model;
+mod opus;
 mod tokens;
 mod worker;
 

@@ -74,7 +74,11 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let underflows = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    // n as an integer, read from t's low mantissa bits: `n as i32` is a saturating
+    // cast, which does not vectorize (8 scalar conversions with NaN checks per vector).
+    let exponent = t.to_bits() as i32 - ROUND.to_bits() as i32;
     // x - n·ln2, with ln2 split in two so the low bits survive (Cody–Waite).
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4;
@@ -83,7 +87,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
-    let e = (p * r * r + r + 1.0) * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let e = (p * r * r + r + 1.0) * f32::from_bits(((exponent + 127) << 23) as u32);
     if underflows {
         0.0
     } else {

@@ -19,7 +19,8 @@ def _speak(tmp_path, text, voice="en-us", ext="wav"):
     if ext == "wav":
         return wav
     out = tmp_path / f"speech.{ext}"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(out)], check=True)
+    codec = ["-c:a", "libopus"] if ext == "webm" else []
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), *codec, str(out)], check=True)
     return out
 
 
@@ -31,6 +32,14 @@ def test_transcription_sdk(client, contract, tmp_path):
     heard = set(_words(raw.parse().text))
     # Most words, not all: espeak-ng's voice is misheard now and then.
     assert len(heard & set(_words(SENTENCE))) >= len(_words(SENTENCE)) * 0.7, raw.parse().text
+
+
+def test_transcription_sdk_browser_recording(client, tmp_path):
+    """webm with Opus audio: what a browser's MediaRecorder uploads."""
+    path = _speak(tmp_path, SENTENCE, ext="webm")
+    with open(path, "rb") as f:
+        text = client.audio.transcriptions.create(model="whisper-1", file=f).text
+    assert len(set(_words(text)) & set(_words(SENTENCE))) >= len(_words(SENTENCE)) * 0.7, text
 
 
 def test_transcription_sdk_formats(client, tmp_path):

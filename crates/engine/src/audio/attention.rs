@@ -1,9 +1,15 @@
-//! The encoder's self-attention, fused: one task per (head, block of queries)
-//! computes that block's scores, softmax and product with V while the scores
-//! sit in L2, on the GEMM micro-kernel. Materialising every head's 1500×1500
-//! scores (and the head split/merge copies around them) cost more than the
-//! products themselves.
-use crate::math::exp;
+//! Whisper's attention over `[t, d]` row-major Q, K, V whose columns are the
+//! heads side by side (as the projections write them, so no head split/merge
+//! copies).
+//!
+//! Many queries (the encoder, a decoder prompt): fused, one task per (head,
+//! block of queries) computes that block's scores, softmax and product with V
+//! while the scores sit in L2, on the GEMM micro-kernel. Materialising every
+//! head's 1500×1500 scores cost more than the products themselves.
+//!
+//! One query (a decoder step): K and V are streamed once, row by row, which is
+//! all it costs: 1500 audio positions are 6 MB of cross-attention K/V a layer.
+use crate::math::{exp, simd_fn};
 use crate::linalg::kernel::{self, Start, MR, NR};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -38,11 +44,40 @@ pub fn supports(head_dim: usize) -> bool {
     head_dim > 0 && head_dim.is_multiple_of(NR)
 }
 
-/// `softmax(q kᵀ / √hd) v` per head over `[t, d]` row-major `q`, `k`, `v`
-/// whose columns are `heads` heads side by side; the result is laid out alike.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usize) -> Vec<f32> {
+/// Which keys each query sees.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Mask {
+    All,
+    /// Query `i` of `tq` sees keys up to `tk - tq + i`: the queries are the
+    /// last `tq` positions of the keys' sequence.
+    Causal,
+}
+
+impl Mask {
+    /// How many keys (a prefix) query `i` of `tq` sees among `tk`.
+    fn visible(self, i: usize, tq: usize, tk: usize) -> usize {
+        match self {
+            Mask::All => tk,
+            Mask::Causal => tk - tq + i + 1,
+        }
+    }
+}
+
+/// `softmax(q kᵀ / √hd) v` per head, `q` `[tq, d]`, `k` and `v` `[tk, d]`
+/// (`tk ≥ tq` when causal); the result is `[tq, d]` laid out like `q`.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize, heads: usize, mask: Mask) -> Vec<f32> {
     let hd = d / heads;
-    assert!(supports(hd) && q.len() == t * d && k.len() == t * d && v.len() == t * d);
+    assert!(q.len() == tq * d && k.len() == tk * d && v.len() == tk * d && (mask == Mask::All || tk >= tq));
+    if tq == 1 || !supports(hd) {
+        // One query, or heads the micro-kernel cannot tile: row by row.
+        let mut out = vec![0f32; tq * d];
+        for (i, row) in out.chunks_exact_mut(d).enumerate() {
+            let seen = mask.visible(i, tq, tk);
+            attention_one(&q[i * d..][..d], &k[..seen * d], &v[..seen * d], heads, row);
+        }
+        return out;
+    }
+    let t = tk;
     let panels = t.div_ceil(NR);
     // Per head: Kᵀ as `panels` panels of `[hd][NR]` keys (zero past `t`), and
     // V as `hd / NR` panels of `[t][NR]` columns.
@@ -70,13 +105,13 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usi
     let softmax = softmax_fn();
     let scale = 1.0 / (hd as f32).sqrt();
     let ld = panels * NR;
-    let blocks = t.div_ceil(QB);
-    let mut out = vec![0f32; t * d];
+    let blocks = tq.div_ceil(QB);
+    let mut out = vec![0f32; tq * d];
     let dst = SendPtr(out.as_mut_ptr());
     (0..heads * blocks).into_par_iter().for_each(|task| {
         let (h, b) = (task / blocks, task % blocks);
         let (kt, vp) = &packed[h];
-        let rows = b * QB..(b * QB + QB).min(t);
+        let rows = b * QB..(b * QB + QB).min(tq);
         let slivers = rows.len().div_ceil(MR);
         SCRATCH.with(|cell| {
             let (scores, queries) = &mut *cell.borrow_mut();
@@ -100,11 +135,13 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usi
                     unsafe { kern(hd, queries[s * MR * hd..].as_ptr(), hd, kt[p * hd].0.as_ptr(), scores[s * MR * ld + p * NR..].as_mut_ptr(), ld, Start::Zero) };
                 }
             }
-            // Softmax each query's row of scores in place (rows past the block's end
-            // only feed tiles that are thrown away).
+            // Softmax each query's row of scores in place, zero past the keys it
+            // sees (rows past the block's end only feed tiles that are thrown away).
             for i in 0..rows.len() {
+                let (seen, hidden) = scores[i * ld..][..t].split_at_mut(mask.visible(rows.start + i, tq, t));
                 // SAFETY: `softmax` is a kernel this CPU supports.
-                unsafe { softmax(&mut scores[i * ld..][..t]) };
+                unsafe { softmax(seen) };
+                hidden.fill(0.0);
             }
             for s in 0..slivers {
                 let r = rows.start + s * MR;
@@ -131,6 +168,55 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usi
         });
     });
     out
+}
+
+/// One query `q` (`[d]`) against `k`, `v` (`[tk, d]`, `tk ≥ 1`), into `out`
+/// (`[d]`). Heads go to the pool in contiguous groups, one per thread, so each
+/// task streams its part of every K/V row in order.
+pub fn attention_one(q: &[f32], k: &[f32], v: &[f32], heads: usize, out: &mut [f32]) {
+    let d = q.len();
+    let hd = d / heads;
+    let group = heads.div_ceil(rayon::current_num_threads()) * hd;
+    out.par_chunks_mut(group).enumerate().for_each(|(g, out)| {
+        let mut scores = vec![0f32; out.len() / hd * (k.len() / d)];
+        heads_one(&q[g * group..][..out.len()], k, v, d, g * group, hd, &mut scores, out);
+    });
+}
+
+simd_fn! {
+    /// [`attention_one`] for the heads in columns `c0..c0 + q.len()`; `scores`
+    /// holds `[heads][tk]`.
+    fn heads_one(q: &[f32], k: &[f32], v: &[f32], d: usize, c0: usize, hd: usize, scores: &mut [f32], out: &mut [f32]) {
+        let tk = k.len() / d;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (j, key) in k.chunks_exact(d).enumerate() {
+            for (h, qh) in q.chunks_exact(hd).enumerate() {
+                scores[h * tk + j] = dot(qh, &key[c0 + h * hd..][..hd]) * scale;
+            }
+        }
+        for row in scores.chunks_exact_mut(tk) {
+            // SAFETY: `softmax_into` needs no CPU features.
+            unsafe { softmax_into(row) };
+        }
+        out.fill(0.0);
+        for (j, value) in v.chunks_exact(d).enumerate() {
+            for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+                let p = scores[h * tk + j];
+                oh.iter_mut().zip(&value[c0 + h * hd..][..hd]).for_each(|(o, x)| *o += p * x);
+            }
+        }
+    }
+}
+
+/// In eight lanes, so that it vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        lanes.iter_mut().zip(x.iter().zip(y)).for_each(|(s, (x, y))| *s += x * y);
+    }
+    let tail: f32 = a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 type Softmax = unsafe fn(&mut [f32]);
@@ -177,17 +263,18 @@ unsafe fn softmax_into(row: &mut [f32]) {
 mod tests {
     use super::*;
 
-    fn naive(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, heads: usize) -> Vec<f32> {
+    fn naive(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize, heads: usize, mask: Mask) -> Vec<f32> {
         let hd = d / heads;
-        let mut out = vec![0f32; t * d];
+        let mut out = vec![0f32; tq * d];
         for h in 0..heads {
-            for i in 0..t {
-                let s: Vec<f32> = (0..t).map(|j| (0..hd).map(|c| q[i * d + h * hd + c] * k[j * d + h * hd + c]).sum::<f32>() / (hd as f32).sqrt()).collect();
+            for i in 0..tq {
+                let seen = if mask == Mask::Causal { tk - tq + i + 1 } else { tk };
+                let s: Vec<f32> = (0..seen).map(|j| (0..hd).map(|c| q[i * d + h * hd + c] * k[j * d + h * hd + c]).sum::<f32>() / (hd as f32).sqrt()).collect();
                 let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = s.iter().map(|x| (x - max).exp()).collect();
                 let sum: f32 = e.iter().sum();
                 for c in 0..hd {
-                    out[i * d + h * hd + c] = (0..t).map(|j| e[j] * v[j * d + h * hd + c]).sum::<f32>() / sum;
+                    out[i * d + h * hd + c] = (0..seen).map(|j| e[j] * v[j * d + h * hd + c]).sum::<f32>() / sum;
                 }
             }
         }
@@ -196,14 +283,19 @@ mod tests {
 
     #[test]
     fn matches_naive_attention() {
-        // Ragged in every direction: a partial key panel, query block and sliver.
-        for (t, heads) in [(37, 2), (QB + 5, 3), (1, 1)] {
-            let d = heads * 32;
-            let gen = |seed: usize| (0..t * d).map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>();
-            let (q, k, v) = (gen(1), gen(2), gen(3));
-            let (got, want) = (attention(&q, &k, &v, t, d, heads), naive(&q, &k, &v, t, d, heads));
-            for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-4, "t {t}: {a} vs {b}");
+        // Ragged in every direction: a partial key panel, query block and sliver;
+        // one query (the streaming kernel); head sizes the micro-kernel cannot
+        // tile (row by row, with a tail past the 8 lanes).
+        let cases = [(37, 37, 2, 32), (QB + 5, QB + 5, 3, 32), (1, 1, 1, 32), (5, 40, 2, 32), (1, 1500, 8, 64), (1, 7, 3, 16), (9, 9, 3, 20), (4, 11, 2, 12)];
+        for (tq, tk, heads, hd) in cases {
+            let d = heads * hd;
+            let gen = |seed: usize, t: usize| (0..t * d).map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>();
+            let (q, k, v) = (gen(1, tq), gen(2, tk), gen(3, tk));
+            for mask in [Mask::All, Mask::Causal] {
+                let (got, want) = (attention(&q, &k, &v, tq, tk, d, heads, mask), naive(&q, &k, &v, tq, tk, d, heads, mask));
+                for (a, b) in got.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-4, "{tq}x{tk}, {heads} heads of {hd}, {mask:?}: {a} vs {b}");
+                }
             }
         }
     }

@@ -1,14 +1,15 @@
-//! Whisper's attention over `[t, d]` row-major Q, K, V whose columns are the
-//! heads side by side (as the projections write them, so no head split/merge
-//! copies).
+//! Whisper's attention. Q and the result are `[t, d]` row-major with the heads
+//! side by side (as the projections write them, so no head split/merge
+//! copies); K and V are laid out either so or head by head (see [`Layout`]).
 //!
 //! Many queries (the encoder, a decoder prompt): fused, one task per (head,
 //! block of queries) computes that block's scores, softmax and product with V
 //! while the scores sit in L2, on the GEMM micro-kernel. Materialising every
 //! head's 1500×1500 scores cost more than the products themselves.
 //!
-//! One query (a decoder step): K and V are streamed once, row by row, which is
-//! all it costs: 1500 audio positions are 6 MB of cross-attention K/V a layer.
+//! One query (a decoder step): each head's K and V are streamed once, which is
+//! all it costs: 1500 audio positions are 6 MB of cross-attention K/V a layer,
+//! kept head by head so that each task reads one contiguous run.
 use crate::math::{exp, simd_fn};
 use crate::linalg::kernel::{self, Start, MR, NR};
 use rayon::prelude::*;
@@ -44,6 +45,32 @@ pub fn supports(head_dim: usize) -> bool {
     head_dim > 0 && head_dim.is_multiple_of(NR)
 }
 
+/// Where each head's rows of K or V lie: row `j` of head `h` starts at
+/// `h * head + j * row`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Layout {
+    row: usize,
+    head: usize,
+}
+
+impl Layout {
+    /// `[t, d]`, the heads side by side in each row (as projections write them).
+    pub fn interleaved(d: usize, heads: usize) -> Self {
+        Self { row: d, head: d / heads }
+    }
+
+    /// `[heads, t, hd]`: each head's rows contiguous.
+    pub fn by_head(t: usize, hd: usize) -> Self {
+        Self { row: hd, head: t * hd }
+    }
+
+    /// `x` (`[t, d]`, interleaved) rearranged head by head.
+    pub fn to_by_head(x: &[f32], t: usize, heads: usize) -> Vec<f32> {
+        let hd = x.len() / t.max(1) / heads;
+        (0..heads).flat_map(|h| (0..t).flat_map(move |j| &x[j * heads * hd + h * hd..][..hd])).copied().collect()
+    }
+}
+
 /// Which keys each query sees.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Mask {
@@ -63,17 +90,18 @@ impl Mask {
     }
 }
 
-/// `softmax(q kᵀ / √hd) v` per head, `q` `[tq, d]`, `k` and `v` `[tk, d]`
-/// (`tk ≥ tq` when causal); the result is `[tq, d]` laid out like `q`.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize, heads: usize, mask: Mask) -> Vec<f32> {
+/// `softmax(q kᵀ / √hd) v` per head, `q` `[tq, d]`, `k` and `v` `tk` rows of
+/// `d` laid out as `kv` says (`tk ≥ tq` when causal); the result is `[tq, d]`
+/// laid out like `q`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize, heads: usize, kv: Layout, mask: Mask) -> Vec<f32> {
     let hd = d / heads;
-    assert!(q.len() == tq * d && k.len() == tk * d && v.len() == tk * d && (mask == Mask::All || tk >= tq));
+    assert!(q.len() == tq * d && k.len() >= tk * d && v.len() >= tk * d && (mask == Mask::All || tk >= tq));
     if tq == 1 || !supports(hd) {
         // One query, or heads the micro-kernel cannot tile: row by row.
         let mut out = vec![0f32; tq * d];
         for (i, row) in out.chunks_exact_mut(d).enumerate() {
-            let seen = mask.visible(i, tq, tk);
-            attention_one(&q[i * d..][..d], &k[..seen * d], &v[..seen * d], heads, row);
+            attention_one(&q[i * d..][..d], k, v, mask.visible(i, tq, tk), heads, kv, row);
         }
         return out;
     }
@@ -87,14 +115,14 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize
             let mut kt = vec![Line([0.0; NR]); panels * hd];
             for (p, panel) in kt.chunks_exact_mut(hd).enumerate() {
                 for j in 0..NR.min(t - p * NR) {
-                    let row = &k[(p * NR + j) * d + h * hd..][..hd];
+                    let row = &k[h * kv.head + (p * NR + j) * kv.row..][..hd];
                     panel.iter_mut().zip(row).for_each(|(line, &x)| line.0[j] = x);
                 }
             }
             let mut vp = vec![Line([0.0; NR]); hd / NR * t];
             for (p, panel) in vp.chunks_exact_mut(t).enumerate() {
                 for (j, line) in panel.iter_mut().enumerate() {
-                    line.0.copy_from_slice(&v[j * d + h * hd + p * NR..][..NR]);
+                    line.0.copy_from_slice(&v[h * kv.head + j * kv.row + p * NR..][..NR]);
                 }
             }
             (kt, vp)
@@ -170,40 +198,34 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize
     out
 }
 
-/// One query `q` (`[d]`) against `k`, `v` (`[tk, d]`, `tk ≥ 1`), into `out`
-/// (`[d]`). Heads go to the pool in contiguous groups, one per thread, so each
-/// task streams its part of every K/V row in order.
-pub fn attention_one(q: &[f32], k: &[f32], v: &[f32], heads: usize, out: &mut [f32]) {
-    let d = q.len();
-    let hd = d / heads;
+/// One query `q` (`[d]`) against the first `tk` (≥ 1) rows of `k`, `v`, into
+/// `out` (`[d]`). Heads go to the pool in contiguous groups, one per thread.
+pub fn attention_one(q: &[f32], k: &[f32], v: &[f32], tk: usize, heads: usize, kv: Layout, out: &mut [f32]) {
+    let hd = q.len() / heads;
     let group = heads.div_ceil(rayon::current_num_threads()) * hd;
     out.par_chunks_mut(group).enumerate().for_each(|(g, out)| {
-        let mut scores = vec![0f32; out.len() / hd * (k.len() / d)];
-        heads_one(&q[g * group..][..out.len()], k, v, d, g * group, hd, &mut scores, out);
+        let mut scores = vec![0f32; tk];
+        for (i, out) in out.chunks_exact_mut(hd).enumerate() {
+            let h = g * group / hd + i;
+            head_one(&q[h * hd..][..hd], &k[h * kv.head..], &v[h * kv.head..], kv.row, &mut scores, out);
+        }
     });
 }
 
 simd_fn! {
-    /// [`attention_one`] for the heads in columns `c0..c0 + q.len()`; `scores`
-    /// holds `[heads][tk]`.
-    fn heads_one(q: &[f32], k: &[f32], v: &[f32], d: usize, c0: usize, hd: usize, scores: &mut [f32], out: &mut [f32]) {
-        let tk = k.len() / d;
+    /// [`attention_one`] for one head: `q` and `out` are `hd` long, and `k`, `v`
+    /// hold `scores.len()` rows of `hd`, `row` apart.
+    fn head_one(q: &[f32], k: &[f32], v: &[f32], row: usize, scores: &mut [f32], out: &mut [f32]) {
+        let hd = q.len();
         let scale = 1.0 / (hd as f32).sqrt();
-        for (j, key) in k.chunks_exact(d).enumerate() {
-            for (h, qh) in q.chunks_exact(hd).enumerate() {
-                scores[h * tk + j] = dot(qh, &key[c0 + h * hd..][..hd]) * scale;
-            }
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = dot(q, &k[j * row..][..hd]) * scale;
         }
-        for row in scores.chunks_exact_mut(tk) {
-            // SAFETY: `softmax_into` needs no CPU features.
-            unsafe { softmax_into(row) };
-        }
+        // SAFETY: `softmax_into` needs no CPU features.
+        unsafe { softmax_into(scores) };
         out.fill(0.0);
-        for (j, value) in v.chunks_exact(d).enumerate() {
-            for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
-                let p = scores[h * tk + j];
-                oh.iter_mut().zip(&value[c0 + h * hd..][..hd]).for_each(|(o, x)| *o += p * x);
-            }
+        for (j, &p) in scores.iter().enumerate() {
+            out.iter_mut().zip(&v[j * row..][..hd]).for_each(|(o, x)| *o += p * x);
         }
     }
 }
@@ -291,12 +313,18 @@ mod tests {
             let d = heads * hd;
             let gen = |seed: usize, t: usize| (0..t * d).map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>();
             let (q, k, v) = (gen(1, tq), gen(2, tk), gen(3, tk));
+            let (kh, vh) = (Layout::to_by_head(&k, tk, heads), Layout::to_by_head(&v, tk, heads));
             for mask in [Mask::All, Mask::Causal] {
-                let (got, want) = (attention(&q, &k, &v, tq, tk, d, heads, mask), naive(&q, &k, &v, tq, tk, d, heads, mask));
-                for (a, b) in got.iter().zip(&want) {
-                    assert!((a - b).abs() < 1e-4, "{tq}x{tk}, {heads} heads of {hd}, {mask:?}: {a} vs {b}");
+                let want = naive(&q, &k, &v, tq, tk, d, heads, mask);
+                let interleaved = attention(&q, &k, &v, tq, tk, d, heads, Layout::interleaved(d, heads), mask);
+                let by_head = attention(&q, &kh, &vh, tq, tk, d, heads, Layout::by_head(tk, hd), mask);
+                for got in [interleaved, by_head] {
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-4, "{tq}x{tk}, {heads} heads of {hd}, {mask:?}: {a} vs {b}");
+                    }
                 }
             }
         }
     }
 }
+

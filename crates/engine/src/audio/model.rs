@@ -1,7 +1,7 @@
 //! Whisper on candle: convolutional front end + transformer encoder, and a
 //! decoder with a self-attention KV cache and per-window cross-attention K/V.
 //! Weights come from a CTranslate2 `WhisperSpec` (see `ct2.rs` for the names).
-use super::attention::{self, Mask};
+use super::attention::{self, Layout, Mask};
 use super::ct2::Ct2Model;
 use super::fastmath;
 use super::gemv::HalfRows;
@@ -312,7 +312,7 @@ impl Whisper {
             let n = a.norm.forward(&x)?;
             let (q, k, v) = (a.q.forward(&n)?, a.k.forward(&n)?, a.v.forward(&n)?);
             let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-            let mixed = Tensor::from_vec(attention::attention(&vec(&q)?, &vec(&k)?, &vec(&v)?, frames, frames, d, h, Mask::All), (frames, d), x.device())?;
+            let mixed = Tensor::from_vec(attention::attention(&vec(&q)?, &vec(&k)?, &vec(&v)?, frames, frames, d, h, Layout::interleaved(d, h), Mask::All), (frames, d), x.device())?;
             x = (&x + a.out.forward(&mixed)?)?;
             x = layer.ffn.forward(&x)?;
         }
@@ -323,7 +323,8 @@ impl Whisper {
     pub fn cross_kv(&self, audio: &Tensor) -> Result<CrossKv> {
         let (frames, _) = audio.dims2()?;
         let audio = audio.flatten_all()?.to_vec1::<f32>()?;
-        let layers = self.dec_layers.iter().map(|l| Ok((l.cross.k.apply(&audio, frames)?, l.cross.v.apply(&audio, frames)?))).collect::<Result<_>>()?;
+        let by_head = |x: Vec<f32>| Layout::to_by_head(&x, frames, self.dims.heads);
+        let layers = self.dec_layers.iter().map(|l| Ok((by_head(l.cross.k.apply(&audio, frames)?), by_head(l.cross.v.apply(&audio, frames)?)))).collect::<Result<_>>()?;
         Ok(CrossKv { layers, frames })
     }
 
@@ -356,11 +357,11 @@ impl Whisper {
                 keys.extend_from_slice(&row[d..2 * d]);
                 values.extend_from_slice(&row[2 * d..]);
             }
-            let mixed = attention::attention(&q, keys, values, t, offset + t, d, h, Mask::Causal);
+            let mixed = attention::attention(&q, keys, values, t, offset + t, d, h, Layout::interleaved(d, h), Mask::Causal);
             add(&mut x, &a.out.apply(&mixed, t)?);
             let c = &layer.cross;
             let q = c.q.apply(&c.norm.normed(&x), t)?;
-            let mixed = attention::attention(&q, cross_k, cross_v, t, cross.frames, d, h, Mask::All);
+            let mixed = attention::attention(&q, cross_k, cross_v, t, cross.frames, d, h, Layout::by_head(cross.frames, d / h), Mask::All);
             add(&mut x, &c.out.apply(&mixed, t)?);
             layer.ffn.apply(&mut x, t)?;
         }
@@ -374,7 +375,8 @@ impl Whisper {
     }
 }
 
-/// Cross-attention keys and values of one window's audio, per decoder layer, `[frames, d]` each.
+/// Cross-attention keys and values of one window's audio, per decoder layer,
+/// head by head (`[heads, frames, hd]`): every decoder step streams all of them.
 pub struct CrossKv {
     layers: Vec<(Vec<f32>, Vec<f32>)>,
     frames: usize,

@@ -67,7 +67,13 @@ impl Layout {
     /// `x` (`[t, d]`, interleaved) rearranged head by head.
     pub fn to_by_head(x: &[f32], t: usize, heads: usize) -> Vec<f32> {
         let hd = x.len() / t.max(1) / heads;
-        (0..heads).flat_map(|h| (0..t).flat_map(move |j| &x[j * heads * hd + h * hd..][..hd])).copied().collect()
+        let mut out = Vec::with_capacity(x.len());
+        for h in 0..heads {
+            for row in x.chunks_exact(heads * hd) {
+                out.extend_from_slice(&row[h * hd..][..hd]);
+            }
+        }
+        out
     }
 }
 

@@ -57,27 +57,28 @@ impl Linear {
         biased.iter().enumerate().map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref(), used)).collect()
     }
 
-    /// `x`: `[…, in]` → `[…, out]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let k = dims.pop().unwrap_or(1);
-        let m = x.elem_count() / k.max(1);
-        let out = self.apply(&x.flatten_all()?.to_vec1::<f32>()?, m)?;
-        dims.push(out.len() / m.max(1));
-        Ok(Tensor::from_vec(out, dims, x.device())?)
+    fn n(&self) -> usize {
+        self.step.as_ref().map_or_else(|| self.packed.as_ref().map_or(0, PackedMatrix::n), HalfRows::n)
     }
 
     /// `x`: `m` rows of `in` → `m` rows of `out`.
     fn apply(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; m * self.n()];
+        self.apply_into(x, m, &mut out)?;
+        Ok(out)
+    }
+
+    fn apply_into(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         match (&self.step, &self.packed) {
-            (Some(step), packed) if m == 1 || packed.is_none() => Ok(x.chunks_exact(x.len() / m.max(1)).flat_map(|row| step.gemv(row)).collect()),
-            (_, Some(packed)) => {
-                let mut out = vec![0f32; m * packed.n()];
-                packed.matmul(x, m, &mut out);
-                Ok(out)
+            (Some(step), packed) if m == 1 || packed.is_none() => {
+                for (row, y) in x.chunks_exact(x.len() / m.max(1)).zip(out.chunks_exact_mut(step.n())) {
+                    y.copy_from_slice(&step.gemv(row));
+                }
             }
+            (_, Some(packed)) => packed.matmul(x, m, out),
             (_, None) => bail!("a linear without weights"),
         }
+        Ok(())
     }
 }
 
@@ -90,12 +91,6 @@ impl LayerNorm {
     fn load(m: &Ct2Model, prefix: &str) -> Result<Self> {
         let vec = |name: &str| -> Result<Vec<f32>> { Ok(m.tensor(&format!("{prefix}/{name}"))?.to_vec1::<f32>()?) };
         Ok(Self { gamma: vec("gamma")?, beta: vec("beta")? })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut data = x.flatten_all()?.to_vec1::<f32>()?;
-        self.apply(&mut data);
-        Ok(Tensor::from_vec(data, x.dims(), x.device())?)
     }
 
     /// In place over rows of `d`, one fused pass per row: as candle ops it was
@@ -138,12 +133,6 @@ impl Ffn {
             fc1: Linear::load(m, &format!("{prefix}/linear_0"), used)?,
             fc2: Linear::load(m, &format!("{prefix}/linear_1"), used)?,
         })
-    }
-
-    /// Residual included.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = fastmath::gelu(&self.fc1.forward(&self.norm.forward(x)?)?)?;
-        Ok((x + self.fc2.forward(&h)?)?)
     }
 
     /// `x += ffn(x)` over `m` rows.
@@ -214,7 +203,7 @@ pub struct Whisper {
     pub dims: Dims,
     conv1: (Tensor, Tensor),
     conv2: (Tensor, Tensor),
-    enc_pos: Tensor,
+    enc_pos: Vec<f32>,
     enc_layers: Vec<EncoderLayer>,
     enc_norm: LayerNorm,
     /// Token embeddings `[vocab, d]`.
@@ -284,7 +273,7 @@ impl Whisper {
             dims,
             conv1: (conv1_w, m.tensor("encoder/conv1/bias")?.clone()),
             conv2: (m.tensor("encoder/conv2/weight")?.clone(), m.tensor("encoder/conv2/bias")?.clone()),
-            enc_pos,
+            enc_pos: enc_pos.flatten_all()?.to_vec1()?,
             enc_layers,
             enc_norm: LayerNorm::load(m, "encoder/layer_norm")?,
             logits: Linear::new(&embed, None, Use::Steps)?,
@@ -295,8 +284,8 @@ impl Whisper {
         })
     }
 
-    /// `mel`: `[n_mels, 3000]` → audio features `[1500, d_model]`.
-    pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
+    /// `mel`: `[n_mels, 3000]` → audio features `[1500, d_model]`, row-major.
+    pub fn encode(&self, mel: &Tensor) -> Result<Vec<f32>> {
         let x = mel.unsqueeze(0)?;
         let x = fastmath::gelu(&x.conv1d(&self.conv1.0, 1, 1, 1, 1)?.broadcast_add(&self.conv1.1.reshape((1, (), 1))?)?)?;
         let x = fastmath::gelu(&x.conv1d(&self.conv2.0, 1, 2, 1, 1)?.broadcast_add(&self.conv2.1.reshape((1, (), 1))?)?)?;
@@ -305,26 +294,42 @@ impl Whisper {
         if frames != self.dims.audio_ctx {
             bail!("the encoder expects {} frames, got {frames}", self.dims.audio_ctx);
         }
-        let mut x = (x + &self.enc_pos)?;
-        let (h, d) = (self.dims.heads, x.dim(1)?);
+        let mut x = x.flatten_all()?.to_vec1::<f32>()?;
+        add(&mut x, &self.enc_pos);
+        let (h, d) = (self.dims.heads, x.len() / frames);
+        // Activations reused across layers: a fresh 3–12 MB buffer per product
+        // cost page faults and copies.
+        let buffer = || vec![0f32; frames * d];
+        let (mut n, mut q, mut k, mut v, mut y) = (buffer(), buffer(), buffer(), buffer(), buffer());
+        let mut hidden = vec![0f32; frames * self.enc_layers[0].ffn.fc1.n()];
         for layer in &self.enc_layers {
             let a = &layer.attn;
-            let n = a.norm.forward(&x)?;
-            let (q, k, v) = (a.q.forward(&n)?, a.k.forward(&n)?, a.v.forward(&n)?);
-            let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-            let mixed = Tensor::from_vec(attention::attention(&vec(&q)?, &vec(&k)?, &vec(&v)?, frames, frames, d, h, Layout::interleaved(d, h), Mask::All), (frames, d), x.device())?;
-            x = (&x + a.out.forward(&mixed)?)?;
-            x = layer.ffn.forward(&x)?;
+            n.copy_from_slice(&x);
+            a.norm.apply(&mut n);
+            a.q.apply_into(&n, frames, &mut q)?;
+            a.k.apply_into(&n, frames, &mut k)?;
+            a.v.apply_into(&n, frames, &mut v)?;
+            let mixed = attention::attention(&q, &k, &v, frames, frames, d, h, Layout::interleaved(d, h), Mask::All);
+            a.out.apply_into(&mixed, frames, &mut y)?;
+            add(&mut x, &y);
+            let f = &layer.ffn;
+            n.copy_from_slice(&x);
+            f.norm.apply(&mut n);
+            hidden.resize(frames * f.fc1.n(), 0.0);
+            f.fc1.apply_into(&n, frames, &mut hidden)?;
+            math::gelu(&mut hidden);
+            f.fc2.apply_into(&hidden, frames, &mut y)?;
+            add(&mut x, &y);
         }
-        self.enc_norm.forward(&x)
+        self.enc_norm.apply(&mut x);
+        Ok(x)
     }
 
     /// Per-layer cross-attention K/V of one window's audio features `[frames, d]`.
-    pub fn cross_kv(&self, audio: &Tensor) -> Result<CrossKv> {
-        let (frames, _) = audio.dims2()?;
-        let audio = audio.flatten_all()?.to_vec1::<f32>()?;
+    pub fn cross_kv(&self, audio: &[f32]) -> Result<CrossKv> {
+        let frames = audio.len() / self.dec_norm.gamma.len();
         let by_head = |x: Vec<f32>| Layout::to_by_head(&x, frames, self.dims.heads);
-        let layers = self.dec_layers.iter().map(|l| Ok((by_head(l.cross.k.apply(&audio, frames)?), by_head(l.cross.v.apply(&audio, frames)?)))).collect::<Result<_>>()?;
+        let layers = self.dec_layers.iter().map(|l| Ok((by_head(l.cross.k.apply(audio, frames)?), by_head(l.cross.v.apply(audio, frames)?)))).collect::<Result<_>>()?;
         Ok(CrossKv { layers, frames })
     }
 
@@ -389,3 +394,5 @@ pub struct DecoderCache {
     kv: Vec<(Vec<f32>, Vec<f32>)>,
     pub len: usize,
 }
+
+

@@ -8,9 +8,11 @@
 //! head's 1500×1500 scores cost more than the products themselves.
 //!
 //! One query (a decoder step): each head's K and V are streamed once, which is
-//! all it costs: 1500 audio positions are 6 MB of cross-attention K/V a layer,
-//! kept head by head so that each task reads one contiguous run.
+//! all it costs: 1500 audio positions are 3 MB of cross-attention K/V a layer
+//! in f16 (see [`Value`]), kept head by head so that each task reads one
+//! contiguous run.
 use crate::math::{exp, simd_fn};
+use half::{f16, slice::HalfFloatSliceExt};
 use crate::linalg::kernel::{self, Start, MR, NR};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -77,6 +79,26 @@ impl Layout {
     }
 }
 
+/// How K and V values are stored: f32, or f16 where they are read every
+/// decoder step (cross-attention), which halves the bytes streamed; products
+/// and sums stay in f32.
+pub trait Value: Copy + Send + Sync {
+    /// `dst = src` in f32.
+    fn widen(src: &[Self], dst: &mut [f32]);
+}
+
+impl Value for f32 {
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Value for f16 {
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+}
+
 /// Which keys each query sees.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Mask {
@@ -100,7 +122,7 @@ impl Mask {
 /// `d` laid out as `kv` says (`tk ≥ tq` when causal); the result is `[tq, d]`
 /// laid out like `q`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize, heads: usize, kv: Layout, mask: Mask) -> Vec<f32> {
+pub fn attention<T: Value>(q: &[f32], k: &[T], v: &[T], tq: usize, tk: usize, d: usize, heads: usize, kv: Layout, mask: Mask) -> Vec<f32> {
     let hd = d / heads;
     assert!(q.len() == tq * d && k.len() >= tk * d && v.len() >= tk * d && (mask == Mask::All || tk >= tq));
     if tq == 1 || !supports(hd) {
@@ -119,16 +141,17 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize
         .into_par_iter()
         .map(|h| {
             let mut kt = vec![Line([0.0; NR]); panels * hd];
+            let mut row = vec![0f32; hd];
             for (p, panel) in kt.chunks_exact_mut(hd).enumerate() {
                 for j in 0..NR.min(t - p * NR) {
-                    let row = &k[h * kv.head + (p * NR + j) * kv.row..][..hd];
-                    panel.iter_mut().zip(row).for_each(|(line, &x)| line.0[j] = x);
+                    T::widen(&k[h * kv.head + (p * NR + j) * kv.row..][..hd], &mut row);
+                    panel.iter_mut().zip(&row).for_each(|(line, &x)| line.0[j] = x);
                 }
             }
             let mut vp = vec![Line([0.0; NR]); hd / NR * t];
             for (p, panel) in vp.chunks_exact_mut(t).enumerate() {
                 for (j, line) in panel.iter_mut().enumerate() {
-                    line.0.copy_from_slice(&v[h * kv.head + j * kv.row + p * NR..][..NR]);
+                    T::widen(&v[h * kv.head + j * kv.row + p * NR..][..NR], &mut line.0);
                 }
             }
             (kt, vp)
@@ -204,34 +227,56 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize
     out
 }
 
+/// Rows of K or V widened to f32 at a time: 16 KB for Whisper's heads, in L1.
+const CHUNK: usize = 64;
+
 /// One query `q` (`[d]`) against the first `tk` (≥ 1) rows of `k`, `v`, into
 /// `out` (`[d]`). Heads go to the pool in contiguous groups, one per thread.
-pub fn attention_one(q: &[f32], k: &[f32], v: &[f32], tk: usize, heads: usize, kv: Layout, out: &mut [f32]) {
+pub fn attention_one<T: Value>(q: &[f32], k: &[T], v: &[T], tk: usize, heads: usize, kv: Layout, out: &mut [f32]) {
     let hd = q.len() / heads;
     let group = heads.div_ceil(rayon::current_num_threads()) * hd;
     out.par_chunks_mut(group).enumerate().for_each(|(g, out)| {
-        let mut scores = vec![0f32; tk];
+        let (mut scores, mut rows) = (vec![0f32; tk], vec![0f32; CHUNK * hd]);
         for (i, out) in out.chunks_exact_mut(hd).enumerate() {
             let h = g * group / hd + i;
-            head_one(&q[h * hd..][..hd], &k[h * kv.head..], &v[h * kv.head..], kv.row, &mut scores, out);
+            let (k, v, q) = (&k[h * kv.head..], &v[h * kv.head..], &q[h * hd..][..hd]);
+            for (c, scores) in scores.chunks_mut(CHUNK).enumerate() {
+                score_rows(q, widen_rows(k, kv.row, c * CHUNK, scores.len(), &mut rows), scores);
+            }
+            // SAFETY: `softmax` is a kernel this CPU supports.
+            unsafe { softmax_fn()(&mut scores) };
+            out.fill(0.0);
+            for (c, weights) in scores.chunks(CHUNK).enumerate() {
+                add_rows(weights, widen_rows(v, kv.row, c * CHUNK, weights.len(), &mut rows), out);
+            }
         }
     });
 }
 
+/// Rows `first..first + n` of one head (`row` apart in `x`) as `[n, hd]` f32 in `buf`.
+fn widen_rows<'a, T: Value>(x: &[T], row: usize, first: usize, n: usize, buf: &'a mut [f32]) -> &'a [f32] {
+    let hd = buf.len() / CHUNK;
+    for (i, dst) in buf.chunks_exact_mut(hd).take(n).enumerate() {
+        T::widen(&x[(first + i) * row..][..hd], dst);
+    }
+    &buf[..n * hd]
+}
+
 simd_fn! {
-    /// [`attention_one`] for one head: `q` and `out` are `hd` long, and `k`, `v`
-    /// hold `scores.len()` rows of `hd`, `row` apart.
-    fn head_one(q: &[f32], k: &[f32], v: &[f32], row: usize, scores: &mut [f32], out: &mut [f32]) {
-        let hd = q.len();
-        let scale = 1.0 / (hd as f32).sqrt();
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s = dot(q, &k[j * row..][..hd]) * scale;
+    /// `scores[j] = q · rows[j] / √hd` for rows of `q.len()`.
+    fn score_rows(q: &[f32], rows: &[f32], scores: &mut [f32]) {
+        let scale = 1.0 / (q.len() as f32).sqrt();
+        for (s, key) in scores.iter_mut().zip(rows.chunks_exact(q.len())) {
+            *s = dot(q, key) * scale;
         }
-        // SAFETY: `softmax_into` needs no CPU features.
-        unsafe { softmax_into(scores) };
-        out.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            out.iter_mut().zip(&v[j * row..][..hd]).for_each(|(o, x)| *o += p * x);
+    }
+}
+
+simd_fn! {
+    /// `out += Σ weights[j] · rows[j]` for rows of `out.len()`.
+    fn add_rows(weights: &[f32], rows: &[f32], out: &mut [f32]) {
+        for (&p, value) in weights.iter().zip(rows.chunks_exact(out.len())) {
+            out.iter_mut().zip(value).for_each(|(o, x)| *o += p * x);
         }
     }
 }
@@ -328,6 +373,15 @@ mod tests {
                     for (a, b) in got.iter().zip(&want) {
                         assert!((a - b).abs() < 1e-4, "{tq}x{tk}, {heads} heads of {hd}, {mask:?}: {a} vs {b}");
                     }
+                }
+                // f16 storage: the reference on the same rounded values.
+                let half = |x: &[f32]| x.iter().map(|&v| f16::from_f32(v)).collect::<Vec<f16>>();
+                let widened = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
+                let (k16, v16) = (half(&kh), half(&vh));
+                let want = naive(&q, &widened(&half(&k)), &widened(&half(&v)), tq, tk, d, heads, mask);
+                let got = attention(&q, &k16, &v16, tq, tk, d, heads, Layout::by_head(tk, hd), mask);
+                for (a, b) in got.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-4, "f16 {tq}x{tk}, {heads} heads of {hd}, {mask:?}: {a} vs {b}");
                 }
             }
         }

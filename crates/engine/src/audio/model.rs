@@ -8,6 +8,7 @@ use super::gemv::HalfRows;
 use crate::linalg::PackedMatrix;
 use crate::math;
 use anyhow::{bail, Context, Result};
+use half::f16;
 use candle_core::Tensor;
 use rayon::prelude::*;
 
@@ -328,7 +329,7 @@ impl Whisper {
     /// Per-layer cross-attention K/V of one window's audio features `[frames, d]`.
     pub fn cross_kv(&self, audio: &[f32]) -> Result<CrossKv> {
         let frames = audio.len() / self.dec_norm.gamma.len();
-        let by_head = |x: Vec<f32>| Layout::to_by_head(&x, frames, self.dims.heads);
+        let by_head = |x: Vec<f32>| Layout::to_by_head(&x, frames, self.dims.heads).iter().map(|&v| f16::from_f32(v)).collect();
         let layers = self.dec_layers.iter().map(|l| Ok((by_head(l.cross.k.apply(audio, frames)?), by_head(l.cross.v.apply(audio, frames)?)))).collect::<Result<_>>()?;
         Ok(CrossKv { layers, frames })
     }
@@ -381,9 +382,9 @@ impl Whisper {
 }
 
 /// Cross-attention keys and values of one window's audio, per decoder layer,
-/// head by head (`[heads, frames, hd]`): every decoder step streams all of them.
+/// head by head (`[heads, frames, hd]`) in f16: every decoder step streams all of them.
 pub struct CrossKv {
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    layers: Vec<(Vec<f16>, Vec<f16>)>,
     frames: usize,
 }
 
@@ -394,5 +395,6 @@ pub struct DecoderCache {
     kv: Vec<(Vec<f32>, Vec<f32>)>,
     pub len: usize,
 }
+
 
 

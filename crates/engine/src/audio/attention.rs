@@ -12,6 +12,7 @@
 //! in f16 (see [`Value`]), kept head by head so that each task reads one
 //! contiguous run.
 use crate::math::{exp, simd_fn};
+use super::gemv;
 use half::{f16, slice::HalfFloatSliceExt};
 use crate::linalg::kernel::{self, Start, MR, NR};
 use rayon::prelude::*;
@@ -85,17 +86,33 @@ impl Layout {
 pub trait Value: Copy + Send + Sync {
     /// `dst = src` in f32.
     fn widen(src: &[Self], dst: &mut [f32]);
+    /// `scores[j] = q · rows[j]` for rows `row` apart, each `q.len()` long.
+    fn score_rows(q: &[f32], rows: &[Self], row: usize, scores: &mut [f32]);
+    /// `out += Σ_j weights[j] · rows[j]` for rows `row` apart, each `out.len()` long.
+    fn add_rows(weights: &[f32], rows: &[Self], row: usize, out: &mut [f32]);
 }
 
 impl Value for f32 {
     fn widen(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
+    fn score_rows(q: &[f32], rows: &[f32], row: usize, scores: &mut [f32]) {
+        score_rows(q, rows, row, scores)
+    }
+    fn add_rows(weights: &[f32], rows: &[f32], row: usize, out: &mut [f32]) {
+        add_rows(weights, rows, row, out)
+    }
 }
 
 impl Value for f16 {
     fn widen(src: &[f16], dst: &mut [f32]) {
         src.convert_to_f32_slice(dst);
+    }
+    fn score_rows(q: &[f32], rows: &[f16], row: usize, scores: &mut [f32]) {
+        gemv::rows_dot(rows, row, q, scores)
+    }
+    fn add_rows(weights: &[f32], rows: &[f16], row: usize, out: &mut [f32]) {
+        gemv::rows_axpy(rows, row, weights, out)
     }
 }
 
@@ -227,56 +244,41 @@ pub fn attention<T: Value>(q: &[f32], k: &[T], v: &[T], tq: usize, tk: usize, d:
     out
 }
 
-/// Rows of K or V widened to f32 at a time: 16 KB for Whisper's heads, in L1.
-const CHUNK: usize = 64;
-
 /// One query `q` (`[d]`) against the first `tk` (≥ 1) rows of `k`, `v`, into
 /// `out` (`[d]`). Heads go to the pool in contiguous groups, one per thread.
 pub fn attention_one<T: Value>(q: &[f32], k: &[T], v: &[T], tk: usize, heads: usize, kv: Layout, out: &mut [f32]) {
     let hd = q.len() / heads;
     let group = heads.div_ceil(rayon::current_num_threads()) * hd;
+    let softmax = softmax_fn();
     out.par_chunks_mut(group).enumerate().for_each(|(g, out)| {
-        let (mut scores, mut rows) = (vec![0f32; tk], vec![0f32; CHUNK * hd]);
+        let mut scores = vec![0f32; tk];
         for (i, out) in out.chunks_exact_mut(hd).enumerate() {
             let h = g * group / hd + i;
-            let (k, v, q) = (&k[h * kv.head..], &v[h * kv.head..], &q[h * hd..][..hd]);
-            for (c, scores) in scores.chunks_mut(CHUNK).enumerate() {
-                score_rows(q, widen_rows(k, kv.row, c * CHUNK, scores.len(), &mut rows), scores);
-            }
+            let scaled: Vec<f32> = q[h * hd..][..hd].iter().map(|x| x / (hd as f32).sqrt()).collect();
+            T::score_rows(&scaled, &k[h * kv.head..], kv.row, &mut scores);
             // SAFETY: `softmax` is a kernel this CPU supports.
-            unsafe { softmax_fn()(&mut scores) };
+            unsafe { softmax(&mut scores) };
             out.fill(0.0);
-            for (c, weights) in scores.chunks(CHUNK).enumerate() {
-                add_rows(weights, widen_rows(v, kv.row, c * CHUNK, weights.len(), &mut rows), out);
-            }
+            T::add_rows(&scores, &v[h * kv.head..], kv.row, out);
         }
     });
 }
 
-/// Rows `first..first + n` of one head (`row` apart in `x`) as `[n, hd]` f32 in `buf`.
-fn widen_rows<'a, T: Value>(x: &[T], row: usize, first: usize, n: usize, buf: &'a mut [f32]) -> &'a [f32] {
-    let hd = buf.len() / CHUNK;
-    for (i, dst) in buf.chunks_exact_mut(hd).take(n).enumerate() {
-        T::widen(&x[(first + i) * row..][..hd], dst);
-    }
-    &buf[..n * hd]
-}
-
 simd_fn! {
-    /// `scores[j] = q · rows[j] / √hd` for rows of `q.len()`.
-    fn score_rows(q: &[f32], rows: &[f32], scores: &mut [f32]) {
-        let scale = 1.0 / (q.len() as f32).sqrt();
-        for (s, key) in scores.iter_mut().zip(rows.chunks_exact(q.len())) {
-            *s = dot(q, key) * scale;
+    /// `scores[j] = q · rows[j]`, rows `row` apart.
+    fn score_rows(q: &[f32], rows: &[f32], row: usize, scores: &mut [f32]) {
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = dot(q, &rows[j * row..][..q.len()]);
         }
     }
 }
 
 simd_fn! {
-    /// `out += Σ weights[j] · rows[j]` for rows of `out.len()`.
-    fn add_rows(weights: &[f32], rows: &[f32], out: &mut [f32]) {
-        for (&p, value) in weights.iter().zip(rows.chunks_exact(out.len())) {
-            out.iter_mut().zip(value).for_each(|(o, x)| *o += p * x);
+    /// `out += Σ weights[j] · rows[j]`, rows `row` apart.
+    fn add_rows(weights: &[f32], rows: &[f32], row: usize, out: &mut [f32]) {
+        let n = out.len();
+        for (j, &p) in weights.iter().enumerate() {
+            out.iter_mut().zip(&rows[j * row..][..n]).for_each(|(o, x)| *o += p * x);
         }
     }
 }

@@ -339,8 +339,8 @@ impl Whisper {
     pub fn decode(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &CrossKv, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
         let (offset, t) = (cache.len, tokens.len());
         let (d, h) = (self.dec_norm.gamma.len(), self.dims.heads);
-        if offset + t > self.dims.text_ctx {
-            bail!("decoder context of {} tokens exceeded", self.dims.text_ctx);
+        if t == 0 || offset + t > self.dims.text_ctx {
+            bail!("{t} tokens do not fit the decoder context of {} after {offset}", self.dims.text_ctx);
         }
         if cross.layers.len() != self.dec_layers.len() {
             bail!("cross-attention K/V of another model");

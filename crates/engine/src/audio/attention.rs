@@ -338,6 +338,7 @@ unsafe fn softmax_into(row: &mut [f32]) {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn naive(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize, heads: usize, mask: Mask) -> Vec<f32> {
         let hd = d / heads;
         let mut out = vec![0f32; tq * d];

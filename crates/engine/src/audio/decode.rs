@@ -4,10 +4,9 @@
 //! ratio > 2.4) or unconfident (average log-probability < −1) windows; windows
 //! the model calls silent are skipped; earlier text conditions the next window.
 use super::mel::{HOP, SAMPLE_RATE, WINDOW_FRAMES};
-use super::model::DecoderCache;
+use super::model::{CrossKv, DecoderCache};
 use super::{Segment, Task, TranscribeOptions, Transcript, WhisperEngine};
 use anyhow::Result;
-use candle_core::Tensor;
 use rand::Rng;
 use std::io::Write;
 use std::time::Instant;
@@ -165,15 +164,15 @@ impl WhisperEngine {
     }
 
     /// The most likely language token after <|startoftranscript|>.
-    fn detect_language(&self, cross: &[(Tensor, Tensor)]) -> Result<String> {
+    fn detect_language(&self, cross: &CrossKv) -> Result<String> {
         let tk = &self.tokenizer;
         let mut cache = DecoderCache::default();
-        let logits: Vec<f32> = self.model.decode(&[tk.sot], &mut cache, cross, &[0])?.flatten_all()?.to_vec1()?;
+        let logits = self.model.decode(&[tk.sot], &mut cache, cross, &[0])?.swap_remove(0);
         let best = tk.languages.iter().max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]));
         Ok(best.map(|(c, _)| c.clone()).unwrap_or_else(|| "en".into()))
     }
 
-    fn decode_with_fallback(&self, cross: &[(Tensor, Tensor)], prefix: &[u32], sot_index: usize, start: f32, rng: &mut impl Rng) -> Result<Attempt> {
+    fn decode_with_fallback(&self, cross: &CrossKv, prefix: &[u32], sot_index: usize, start: f32, rng: &mut impl Rng) -> Result<Attempt> {
         let mut temperature = start.clamp(0.0, 1.0);
         let mut attempts = Vec::new();
         loop {
@@ -195,14 +194,14 @@ impl WhisperEngine {
         Ok(attempts.into_iter().max_by(|a, b| score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal)).expect("at least one attempt"))
     }
 
-    fn decode_once(&self, cross: &[(Tensor, Tensor)], prefix: &[u32], sot_index: usize, temperature: f32, rng: &mut impl Rng) -> Result<Attempt> {
+    fn decode_once(&self, cross: &CrossKv, prefix: &[u32], sot_index: usize, temperature: f32, rng: &mut impl Rng) -> Result<Attempt> {
         let tk = &self.tokenizer;
         let dims = &self.model.dims;
         let max_new = (dims.text_ctx / 2).min(dims.text_ctx - prefix.len());
         let mut cache = DecoderCache::default();
-        let first = self.model.decode(prefix, &mut cache, cross, &[sot_index, prefix.len() - 1])?;
-        let no_speech_prob = softmax(&first.get(0)?.to_vec1::<f32>()?)[tk.no_speech as usize] as f64;
-        let mut logits: Vec<f32> = first.get(1)?.to_vec1()?;
+        let mut first = self.model.decode(prefix, &mut cache, cross, &[sot_index, prefix.len() - 1])?;
+        let mut logits = first.swap_remove(1);
+        let no_speech_prob = softmax(&first[0])[tk.no_speech as usize] as f64;
         let mut tokens: Vec<u32> = Vec::new();
         let mut sum_logprob = 0f64;
         for _ in 0..max_new {
@@ -217,7 +216,7 @@ impl WhisperEngine {
             if cache.len >= dims.text_ctx {
                 break;
             }
-            logits = self.model.decode(&[next], &mut cache, cross, &[0])?.get(0)?.to_vec1()?;
+            logits = self.model.decode(&[next], &mut cache, cross, &[0])?.swap_remove(0);
         }
         let text = tk.decode(&tokens)?;
         Ok(Attempt {

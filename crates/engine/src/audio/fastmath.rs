@@ -1,24 +1,8 @@
-//! Tensor-level wrappers over `crate::math` for the Whisper model: candle's CPU
-//! softmax and GELU run as several single-threaded passes, which cost more than
-//! the matmuls around them.
-use crate::math::{self, exp};
+//! Tensor-level wrappers over `crate::math` for the Whisper encoder: candle's
+//! CPU GELU runs as several single-threaded passes, which cost more than the
+//! matmuls around it.
+use crate::math;
 use candle_core::{Result, Tensor};
-use rayon::prelude::*;
-
-/// `softmax(scale · x)` over the last dimension.
-pub fn softmax_last_dim(x: &Tensor, scale: f32) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let n = *dims.last().unwrap_or(&1);
-    let mut data = x.flatten_all()?.to_vec1::<f32>()?;
-    data.par_chunks_mut(n.max(1)).for_each(|row| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        // Separate passes so the exp loop vectorises (an f32 running sum would not).
-        row.iter_mut().for_each(|v| *v = exp((*v - max) * scale));
-        let inv = 1.0 / row.iter().sum::<f32>();
-        row.iter_mut().for_each(|v| *v *= inv);
-    });
-    Tensor::from_vec(data, dims, x.device())
-}
 
 /// Exact-form GELU, `x/2 · (1 + erf(x/√2))`.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {

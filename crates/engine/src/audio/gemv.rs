@@ -1,6 +1,7 @@
-//! The decoder's one-token products, `y = W x (+ b)`: they only stream the
-//! weights (the 51865-row vocabulary projection most of all), so they run at
-//! memory bandwidth. CTranslate2 stores Whisper in f16, so keeping the weights
+//! The decoder's one-token products, `y = W x (+ b)`, and for cross-attention
+//! over f16 K and V, `y = K q` and `y += Vᵀ p`: they only stream the weights
+//! (the 51865-row vocabulary projection most of all), so they run at memory
+//! bandwidth. CTranslate2 stores Whisper in f16, so keeping the weights
 //! as f16 halves the bytes read at no cost in precision; rows whose values do
 //! not all survive the round trip (an f32 file) stay on the f32 path.
 use half::f16;
@@ -44,6 +45,53 @@ impl HalfRows {
             }
         });
         y
+    }
+}
+
+/// `y[j] = W[j] · x` for `y.len()` rows of `w`, `row` apart, each `x.len()` long.
+pub fn rows_dot(w: &[f16], row: usize, x: &[f32], y: &mut [f32]) {
+    let (dot, k) = (dot_fn(), x.len());
+    for (j, y) in y.iter_mut().enumerate() {
+        // SAFETY: `dot_fn` picked a kernel this CPU supports.
+        *y = unsafe { dot(&w[j * row..][..k], x) };
+    }
+}
+
+/// `y += Σ_j a[j] · W[j]` for `a.len()` rows of `w`, `row` apart, each `y.len()` long.
+pub fn rows_axpy(w: &[f16], row: usize, a: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+            // SAFETY: the CPU has the features `axpy_f16c` is compiled for.
+            return unsafe { axpy_f16c(w, row, a, y) };
+        }
+    }
+    axpy_portable(w, row, a, y)
+}
+
+fn axpy_portable(w: &[f16], row: usize, a: &[f32], y: &mut [f32]) {
+    let k = y.len();
+    for (j, &aj) in a.iter().enumerate() {
+        y.iter_mut().zip(&w[j * row..][..k]).for_each(|(y, w)| *y += aj * w.to_f32());
+    }
+}
+
+/// Eight columns at a time; a ragged tail goes the portable way.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16c(w: &[f16], row: usize, a: &[f32], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (k, wide) = (y.len(), y.len() / 8 * 8);
+    assert!(a.is_empty() || w.len() >= (a.len() - 1) * row + k);
+    for (j, &aj) in a.iter().enumerate() {
+        let (av, wp, yp) = (_mm256_set1_ps(aj), w.as_ptr().add(j * row) as *const __m128i, y.as_mut_ptr());
+        for i in (0..wide).step_by(8) {
+            let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i / 8)));
+            _mm256_storeu_ps(yp.add(i), _mm256_fmadd_ps(wv, av, _mm256_loadu_ps(yp.add(i))));
+        }
+    }
+    if wide < k {
+        axpy_portable(&w[wide..], row, a, &mut y[wide..]);
     }
 }
 
@@ -99,6 +147,29 @@ mod tests {
         for (r, got) in y.iter().enumerate() {
             let want = bias[r] + (0..k).map(|c| w[r * k + c] * x[c]).sum::<f32>();
             assert!((got - want).abs() < 1e-4, "row {r}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn row_kernels_match_f32_products() {
+        // Rows `row` apart, `k` long: ragged against the 8- and 32-wide steps.
+        for (rows, k, row) in [(37, 70, 75), (5, 8, 8), (3, 64, 64), (1, 5, 9)] {
+            let w: Vec<f16> = (0..rows * row).map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 500.0 - 1.0)).collect();
+            let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let a: Vec<f32> = (0..rows).map(|j| (j as f32 * 0.91).cos()).collect();
+            let mut y = vec![0f32; rows];
+            rows_dot(&w, row, &x, &mut y);
+            let mut z: Vec<f32> = (0..k).map(|c| c as f32 * 0.01).collect();
+            let z0 = z.clone();
+            rows_axpy(&w, row, &a, &mut z);
+            for j in 0..rows {
+                let want = (0..k).map(|c| w[j * row + c].to_f32() * x[c]).sum::<f32>();
+                assert!((y[j] - want).abs() < 1e-4, "dot row {j}: {} vs {want}", y[j]);
+            }
+            for c in 0..k {
+                let want = z0[c] + (0..rows).map(|j| a[j] * w[j * row + c].to_f32()).sum::<f32>();
+                assert!((z[c] - want).abs() < 1e-4, "axpy column {c}: {} vs {want}", z[c]);
+            }
         }
     }
 

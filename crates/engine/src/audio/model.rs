@@ -1,13 +1,15 @@
 //! Whisper on candle: convolutional front end + transformer encoder, and a
 //! decoder with a self-attention KV cache and per-window cross-attention K/V.
 //! Weights come from a CTranslate2 `WhisperSpec` (see `ct2.rs` for the names).
-use super::attention;
+use super::attention::{self, Layout, Mask};
 use super::ct2::Ct2Model;
 use super::fastmath;
 use super::gemv::HalfRows;
 use crate::linalg::PackedMatrix;
+use crate::math;
 use anyhow::{bail, Context, Result};
-use candle_core::{Tensor, D};
+use half::f16;
+use candle_core::Tensor;
 use rayon::prelude::*;
 
 /// What a linear layer is used for, hence how its weights are kept.
@@ -56,26 +58,28 @@ impl Linear {
         biased.iter().enumerate().map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref(), used)).collect()
     }
 
-    /// `x`: `[…, in]` → `[…, out]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let k = dims.pop().unwrap_or(1);
-        let m = x.elem_count() / k.max(1);
-        let x_data = x.flatten_all()?.to_vec1::<f32>()?;
-        let out = match &self.step {
-            Some(step) if m == 1 || self.packed.is_none() => {
-                dims.push(step.n());
-                x_data.chunks_exact(k).flat_map(|row| step.gemv(row)).collect()
+    fn n(&self) -> usize {
+        self.step.as_ref().map_or_else(|| self.packed.as_ref().map_or(0, PackedMatrix::n), HalfRows::n)
+    }
+
+    /// `x`: `m` rows of `in` → `m` rows of `out`.
+    fn apply(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; m * self.n()];
+        self.apply_into(x, m, &mut out)?;
+        Ok(out)
+    }
+
+    fn apply_into(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        match (&self.step, &self.packed) {
+            (Some(step), packed) if m == 1 || packed.is_none() => {
+                for (row, y) in x.chunks_exact(x.len() / m.max(1)).zip(out.chunks_exact_mut(step.n())) {
+                    y.copy_from_slice(&step.gemv(row));
+                }
             }
-            _ => {
-                let packed = self.packed.as_ref().context("a linear without weights")?;
-                dims.push(packed.n());
-                let mut out = vec![0f32; m * packed.n()];
-                packed.matmul(&x_data, m, &mut out);
-                out
-            }
-        };
-        Ok(Tensor::from_vec(out, dims, x.device())?)
+            (_, Some(packed)) => packed.matmul(x, m, out),
+            (_, None) => bail!("a linear without weights"),
+        }
+        Ok(())
     }
 }
 
@@ -90,11 +94,10 @@ impl LayerNorm {
         Ok(Self { gamma: vec("gamma")?, beta: vec("beta")? })
     }
 
-    /// One fused pass per row: as candle ops it was nine passes and
-    /// allocations, which a one-token decoder step pays nineteen times.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// In place over rows of `d`, one fused pass per row: as candle ops it was
+    /// nine passes and allocations, which a one-token decoder step pays nineteen times.
+    fn apply(&self, data: &mut [f32]) {
         let d = self.gamma.len();
-        let mut data = x.flatten_all()?.to_vec1::<f32>()?;
         let norm = |row: &mut [f32]| {
             let mean = row.iter().sum::<f32>() / d as f32;
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
@@ -108,7 +111,13 @@ impl LayerNorm {
         } else {
             data.chunks_mut(d).for_each(norm);
         }
-        Ok(Tensor::from_vec(data, x.dims(), x.device())?)
+    }
+
+    /// A normalised copy of `x`.
+    fn normed(&self, x: &[f32]) -> Vec<f32> {
+        let mut n = x.to_vec();
+        self.apply(&mut n);
+        n
     }
 }
 
@@ -127,34 +136,17 @@ impl Ffn {
         })
     }
 
-    /// Residual included.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = fastmath::gelu(&self.fc1.forward(&self.norm.forward(x)?)?)?;
-        Ok((x + self.fc2.forward(&h)?)?)
+    /// `x += ffn(x)` over `m` rows.
+    fn apply(&self, x: &mut [f32], m: usize) -> Result<()> {
+        let mut h = self.fc1.apply(&self.norm.normed(x), m)?;
+        math::gelu(&mut h);
+        add(x, &self.fc2.apply(&h, m)?);
+        Ok(())
     }
 }
 
-/// `[T, d]` → `[heads, T, head_dim]`.
-fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (t, d) = x.dims2()?;
-    Ok(x.reshape((t, heads, d / heads))?.transpose(0, 1)?.contiguous()?)
-}
-
-/// `[heads, T, head_dim]` → `[T, d]`.
-fn merge_heads(x: &Tensor) -> Result<Tensor> {
-    let (h, t, hd) = x.dims3()?;
-    Ok(x.transpose(0, 1)?.contiguous()?.reshape((t, h * hd))?)
-}
-
-/// Scaled dot-product attention over `[heads, T, hd]` tensors; `mask` is added to the scores.
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    let scale = 1.0 / (q.dim(D::Minus1)? as f32).sqrt();
-    let scores = q.matmul(&k.t()?)?;
-    let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
-        None => scores,
-    };
-    Ok(fastmath::softmax_last_dim(&scores, scale)?.matmul(v)?)
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
 }
 
 struct SelfAttention {
@@ -186,8 +178,16 @@ struct CrossAttention {
     out: Linear,
 }
 
+/// A decoder layer's self-attention: Q, K and V in one projection (K's bias
+/// is zero in the file and kept so).
+struct DecoderSelfAttention {
+    norm: LayerNorm,
+    qkv: Linear,
+    out: Linear,
+}
+
 struct DecoderLayer {
-    attn: SelfAttention,
+    attn: DecoderSelfAttention,
     cross: CrossAttention,
     ffn: Ffn,
 }
@@ -204,13 +204,14 @@ pub struct Whisper {
     pub dims: Dims,
     conv1: (Tensor, Tensor),
     conv2: (Tensor, Tensor),
-    enc_pos: Tensor,
+    enc_pos: Vec<f32>,
     enc_layers: Vec<EncoderLayer>,
     enc_norm: LayerNorm,
-    embed: Tensor,
+    /// Token embeddings `[vocab, d]`.
+    embed: Vec<f32>,
     /// The output projection: the embeddings, tied.
     logits: Linear,
-    dec_pos: Tensor,
+    dec_pos: Vec<f32>,
     dec_layers: Vec<DecoderLayer>,
     dec_norm: LayerNorm,
 }
@@ -253,7 +254,17 @@ impl Whisper {
                     v,
                     out: Linear::load(m, &format!("{p}/attention/linear_2"), Use::Both)?,
                 };
-                Ok(DecoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"), Use::Both)?, cross, ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Both)? })
+                let qkv = format!("{p}/self_attention/linear_0");
+                let mut bias = m.tensor(&format!("{qkv}/bias"))?.to_vec1::<f32>()?;
+                let third = bias.len() / 3;
+                bias[third..2 * third].fill(0.0); // Whisper's key projection has no bias
+                let bias = Tensor::from_vec(bias, 3 * third, &candle_core::Device::Cpu)?;
+                let attn = DecoderSelfAttention {
+                    norm: LayerNorm::load(m, &format!("{p}/self_attention/layer_norm"))?,
+                    qkv: Linear::new(m.tensor(&format!("{qkv}/weight"))?, Some(&bias), Use::Both)?,
+                    out: Linear::load(m, &format!("{p}/self_attention/linear_1"), Use::Both)?,
+                };
+                Ok(DecoderLayer { attn, cross, ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Both)? })
             })
             .collect::<Result<Vec<_>>>()?;
         if enc_layers.is_empty() || dec_layers.is_empty() {
@@ -263,19 +274,19 @@ impl Whisper {
             dims,
             conv1: (conv1_w, m.tensor("encoder/conv1/bias")?.clone()),
             conv2: (m.tensor("encoder/conv2/weight")?.clone(), m.tensor("encoder/conv2/bias")?.clone()),
-            enc_pos,
+            enc_pos: enc_pos.flatten_all()?.to_vec1()?,
             enc_layers,
             enc_norm: LayerNorm::load(m, "encoder/layer_norm")?,
             logits: Linear::new(&embed, None, Use::Steps)?,
-            embed,
-            dec_pos,
+            embed: embed.flatten_all()?.to_vec1()?,
+            dec_pos: dec_pos.flatten_all()?.to_vec1()?,
             dec_layers,
             dec_norm: LayerNorm::load(m, "decoder/layer_norm")?,
         })
     }
 
-    /// `mel`: `[n_mels, 3000]` → audio features `[1500, d_model]`.
-    pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
+    /// `mel`: `[n_mels, 3000]` → audio features `[1500, d_model]`, row-major.
+    pub fn encode(&self, mel: &Tensor) -> Result<Vec<f32>> {
         let x = mel.unsqueeze(0)?;
         let x = fastmath::gelu(&x.conv1d(&self.conv1.0, 1, 1, 1, 1)?.broadcast_add(&self.conv1.1.reshape((1, (), 1))?)?)?;
         let x = fastmath::gelu(&x.conv1d(&self.conv2.0, 1, 2, 1, 1)?.broadcast_add(&self.conv2.1.reshape((1, (), 1))?)?)?;
@@ -284,83 +295,106 @@ impl Whisper {
         if frames != self.dims.audio_ctx {
             bail!("the encoder expects {} frames, got {frames}", self.dims.audio_ctx);
         }
-        let mut x = (x + &self.enc_pos)?;
-        let (h, d) = (self.dims.heads, x.dim(1)?);
+        let mut x = x.flatten_all()?.to_vec1::<f32>()?;
+        add(&mut x, &self.enc_pos);
+        let (h, d) = (self.dims.heads, x.len() / frames);
+        // Activations reused across layers: a fresh 3–12 MB buffer per product
+        // cost page faults and copies.
+        let buffer = || vec![0f32; frames * d];
+        let (mut n, mut q, mut k, mut v, mut y) = (buffer(), buffer(), buffer(), buffer(), buffer());
+        let mut hidden = vec![0f32; frames * self.enc_layers[0].ffn.fc1.n()];
         for layer in &self.enc_layers {
             let a = &layer.attn;
-            let n = a.norm.forward(&x)?;
-            let (q, k, v) = (a.q.forward(&n)?, a.k.forward(&n)?, a.v.forward(&n)?);
-            let mixed = if attention::supports(d / h) {
-                let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-                Tensor::from_vec(attention::attention(&vec(&q)?, &vec(&k)?, &vec(&v)?, frames, d, h), (frames, d), x.device())?
-            } else {
-                merge_heads(&attend(&split_heads(&q, h)?, &split_heads(&k, h)?, &split_heads(&v, h)?, None)?)?
-            };
-            x = (&x + a.out.forward(&mixed)?)?;
-            x = layer.ffn.forward(&x)?;
+            n.copy_from_slice(&x);
+            a.norm.apply(&mut n);
+            a.q.apply_into(&n, frames, &mut q)?;
+            a.k.apply_into(&n, frames, &mut k)?;
+            a.v.apply_into(&n, frames, &mut v)?;
+            let mixed = attention::attention(&q, &k, &v, frames, frames, d, h, Layout::interleaved(d, h), Mask::All);
+            a.out.apply_into(&mixed, frames, &mut y)?;
+            add(&mut x, &y);
+            let f = &layer.ffn;
+            n.copy_from_slice(&x);
+            f.norm.apply(&mut n);
+            hidden.resize(frames * f.fc1.n(), 0.0);
+            f.fc1.apply_into(&n, frames, &mut hidden)?;
+            math::gelu(&mut hidden);
+            f.fc2.apply_into(&hidden, frames, &mut y)?;
+            add(&mut x, &y);
         }
-        self.enc_norm.forward(&x)
+        self.enc_norm.apply(&mut x);
+        Ok(x)
     }
 
-    /// Per-layer cross-attention K/V of one window's audio features.
-    pub fn cross_kv(&self, audio: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
-        let h = self.dims.heads;
-        self.dec_layers
-            .iter()
-            .map(|l| Ok((split_heads(&l.cross.k.forward(audio)?, h)?, split_heads(&l.cross.v.forward(audio)?, h)?)))
-            .collect()
+    /// Per-layer cross-attention K/V of one window's audio features `[frames, d]`.
+    pub fn cross_kv(&self, audio: &[f32]) -> Result<CrossKv> {
+        let frames = audio.len() / self.dec_norm.gamma.len();
+        let by_head = |x: Vec<f32>| Layout::to_by_head(&x, frames, self.dims.heads).iter().map(|&v| f16::from_f32(v)).collect();
+        let layers = self.dec_layers.iter().map(|l| Ok((by_head(l.cross.k.apply(audio, frames)?), by_head(l.cross.v.apply(audio, frames)?)))).collect::<Result<_>>()?;
+        Ok(CrossKv { layers, frames })
     }
 
-    /// Runs `tokens` (positions `cache.len()..`) through the decoder, extending
-    /// the cache; returns the logits `[tokens.len(), vocab]` of the rows in `rows`.
-    pub fn decode(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &[(Tensor, Tensor)], rows: &[usize]) -> Result<Tensor> {
-        let offset = cache.len;
-        let t = tokens.len();
-        if offset + t > self.dims.text_ctx {
-            bail!("decoder context of {} tokens exceeded", self.dims.text_ctx);
+    /// Runs `tokens` (positions `cache.len..`) through the decoder, extending
+    /// the cache; returns the logits (`vocab` each) of the rows in `rows`.
+    pub fn decode(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &CrossKv, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let (offset, t) = (cache.len, tokens.len());
+        let (d, h) = (self.dec_norm.gamma.len(), self.dims.heads);
+        if t == 0 || offset + t > self.dims.text_ctx {
+            bail!("{t} tokens do not fit the decoder context of {} after {offset}", self.dims.text_ctx);
         }
-        let ids = Tensor::new(tokens, self.embed.device())?;
-        let mut x = (self.embed.index_select(&ids, 0)? + self.dec_pos.narrow(0, offset, t)?)?;
-        let h = self.dims.heads;
-        // Causal mask over [new rows, cached + new columns].
-        let mask = (t > 1)
-            .then(|| {
-                let data: Vec<f32> = (0..t)
-                    .flat_map(|i| (0..offset + t).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
-                    .collect();
-                Tensor::from_vec(data, (t, offset + t), self.embed.device())
-            })
-            .transpose()?;
-        for (i, layer) in self.dec_layers.iter().enumerate() {
+        if cross.layers.len() != self.dec_layers.len() {
+            bail!("cross-attention K/V of another model");
+        }
+        let mut x = Vec::with_capacity(t * d);
+        for (i, &token) in tokens.iter().enumerate() {
+            let Some(embedding) = self.embed.get(token as usize * d..(token as usize + 1) * d) else { bail!("token {token} is outside the vocabulary") };
+            x.extend(embedding.iter().zip(&self.dec_pos[(offset + i) * d..][..d]).map(|(e, p)| e + p));
+        }
+        if cache.kv.is_empty() {
+            let empty = || Vec::with_capacity(self.dims.text_ctx * d);
+            cache.kv = self.dec_layers.iter().map(|_| (empty(), empty())).collect();
+        }
+        for ((layer, (keys, values)), (cross_k, cross_v)) in self.dec_layers.iter().zip(&mut cache.kv).zip(&cross.layers) {
             let a = &layer.attn;
-            let n = a.norm.forward(&x)?;
-            let q = split_heads(&a.q.forward(&n)?, h)?;
-            let (k, v) = (split_heads(&a.k.forward(&n)?, h)?, split_heads(&a.v.forward(&n)?, h)?);
-            let (k, v) = match cache.kv.get(i) {
-                Some((ck, cv)) => (Tensor::cat(&[ck, &k], 1)?, Tensor::cat(&[cv, &v], 1)?),
-                None => (k, v),
-            };
-            x = (&x + a.out.forward(&merge_heads(&attend(&q, &k, &v, mask.as_ref())?)?)?)?;
-            if i < cache.kv.len() {
-                cache.kv[i] = (k, v);
-            } else {
-                cache.kv.push((k, v));
+            let qkv = a.qkv.apply(&a.norm.normed(&x), t)?;
+            let mut q = Vec::with_capacity(t * d);
+            for row in qkv.chunks_exact(3 * d) {
+                q.extend_from_slice(&row[..d]);
+                keys.extend_from_slice(&row[d..2 * d]);
+                values.extend_from_slice(&row[2 * d..]);
             }
+            let mixed = attention::attention(&q, keys, values, t, offset + t, d, h, Layout::interleaved(d, h), Mask::Causal);
+            add(&mut x, &a.out.apply(&mixed, t)?);
             let c = &layer.cross;
-            let q = split_heads(&c.q.forward(&c.norm.forward(&x)?)?, h)?;
-            x = (&x + c.out.forward(&merge_heads(&attend(&q, &cross[i].0, &cross[i].1, None)?)?)?)?;
-            x = layer.ffn.forward(&x)?;
+            let q = c.q.apply(&c.norm.normed(&x), t)?;
+            let mixed = attention::attention(&q, cross_k, cross_v, t, cross.frames, d, h, Layout::by_head(cross.frames, d / h), Mask::All);
+            add(&mut x, &c.out.apply(&mixed, t)?);
+            layer.ffn.apply(&mut x, t)?;
         }
         cache.len += t;
-        let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), x.device())?;
-        let x = self.dec_norm.forward(&x.index_select(&idx, 0)?)?;
-        self.logits.forward(&x).context("output projection")
+        rows.iter()
+            .map(|&r| {
+                let row = x.get(r * d..(r + 1) * d).context("a logits row past the tokens")?;
+                self.logits.apply(&self.dec_norm.normed(row), 1).context("output projection")
+            })
+            .collect()
     }
 }
 
-/// Self-attention keys/values of the tokens decoded so far, per layer `[heads, len, hd]`.
+/// Cross-attention keys and values of one window's audio, per decoder layer,
+/// head by head (`[heads, frames, hd]`) in f16: every decoder step streams all of them.
+pub struct CrossKv {
+    layers: Vec<(Vec<f16>, Vec<f16>)>,
+    frames: usize,
+}
+
+/// Self-attention keys and values of the tokens decoded so far, per layer
+/// `[len, d]`, appended to in place.
 #[derive(Default, Clone)]
 pub struct DecoderCache {
-    kv: Vec<(Tensor, Tensor)>,
+    kv: Vec<(Vec<f32>, Vec<f32>)>,
     pub len: usize,
 }
+
+
+

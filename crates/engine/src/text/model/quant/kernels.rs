@@ -52,7 +52,7 @@ pub type GroupKernel = unsafe fn(Layout, *const u8, usize, &[&[ActBlock]], &mut 
 pub fn best_kernel() -> GroupKernel {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
             return avx2::group_dot;
         }
     }
@@ -63,26 +63,25 @@ pub fn best_kernel() -> GroupKernel {
 pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
     let gb = layout.group_bytes();
     let group = std::slice::from_raw_parts(w, nb * gb);
-    let f = |g: &[u8], at: usize| f32::from_le_bytes([g[at], g[at + 1], g[at + 2], g[at + 3]]);
+    let qs = layout.quants_offset();
     for (xi, o) in x.iter().zip(out.iter_mut()) {
         *o = [0.0; ROWS];
         for (b, g) in group.chunks_exact(gb).enumerate() {
             let xb = &xi[b];
             for (r, acc) in o.iter_mut().enumerate() {
                 let q = |j: usize| -> i32 {
-                    let qs = layout.quants_offset();
-                    match layout {
-                        Layout::Nib4 | Layout::Nib5 => {
+                    match layout.quant_bits() {
+                        4 => {
                             let byte = g[qs + 16 * r + j % 16];
-                            let nib = if j < 16 { byte & 0xF } else { byte >> 4 } as i32;
-                            if layout == Layout::Nib5 {
-                                let bits = u32::from_le_bytes(g[32 + 4 * r..36 + 4 * r].try_into().unwrap());
-                                nib | ((((bits >> j) & 1) << 4) as i32)
-                            } else {
-                                nib
-                            }
+                            (if j < 16 { byte & 0xF } else { byte >> 4 }) as i32
                         }
-                        Layout::I8 | Layout::I8Half => g[qs + 32 * r + j] as i8 as i32,
+                        5 => {
+                            let byte = g[qs + 4 * ROWS + 16 * r + j % 16];
+                            let nib = (if j < 16 { byte & 0xF } else { byte >> 4 }) as i32;
+                            let bits = u32::from_le_bytes(g[qs + 4 * r..qs + 4 * r + 4].try_into().unwrap());
+                            nib | ((((bits >> j) & 1) << 4) as i32)
+                        }
+                        _ => g[qs + 32 * r + j] as i8 as i32,
                     }
                 };
                 let (mut lo, mut hi) = (0i32, 0i32);
@@ -90,12 +89,9 @@ pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[A
                     lo += q(j) * xb.q[j] as i32;
                     hi += q(j + 16) * xb.q[j + 16] as i32;
                 }
-                let dlo = f(g, 4 * r);
-                let (dhi, m) = match layout {
-                    Layout::Nib4 | Layout::Nib5 => (dlo, f(g, 16 + 4 * r)),
-                    Layout::I8 => (dlo, 0.0),
-                    Layout::I8Half => (f(g, 16 + 4 * r), 0.0),
-                };
+                let dlo = layout.scale(g, r);
+                let dhi = if layout.has_half_scales() { layout.scale(g, ROWS + r) } else { dlo };
+                let m = if layout.stores_offset() { layout.scale(g, ROWS + r) } else { -layout.zero_point() * dlo };
                 *acc += dlo * xb.d * lo as f32 + dhi * xb.d * hi as f32 + m * xb.s;
             }
         }
@@ -107,41 +103,68 @@ mod avx2 {
     use super::{ActBlock, Layout, ROWS};
     use std::arch::x86_64::*;
 
-    pub unsafe fn group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
-        let mut i = 0;
-        while i < x.len() {
-            let n = (x.len() - i).min(4);
-            let xs = &x[i..i + n];
-            let o = &mut out[i..i + n];
-            match (layout, n) {
-                (Layout::Nib4, 4) => kernel::<NIB4, 4>(w, nb, xs, o),
-                (Layout::Nib4, 2 | 3) => kernel::<NIB4, 2>(w, nb, &xs[..2], &mut o[..2]),
-                (Layout::Nib4, _) => kernel::<NIB4, 1>(w, nb, xs, o),
-                (Layout::Nib5, 4) => kernel::<NIB5, 4>(w, nb, xs, o),
-                (Layout::Nib5, 2 | 3) => kernel::<NIB5, 2>(w, nb, &xs[..2], &mut o[..2]),
-                (Layout::Nib5, _) => kernel::<NIB5, 1>(w, nb, xs, o),
-                (Layout::I8, 4) => kernel::<I8, 4>(w, nb, xs, o),
-                (Layout::I8, 2 | 3) => kernel::<I8, 2>(w, nb, &xs[..2], &mut o[..2]),
-                (Layout::I8, _) => kernel::<I8, 1>(w, nb, xs, o),
-                (Layout::I8Half, 4) => kernel::<I8H, 4>(w, nb, xs, o),
-                (Layout::I8Half, 2 | 3) => kernel::<I8H, 2>(w, nb, &xs[..2], &mut o[..2]),
-                (Layout::I8Half, _) => kernel::<I8H, 1>(w, nb, xs, o),
-            }
-            i += if n == 3 { 2 } else { n };
+    /// Layouts as const-generic parameters.
+    const fn layout_of(l: u8) -> Layout {
+        match l {
+            0 => Layout::Nib4Sym,
+            1 => Layout::Nib4,
+            2 => Layout::Nib4F32,
+            3 => Layout::Nib5Sym,
+            4 => Layout::Nib5,
+            5 => Layout::I8,
+            _ => Layout::I8Half,
         }
     }
 
-    const NIB4: u8 = 0;
-    const NIB5: u8 = 1;
-    const I8: u8 = 2;
-    const I8H: u8 = 3;
+    const fn code_of(layout: Layout) -> u8 {
+        match layout {
+            Layout::Nib4Sym => 0,
+            Layout::Nib4 => 1,
+            Layout::Nib4F32 => 2,
+            Layout::Nib5Sym => 3,
+            Layout::Nib5 => 4,
+            Layout::I8 => 5,
+            Layout::I8Half => 6,
+        }
+    }
 
-    const fn layout_of(l: u8) -> Layout {
-        match l {
-            NIB4 => Layout::Nib4,
-            NIB5 => Layout::Nib5,
-            I8 => Layout::I8,
-            _ => Layout::I8Half,
+    /// Activation rows are taken 4, 2 or 1 at a time.
+    unsafe fn rows_of<const L: u8>(w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
+        let mut i = 0;
+        while i < x.len() {
+            match x.len() - i {
+                n if n >= 4 => {
+                    kernel::<L, 4>(w, nb, &x[i..i + 4], &mut out[i..i + 4]);
+                    i += 4;
+                }
+                2 | 3 => {
+                    kernel::<L, 2>(w, nb, &x[i..i + 2], &mut out[i..i + 2]);
+                    i += 2;
+                }
+                _ => {
+                    kernel::<L, 1>(w, nb, &x[i..i + 1], &mut out[i..i + 1]);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    pub unsafe fn group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
+        const NIB4SYM: u8 = code_of(Layout::Nib4Sym);
+        const NIB4: u8 = code_of(Layout::Nib4);
+        const NIB4F32: u8 = code_of(Layout::Nib4F32);
+        const NIB5SYM: u8 = code_of(Layout::Nib5Sym);
+        const NIB5: u8 = code_of(Layout::Nib5);
+        const I8: u8 = code_of(Layout::I8);
+        const I8HALF: u8 = code_of(Layout::I8Half);
+        match layout {
+            Layout::Nib4Sym => rows_of::<NIB4SYM>(w, nb, x, out),
+            Layout::Nib4 => rows_of::<NIB4>(w, nb, x, out),
+            Layout::Nib4F32 => rows_of::<NIB4F32>(w, nb, x, out),
+            Layout::Nib5Sym => rows_of::<NIB5SYM>(w, nb, x, out),
+            Layout::Nib5 => rows_of::<NIB5>(w, nb, x, out),
+            Layout::I8 => rows_of::<I8>(w, nb, x, out),
+            Layout::I8Half => rows_of::<I8HALF>(w, nb, x, out),
         }
     }
 
@@ -163,37 +186,38 @@ mod avx2 {
     unsafe fn quants<const L: u8>(g: *const u8, r: usize) -> __m256i {
         let layout = layout_of(L);
         let qs = g.add(layout.quants_offset());
-        match layout {
-            Layout::Nib4 | Layout::Nib5 => {
-                let v = _mm_loadu_si128(qs.add(16 * r) as *const __m128i);
+        match layout.quant_bits() {
+            4 | 5 => {
+                let nib_at = if layout.quant_bits() == 5 { qs.add(4 * ROWS) } else { qs };
+                let v = _mm_loadu_si128(nib_at.add(16 * r) as *const __m128i);
                 let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
                 let nib = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-                if layout == Layout::Nib5 {
-                    let bits = (g.add(32 + 4 * r) as *const u32).read_unaligned();
+                if layout.quant_bits() == 5 {
+                    let bits = (qs.add(4 * r) as *const u32).read_unaligned();
                     let high = _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10));
                     _mm256_or_si256(nib, high)
                 } else {
                     nib
                 }
             }
-            Layout::I8 | Layout::I8Half => _mm256_loadu_si256(qs.add(32 * r) as *const __m256i),
+            _ => _mm256_loadu_si256(qs.add(32 * r) as *const __m256i),
         }
     }
 
-    /// Per-lane scales: lanes 0..4 scale the first half blocks of rows 0..4, lanes 4..8 the second.
+    /// Scale set `set` (0: `d`/`dlo`, 1: `m`/`dhi`) of the 4 rows of the group at `g`.
     #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn scales<const L: u8>(g: *const u8) -> __m256 {
-        let p = g as *const f32;
-        if L == I8H {
-            _mm256_loadu_ps(p)
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn scale_set<const L: u8>(g: *const u8, set: usize) -> __m128 {
+        let layout = layout_of(L);
+        let p = g.add(set * ROWS * layout.scale_bytes());
+        if layout.f16_scales() {
+            _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))
         } else {
-            let d = _mm_loadu_ps(p);
-            _mm256_set_m128(d, d)
+            _mm_loadu_ps(p as *const f32)
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn kernel<const L: u8, const NX: usize>(
         w: *const u8,
         nb: usize,
@@ -209,11 +233,17 @@ mod avx2 {
         let xp: [*const ActBlock; NX] = std::array::from_fn(|i| x[i].as_ptr());
         for b in 0..nb {
             let g = w.add(b * gb);
-            let sc = scales::<L>(g);
+            // Lanes 0..4 scale the first half blocks of rows 0..4, lanes 4..8 the second.
+            let d = scale_set::<L>(g, 0);
+            let sc = if layout.has_half_scales() { _mm256_set_m128(scale_set::<L>(g, 1), d) } else { _mm256_set_m128(d, d) };
+            let mins = if layout.stores_offset() {
+                scale_set::<L>(g, 1)
+            } else {
+                _mm_mul_ps(d, _mm_set1_ps(-layout.zero_point()))
+            };
             let q: [__m256i; ROWS] = std::array::from_fn(|r| quants::<L>(g, r));
             // Signed quants: |q| against x carrying q's sign (maddubs wants an unsigned side).
             let aq: [__m256i; ROWS] = if affine { q } else { std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r])) };
-            let mins = if affine { _mm_loadu_ps(g.add(16) as *const f32) } else { _mm_setzero_ps() };
             for i in 0..NX {
                 let xb = &*xp[i].add(b);
                 let xv = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);

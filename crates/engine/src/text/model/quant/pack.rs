@@ -4,6 +4,9 @@
 //! Every layout holds, per group of 4 rows and 32 columns, the scales of the 4 rows
 //! side by side (one vector load) followed by the 4 rows' quants. Values are
 //! `w = dlo * q + m` for the first 16 columns and `w = dhi * q + m` for the last 16.
+//! Scales are stored as f16 where the GGML type's own scales are f16 (so the pack reads
+//! no more bytes than the GGML file, and loses nothing); the K-quants' products of a
+//! sub-block scale and an f16 super-block scale need f32.
 use candle_core::quantized::GgmlDType;
 use candle_core::{bail, Result};
 use half::f16;
@@ -11,52 +14,114 @@ use half::f16;
 pub const ROWS: usize = 4;
 pub const BLOCK: usize = 32;
 
-/// The packed layouts.
+/// The packed layouts. Scales come first: `d[4]`, then `m[4]` (offsets) or `dhi[4]`
+/// where the layout has them. Nibbles: per row 16 bytes, low nibble = column j, high =
+/// j + 16. 5-bit: per row a u32 of 5th bits, then the nibbles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// 4-bit unsigned quants with a per-block scale and offset (Q4_0, Q4_1, Q4_K):
-    /// `d[4] m[4]` (f32), then per row 16 bytes: low nibble = column j, high = j + 16.
+    /// Q4_0: 4-bit about a zero point of 8 (`m = -8 d`, not stored); f16 `d`.
+    Nib4Sym,
+    /// Q4_1: 4-bit; f16 `d m`.
     Nib4,
-    /// 5-bit unsigned (Q5_0, Q5_1): `d[4] m[4]`, then per row a u32 of 5th bits, then the nibbles.
+    /// Q4_K: 4-bit; f32 `d m`.
+    Nib4F32,
+    /// Q5_0: 5-bit about 16 (`m = -16 d`, not stored); f16 `d`.
+    Nib5Sym,
+    /// Q5_1: 5-bit; f16 `d m`.
     Nib5,
-    /// Signed 8-bit with one scale (Q8_0): `d[4]`, then per row 32 bytes.
+    /// Q8_0: signed 8-bit; f16 `d`.
     I8,
-    /// Signed 8-bit with a scale per half block (Q6_K): `dlo[4] dhi[4]`, then per row 32 bytes.
+    /// Q6_K: signed 8-bit (of 6) with a scale per half block; f32 `dlo dhi`.
     I8Half,
 }
 
 impl Layout {
     pub fn for_dtype(dtype: GgmlDType) -> Option<Self> {
         Some(match dtype {
-            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q4K => Self::Nib4,
-            GgmlDType::Q5_0 | GgmlDType::Q5_1 => Self::Nib5,
+            GgmlDType::Q4_0 => Self::Nib4Sym,
+            GgmlDType::Q4_1 => Self::Nib4,
+            GgmlDType::Q4K => Self::Nib4F32,
+            GgmlDType::Q5_0 => Self::Nib5Sym,
+            GgmlDType::Q5_1 => Self::Nib5,
             GgmlDType::Q8_0 => Self::I8,
             GgmlDType::Q6K => Self::I8Half,
             _ => return None,
         })
     }
 
+    pub const fn quant_bits(self) -> usize {
+        match self {
+            Self::Nib4Sym | Self::Nib4 | Self::Nib4F32 => 4,
+            Self::Nib5Sym | Self::Nib5 => 5,
+            Self::I8 | Self::I8Half => 8,
+        }
+    }
+
+    /// Unsigned quants with an offset term (the Nib layouts); otherwise signed, no offset.
+    pub const fn is_affine(self) -> bool {
+        self.quant_bits() < 8
+    }
+
+    /// The offset `m` is stored per row (else it is `-zero_point() * d`, or none).
+    pub const fn stores_offset(self) -> bool {
+        matches!(self, Self::Nib4 | Self::Nib4F32 | Self::Nib5)
+    }
+
+    pub const fn zero_point(self) -> f32 {
+        match self {
+            Self::Nib4Sym => 8.0,
+            Self::Nib5Sym => 16.0,
+            _ => 0.0,
+        }
+    }
+
+    pub const fn has_half_scales(self) -> bool {
+        matches!(self, Self::I8Half)
+    }
+
+    pub const fn f16_scales(self) -> bool {
+        !matches!(self, Self::Nib4F32 | Self::I8Half)
+    }
+
+    /// Bytes of one stored scale.
+    pub const fn scale_bytes(self) -> usize {
+        if self.f16_scales() {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Offset of the quants (of the 5th bits for 5-bit layouts) within a group.
+    pub const fn quants_offset(self) -> usize {
+        let sets = if self.stores_offset() || self.has_half_scales() { 2 } else { 1 };
+        sets * ROWS * self.scale_bytes()
+    }
+
     /// Bytes of one group (4 rows × 32 columns).
     pub const fn group_bytes(self) -> usize {
-        match self {
-            Self::Nib4 => 32 + ROWS * 16,
-            Self::Nib5 => 32 + ROWS * 4 + ROWS * 16,
-            Self::I8 => 16 + ROWS * 32,
-            Self::I8Half => 32 + ROWS * 32,
+        self.quants_offset() + ROWS * self.quant_bits() * BLOCK / 8
+    }
+
+    /// Scale `i` of a group (0..4: `d` or `dlo`; 4..8: `m` or `dhi`).
+    pub fn scale(self, group: &[u8], i: usize) -> f32 {
+        let at = i * self.scale_bytes();
+        if self.f16_scales() {
+            f16::from_le_bytes([group[at], group[at + 1]]).to_f32()
+        } else {
+            f32::from_le_bytes(group[at..at + 4].try_into().unwrap())
         }
     }
 
-    /// Offset of the quants (and of the 5th bits for Nib5) within a group.
-    pub const fn quants_offset(self) -> usize {
-        match self {
-            Self::Nib4 | Self::I8Half => 32,
-            Self::Nib5 => 32 + ROWS * 4,
-            Self::I8 => 16,
+    fn put_scale(self, group: &mut [u8], i: usize, v: f32) {
+        let at = i * self.scale_bytes();
+        if self.f16_scales() {
+            let h = f16::from_f32(v);
+            assert!(h.to_f32() == v, "scale {v} does not fit an f16");
+            group[at..at + 2].copy_from_slice(&h.to_le_bytes());
+        } else {
+            group[at..at + 4].copy_from_slice(&v.to_le_bytes());
         }
-    }
-
-    pub const fn is_affine(self) -> bool {
-        matches!(self, Self::Nib4 | Self::Nib5)
     }
 }
 
@@ -170,39 +235,36 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 pub fn write_group(layout: Layout, blocks: [Option<&Block32>; ROWS], dst: &mut [u8]) {
     let zero = Block32::default();
     let rows: [&Block32; ROWS] = blocks.map(|b| b.unwrap_or(&zero));
-    let put_f32 = |dst: &mut [u8], at: usize, v: f32| dst[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    match layout {
-        Layout::Nib4 | Layout::Nib5 => {
-            for (r, b) in rows.iter().enumerate() {
-                debug_assert_eq!(b.dlo, b.dhi);
-                put_f32(dst, 4 * r, b.dlo);
-                put_f32(dst, 16 + 4 * r, b.m);
-            }
-            let qs_at = layout.quants_offset();
-            for (r, b) in rows.iter().enumerate() {
+    for (r, b) in rows.iter().enumerate() {
+        layout.put_scale(dst, r, b.dlo);
+        if layout.has_half_scales() {
+            layout.put_scale(dst, ROWS + r, b.dhi);
+        } else {
+            debug_assert_eq!(b.dlo, b.dhi);
+        }
+        if layout.stores_offset() {
+            layout.put_scale(dst, ROWS + r, b.m);
+        } else {
+            debug_assert_eq!(b.m, -layout.zero_point() * b.dlo);
+        }
+    }
+    let qs_at = layout.quants_offset();
+    for (r, b) in rows.iter().enumerate() {
+        match layout.quant_bits() {
+            4 | 5 => {
+                let nib_at = if layout.quant_bits() == 5 { qs_at + 4 * ROWS } else { qs_at };
                 for j in 0..16 {
-                    dst[qs_at + 16 * r + j] = ((b.q[j] & 0xF) | ((b.q[j + 16] & 0xF) << 4)) as u8;
+                    dst[nib_at + 16 * r + j] = ((b.q[j] & 0xF) | ((b.q[j + 16] & 0xF) << 4)) as u8;
                 }
-                if layout == Layout::Nib5 {
+                if layout.quant_bits() == 5 {
                     let mut bits = 0u32;
                     for j in 0..BLOCK {
                         bits |= (((b.q[j] >> 4) & 1) as u32) << j;
                     }
-                    dst[32 + 4 * r..36 + 4 * r].copy_from_slice(&bits.to_le_bytes());
+                    dst[qs_at + 4 * r..qs_at + 4 * r + 4].copy_from_slice(&bits.to_le_bytes());
                 }
             }
-        }
-        Layout::I8 | Layout::I8Half => {
-            for (r, b) in rows.iter().enumerate() {
-                put_f32(dst, 4 * r, b.dlo);
-                if layout == Layout::I8Half {
-                    put_f32(dst, 16 + 4 * r, b.dhi);
-                } else {
-                    debug_assert_eq!(b.dlo, b.dhi);
-                }
-            }
-            let qs_at = layout.quants_offset();
-            for (r, b) in rows.iter().enumerate() {
+            _ => {
                 for j in 0..BLOCK {
                     dst[qs_at + 32 * r + j] = b.q[j] as i8 as u8;
                 }

@@ -217,6 +217,11 @@ mod avx2 {
         }
     }
 
+    /// How far ahead of the block being read its weights are prefetched: one thread's
+    /// stream of weights alone does not keep enough DRAM reads in flight (decode cost
+    /// about 13% less CPU time per token with it, 1 or 2 threads; 1–8 KiB measure alike).
+    const PREFETCH_AHEAD: usize = 2048;
+
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn kernel<const L: u8, const NX: usize>(
         w: *const u8,
@@ -233,6 +238,10 @@ mod avx2 {
         let xp: [*const ActBlock; NX] = std::array::from_fn(|i| x[i].as_ptr());
         for b in 0..nb {
             let g = w.add(b * gb);
+            for line in (0..gb).step_by(64) {
+                // A hint only: past the end of the weights it reads nothing.
+                _mm_prefetch::<_MM_HINT_T0>(g.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+            }
             // Lanes 0..4 scale the first half blocks of rows 0..4, lanes 4..8 the second.
             let d = scale_set::<L>(g, 0);
             let sc = if layout.has_half_scales() { _mm256_set_m128(scale_set::<L>(g, 1), d) } else { _mm256_set_m128(d, d) };

@@ -63,26 +63,24 @@ pub fn best_kernel() -> GroupKernel {
 pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
     let gb = layout.group_bytes();
     let group = std::slice::from_raw_parts(w, nb * gb);
-    let qs = layout.quants_offset();
+    let (qs, hi) = (layout.quants_offset(), layout.high_bits_offset());
     for (xi, o) in x.iter().zip(out.iter_mut()) {
         *o = [0.0; ROWS];
         for (b, g) in group.chunks_exact(gb).enumerate() {
             let xb = &xi[b];
             for (r, acc) in o.iter_mut().enumerate() {
                 let q = |j: usize| -> i32 {
-                    match layout.quant_bits() {
-                        4 => {
-                            let byte = g[qs + 16 * r + j % 16];
-                            (if j < 16 { byte & 0xF } else { byte >> 4 }) as i32
-                        }
-                        5 => {
-                            let byte = g[qs + 4 * ROWS + 16 * r + j % 16];
-                            let nib = (if j < 16 { byte & 0xF } else { byte >> 4 }) as i32;
-                            let bits = u32::from_le_bytes(g[qs + 4 * r..qs + 4 * r + 4].try_into().unwrap());
-                            nib | ((((bits >> j) & 1) << 4) as i32)
-                        }
-                        _ => g[qs + 32 * r + j] as i8 as i32,
+                    if !layout.unsigned_quants() {
+                        return g[qs + 32 * r + j] as i8 as i32;
                     }
+                    let byte = g[qs + 16 * r + j % 16];
+                    let nib = (if j < 16 { byte & 0xF } else { byte >> 4 }) as i32;
+                    let high = match layout.quant_bits() {
+                        5 => (u32::from_le_bytes(g[hi + 4 * r..hi + 4 * r + 4].try_into().unwrap()) >> j) & 1,
+                        6 => (g[hi + 8 * r + j % 8] as u32 >> (2 * (j / 8))) & 3,
+                        _ => 0,
+                    };
+                    nib + ((high as i32) << 4) - layout.zero_point()
                 };
                 let (mut lo, mut hi) = (0i32, 0i32);
                 for j in 0..16 {
@@ -91,7 +89,7 @@ pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[A
                 }
                 let dlo = layout.scale(g, r);
                 let dhi = if layout.has_half_scales() { layout.scale(g, ROWS + r) } else { dlo };
-                let m = if layout.stores_offset() { layout.scale(g, ROWS + r) } else { -layout.zero_point() * dlo };
+                let m = if layout.stores_offset() { layout.scale(g, ROWS + r) } else { 0.0 };
                 *acc += dlo * xb.d * lo as f32 + dhi * xb.d * hi as f32 + m * xb.s;
             }
         }
@@ -112,7 +110,7 @@ mod avx2 {
             3 => Layout::Nib5Sym,
             4 => Layout::Nib5,
             5 => Layout::I8,
-            _ => Layout::I8Half,
+            _ => Layout::I6Half,
         }
     }
 
@@ -124,7 +122,7 @@ mod avx2 {
             Layout::Nib5Sym => 3,
             Layout::Nib5 => 4,
             Layout::I8 => 5,
-            Layout::I8Half => 6,
+            Layout::I6Half => 6,
         }
     }
 
@@ -156,7 +154,7 @@ mod avx2 {
         const NIB5SYM: u8 = code_of(Layout::Nib5Sym);
         const NIB5: u8 = code_of(Layout::Nib5);
         const I8: u8 = code_of(Layout::I8);
-        const I8HALF: u8 = code_of(Layout::I8Half);
+        const I6HALF: u8 = code_of(Layout::I6Half);
         match layout {
             Layout::Nib4Sym => rows_of::<NIB4SYM>(w, nb, x, out),
             Layout::Nib4 => rows_of::<NIB4>(w, nb, x, out),
@@ -164,7 +162,7 @@ mod avx2 {
             Layout::Nib5Sym => rows_of::<NIB5SYM>(w, nb, x, out),
             Layout::Nib5 => rows_of::<NIB5>(w, nb, x, out),
             Layout::I8 => rows_of::<I8>(w, nb, x, out),
-            Layout::I8Half => rows_of::<I8HALF>(w, nb, x, out),
+            Layout::I6Half => rows_of::<I6HALF>(w, nb, x, out),
         }
     }
 
@@ -180,27 +178,32 @@ mod avx2 {
         _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
     }
 
-    /// The 32 quants of row `r` of the group at `g`, in column order.
+    /// The 32 quants of row `r` of the group at `g`, in column order (before the zero point).
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn quants<const L: u8>(g: *const u8, r: usize) -> __m256i {
         let layout = layout_of(L);
         let qs = g.add(layout.quants_offset());
+        if !layout.unsigned_quants() {
+            return _mm256_loadu_si256(qs.add(32 * r) as *const __m256i);
+        }
+        let v = _mm_loadu_si128(qs.add(16 * r) as *const __m128i);
+        let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+        let nib = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+        let hi = g.add(layout.high_bits_offset());
         match layout.quant_bits() {
-            4 | 5 => {
-                let nib_at = if layout.quant_bits() == 5 { qs.add(4 * ROWS) } else { qs };
-                let v = _mm_loadu_si128(nib_at.add(16 * r) as *const __m128i);
-                let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
-                let nib = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-                if layout.quant_bits() == 5 {
-                    let bits = (qs.add(4 * r) as *const u32).read_unaligned();
-                    let high = _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10));
-                    _mm256_or_si256(nib, high)
-                } else {
-                    nib
-                }
+            5 => {
+                let bits = (hi.add(4 * r) as *const u32).read_unaligned();
+                _mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10)))
             }
-            _ => _mm256_loadu_si256(qs.add(32 * r) as *const __m256i),
+            6 => {
+                // Byte j of the 8 holds columns j, j+8, j+16, j+24: 64-bit lane i keeps pair i.
+                let bytes = (hi.add(8 * r) as *const i64).read_unaligned();
+                let pairs = _mm256_srlv_epi64(_mm256_set1_epi64x(bytes), _mm256_set_epi64x(6, 4, 2, 0));
+                let high = _mm256_slli_epi16(_mm256_and_si256(pairs, _mm256_set1_epi8(3)), 4);
+                _mm256_or_si256(nib, high)
+            }
+            _ => nib,
         }
     }
 
@@ -230,7 +233,8 @@ mod avx2 {
         out: &mut [[f32; ROWS]],
     ) {
         let layout = layout_of(L);
-        let affine = layout.is_affine();
+        let unsigned = layout.unsigned_quants();
+        let zero = _mm256_set1_epi8(layout.zero_point() as i8);
         let gb = layout.group_bytes();
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); NX];
@@ -245,26 +249,33 @@ mod avx2 {
             // Lanes 0..4 scale the first half blocks of rows 0..4, lanes 4..8 the second.
             let d = scale_set::<L>(g, 0);
             let sc = if layout.has_half_scales() { _mm256_set_m128(scale_set::<L>(g, 1), d) } else { _mm256_set_m128(d, d) };
-            let mins = if layout.stores_offset() {
-                scale_set::<L>(g, 1)
-            } else {
-                _mm_mul_ps(d, _mm_set1_ps(-layout.zero_point()))
-            };
+            let mins = if layout.stores_offset() { scale_set::<L>(g, 1) } else { _mm_setzero_ps() };
             let q: [__m256i; ROWS] = std::array::from_fn(|r| quants::<L>(g, r));
             // Signed quants: |q| against x carrying q's sign (maddubs wants an unsigned side).
-            let aq: [__m256i; ROWS] = if affine { q } else { std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r])) };
+            let aq: [__m256i; ROWS] = if unsigned { q } else { std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r])) };
             for i in 0..NX {
                 let xb = &*xp[i].add(b);
                 let xv = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
+                // Σ (q - z) x = Σ q x - Σ z x, the second the same for the 4 rows.
+                let zx = if layout.zero_point() != 0 {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(zero, xv), ones)
+                } else {
+                    _mm256_setzero_si256()
+                };
                 let p: [__m256i; ROWS] = std::array::from_fn(|r| {
-                    let xs = if affine { xv } else { _mm256_sign_epi8(xv, q[r]) };
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(aq[r], xs), ones)
+                    let xs = if unsigned { xv } else { _mm256_sign_epi8(xv, q[r]) };
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq[r], xs), ones);
+                    if layout.zero_point() != 0 {
+                        _mm256_sub_epi32(p, zx)
+                    } else {
+                        p
+                    }
                 });
                 // [r0 r1 r2 r3] sums of the first half in the low lane, second half in the high.
                 let s = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
                 let dx = _mm256_mul_ps(sc, _mm256_set1_ps(xb.d));
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dx, acc[i]);
-                if affine {
+                if layout.stores_offset() {
                     macc[i] = _mm_fmadd_ps(mins, _mm_set1_ps(xb.s), macc[i]);
                 }
             }

@@ -3,7 +3,8 @@
 //!
 //! Every layout holds, per group of 4 rows and 32 columns, the scales of the 4 rows
 //! side by side (one vector load) followed by the 4 rows' quants. Values are
-//! `w = dlo * q + m` for the first 16 columns and `w = dhi * q + m` for the last 16.
+//! `w = dlo * (q - z) + m` for the first 16 columns and `w = dhi * (q - z) + m` for the
+//! last 16, with `z` the layout's zero point.
 //! Scales are stored as f16 where the GGML type's own scales are f16 (so the pack reads
 //! no more bytes than the GGML file, and loses nothing); the K-quants' products of a
 //! sub-block scale and an f16 super-block scale need f32.
@@ -15,24 +16,25 @@ pub const ROWS: usize = 4;
 pub const BLOCK: usize = 32;
 
 /// The packed layouts. Scales come first: `d[4]`, then `m[4]` (offsets) or `dhi[4]`
-/// where the layout has them. Nibbles: per row 16 bytes, low nibble = column j, high =
-/// j + 16. 5-bit: per row a u32 of 5th bits, then the nibbles.
+/// where the layout has them. Quants of 4 to 6 bits: the low nibbles (per row 16 bytes,
+/// low nibble = column j, high = j + 16), then the bits above them: 5-bit, per row a u32
+/// (bit j = column j); 6-bit, per row 8 bytes (byte j, bits 2i..2i+1 = column j + 8i).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// Q4_0: 4-bit about a zero point of 8 (`m = -8 d`, not stored); f16 `d`.
+    /// Q4_0: 4-bit about a zero point of 8; f16 `d`.
     Nib4Sym,
     /// Q4_1: 4-bit; f16 `d m`.
     Nib4,
     /// Q4_K: 4-bit; f32 `d m`.
     Nib4F32,
-    /// Q5_0: 5-bit about 16 (`m = -16 d`, not stored); f16 `d`.
+    /// Q5_0: 5-bit about 16; f16 `d`.
     Nib5Sym,
     /// Q5_1: 5-bit; f16 `d m`.
     Nib5,
     /// Q8_0: signed 8-bit; f16 `d`.
     I8,
-    /// Q6_K: signed 8-bit (of 6) with a scale per half block; f32 `dlo dhi`.
-    I8Half,
+    /// Q6_K: 6-bit about 32 with a scale per half block; f32 `dlo dhi`.
+    I6Half,
 }
 
 impl Layout {
@@ -44,7 +46,7 @@ impl Layout {
             GgmlDType::Q5_0 => Self::Nib5Sym,
             GgmlDType::Q5_1 => Self::Nib5,
             GgmlDType::Q8_0 => Self::I8,
-            GgmlDType::Q6K => Self::I8Half,
+            GgmlDType::Q6K => Self::I6Half,
             _ => return None,
         })
     }
@@ -53,34 +55,36 @@ impl Layout {
         match self {
             Self::Nib4Sym | Self::Nib4 | Self::Nib4F32 => 4,
             Self::Nib5Sym | Self::Nib5 => 5,
-            Self::I8 | Self::I8Half => 8,
+            Self::I6Half => 6,
+            Self::I8 => 8,
         }
     }
 
-    /// Unsigned quants with an offset term (the Nib layouts); otherwise signed, no offset.
-    pub const fn is_affine(self) -> bool {
+    /// Unsigned quants (with a zero point or a stored offset); else signed 8-bit.
+    pub const fn unsigned_quants(self) -> bool {
         self.quant_bits() < 8
     }
 
-    /// The offset `m` is stored per row (else it is `-zero_point() * d`, or none).
+    /// The offset `m` is stored per row (else it is 0).
     pub const fn stores_offset(self) -> bool {
         matches!(self, Self::Nib4 | Self::Nib4F32 | Self::Nib5)
     }
 
-    pub const fn zero_point(self) -> f32 {
+    pub const fn zero_point(self) -> i32 {
         match self {
-            Self::Nib4Sym => 8.0,
-            Self::Nib5Sym => 16.0,
-            _ => 0.0,
+            Self::Nib4Sym => 8,
+            Self::Nib5Sym => 16,
+            Self::I6Half => 32,
+            _ => 0,
         }
     }
 
     pub const fn has_half_scales(self) -> bool {
-        matches!(self, Self::I8Half)
+        matches!(self, Self::I6Half)
     }
 
     pub const fn f16_scales(self) -> bool {
-        !matches!(self, Self::Nib4F32 | Self::I8Half)
+        !matches!(self, Self::Nib4F32 | Self::I6Half)
     }
 
     /// Bytes of one stored scale.
@@ -92,7 +96,7 @@ impl Layout {
         }
     }
 
-    /// Offset of the quants (of the 5th bits for 5-bit layouts) within a group.
+    /// Offset of the quants (their low nibbles, or the signed 8-bit values) within a group.
     pub const fn quants_offset(self) -> usize {
         let sets = if self.stores_offset() || self.has_half_scales() { 2 } else { 1 };
         sets * ROWS * self.scale_bytes()
@@ -101,6 +105,11 @@ impl Layout {
     /// Bytes of one group (4 rows × 32 columns).
     pub const fn group_bytes(self) -> usize {
         self.quants_offset() + ROWS * self.quant_bits() * BLOCK / 8
+    }
+
+    /// Offset of the bits above the low nibbles (5- and 6-bit layouts) within a group.
+    pub const fn high_bits_offset(self) -> usize {
+        self.quants_offset() + ROWS * 16
     }
 
     /// Scale `i` of a group (0..4: `d` or `dlo`; 4..8: `m` or `dhi`).
@@ -125,7 +134,8 @@ impl Layout {
     }
 }
 
-/// One decoded block: 32 quants (unsigned for the Nib layouts, signed for I8) and scales.
+/// One decoded block: 32 quants (unsigned, about the layout's zero point, except for
+/// I8) and scales.
 #[derive(Clone, Copy, Default)]
 pub struct Block32 {
     pub q: [i32; BLOCK],
@@ -151,7 +161,7 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
         match dtype {
             GgmlDType::Q4_0 | GgmlDType::Q4_1 => {
                 let d = f16_at(b, 0);
-                let (m, qs) = if dtype == GgmlDType::Q4_0 { (-8.0 * d, &b[2..18]) } else { (f16_at(b, 2), &b[4..20]) };
+                let (m, qs) = if dtype == GgmlDType::Q4_0 { (0.0, &b[2..18]) } else { (f16_at(b, 2), &b[4..20]) };
                 let mut q = [0; BLOCK];
                 for j in 0..16 {
                     q[j] = (qs[j] & 0xF) as i32;
@@ -161,7 +171,7 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
             }
             GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
                 let d = f16_at(b, 0);
-                let (m, rest) = if dtype == GgmlDType::Q5_0 { (-16.0 * d, &b[2..]) } else { (f16_at(b, 2), &b[4..]) };
+                let (m, rest) = if dtype == GgmlDType::Q5_0 { (0.0, &b[2..]) } else { (f16_at(b, 2), &b[4..]) };
                 let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
                 let qs = &rest[4..20];
                 let mut q = [0; BLOCK];
@@ -208,7 +218,7 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
                                 _ => ql[l + 32] >> 4,
                             };
                             let high = (qh[l] >> (2 * which)) & 3;
-                            q[l] = (low | (high << 4)) as i32 - 32;
+                            q[l] = (low | (high << 4)) as i32;
                         }
                         let dlo = d * sc[2 * which] as i8 as f32;
                         let dhi = d * sc[2 * which + 1] as i8 as f32;
@@ -245,23 +255,28 @@ pub fn write_group(layout: Layout, blocks: [Option<&Block32>; ROWS], dst: &mut [
         if layout.stores_offset() {
             layout.put_scale(dst, ROWS + r, b.m);
         } else {
-            debug_assert_eq!(b.m, -layout.zero_point() * b.dlo);
+            debug_assert_eq!(b.m, 0.0);
         }
     }
     let qs_at = layout.quants_offset();
+    let hi_at = layout.high_bits_offset();
     for (r, b) in rows.iter().enumerate() {
         match layout.quant_bits() {
-            4 | 5 => {
-                let nib_at = if layout.quant_bits() == 5 { qs_at + 4 * ROWS } else { qs_at };
+            4..=6 => {
                 for j in 0..16 {
-                    dst[nib_at + 16 * r + j] = ((b.q[j] & 0xF) | ((b.q[j + 16] & 0xF) << 4)) as u8;
+                    dst[qs_at + 16 * r + j] = ((b.q[j] & 0xF) | ((b.q[j + 16] & 0xF) << 4)) as u8;
                 }
                 if layout.quant_bits() == 5 {
                     let mut bits = 0u32;
                     for j in 0..BLOCK {
                         bits |= (((b.q[j] >> 4) & 1) as u32) << j;
                     }
-                    dst[qs_at + 4 * r..qs_at + 4 * r + 4].copy_from_slice(&bits.to_le_bytes());
+                    dst[hi_at + 4 * r..hi_at + 4 * r + 4].copy_from_slice(&bits.to_le_bytes());
+                }
+                if layout.quant_bits() == 6 {
+                    for j in 0..8 {
+                        dst[hi_at + 8 * r + j] = (0..4).map(|i| (((b.q[j + 8 * i] >> 4) & 3) << (2 * i)) as u8).sum();
+                    }
                 }
             }
             _ => {

@@ -76,7 +76,7 @@ pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[A
                     let byte = g[qs + 16 * r + j % 16];
                     let nib = (if j < 16 { byte & 0xF } else { byte >> 4 }) as i32;
                     let high = match layout.quant_bits() {
-                        5 => (u32::from_le_bytes(g[hi + 4 * r..hi + 4 * r + 4].try_into().unwrap()) >> j) & 1,
+                        5 => (g[hi + j % 16] as u32 >> (2 * r + j / 16)) & 1,
                         6 => (g[hi + 8 * r + j % 8] as u32 >> (2 * (j / 8))) & 3,
                         _ => 0,
                     };
@@ -166,22 +166,22 @@ mod avx2 {
         }
     }
 
-    /// Expands 32 bits into 32 bytes: 0xFF where the bit is set.
+    /// The 5th bits of a 5-bit group's 4 rows, byte j of the low lane for column j and of
+    /// the high lane for column j + 16: row r's bit is bit 2r of each byte.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn bits_to_bytes(bits: u32) -> __m256i {
-        let spread = _mm256_shuffle_epi8(
-            _mm256_set1_epi32(bits as i32),
-            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
-        );
-        let probe = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe_u64 as i64));
-        _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
+    unsafe fn fifth_bit_planes<const L: u8>(g: *const u8) -> __m256i {
+        if layout_of(L).quant_bits() != 5 {
+            return _mm256_setzero_si256();
+        }
+        let h = _mm_loadu_si128(g.add(layout_of(L).high_bits_offset()) as *const __m128i);
+        _mm256_set_m128i(_mm_srli_epi16(h, 1), h)
     }
 
     /// The 32 quants of row `r` of the group at `g`, in column order (before the zero point).
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn quants<const L: u8>(g: *const u8, r: usize) -> __m256i {
+    unsafe fn quants<const L: u8>(g: *const u8, r: usize, fifth_bits: __m256i) -> __m256i {
         let layout = layout_of(L);
         let qs = g.add(layout.quants_offset());
         if !layout.unsigned_quants() {
@@ -193,8 +193,15 @@ mod avx2 {
         let hi = g.add(layout.high_bits_offset());
         match layout.quant_bits() {
             5 => {
-                let bits = (hi.add(4 * r) as *const u32).read_unaligned();
-                _mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(bits), _mm256_set1_epi8(0x10)))
+                // Row r's bit 2r to bit 4 (shifts of 16-bit lanes: bit 4 of a byte only
+                // ever comes from the same byte here).
+                let at4 = match r {
+                    0 => _mm256_slli_epi16(fifth_bits, 4),
+                    1 => _mm256_slli_epi16(fifth_bits, 2),
+                    2 => fifth_bits,
+                    _ => _mm256_srli_epi16(fifth_bits, 2),
+                };
+                _mm256_or_si256(nib, _mm256_and_si256(at4, _mm256_set1_epi8(0x10)))
             }
             6 => {
                 // Byte j of the 8 holds columns j, j+8, j+16, j+24: 64-bit lane i keeps pair i.
@@ -250,7 +257,8 @@ mod avx2 {
             let d = scale_set::<L>(g, 0);
             let sc = if layout.has_half_scales() { _mm256_set_m128(scale_set::<L>(g, 1), d) } else { _mm256_set_m128(d, d) };
             let mins = if layout.stores_offset() { scale_set::<L>(g, 1) } else { _mm_setzero_ps() };
-            let q: [__m256i; ROWS] = std::array::from_fn(|r| quants::<L>(g, r));
+            let fifth_bits = fifth_bit_planes::<L>(g);
+            let q: [__m256i; ROWS] = std::array::from_fn(|r| quants::<L>(g, r, fifth_bits));
             // Signed quants: |q| against x carrying q's sign (maddubs wants an unsigned side).
             let aq: [__m256i; ROWS] = if unsigned { q } else { std::array::from_fn(|r| _mm256_sign_epi8(q[r], q[r])) };
             for i in 0..NX {

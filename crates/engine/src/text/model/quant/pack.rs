@@ -17,8 +17,10 @@ pub const BLOCK: usize = 32;
 
 /// The packed layouts. Scales come first: `d[4]`, then `m[4]` (offsets) or `dhi[4]`
 /// where the layout has them. Quants of 4 to 6 bits: the low nibbles (per row 16 bytes,
-/// low nibble = column j, high = j + 16), then the bits above them: 5-bit, per row a u32
-/// (bit j = column j); 6-bit, per row 8 bytes (byte j, bits 2i..2i+1 = column j + 8i).
+/// low nibble = column j, high = j + 16), then the bits above them: 5-bit, 16 bytes for
+/// the 4 rows (byte j, bit 2r = row r's column j, bit 2r + 1 = its column j + 16, so that
+/// one shift lines up a row's bits); 6-bit, per row 8 bytes (byte j, bits 2i..2i+1 =
+/// column j + 8i).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     /// Q4_0: 4-bit about a zero point of 8; f16 `d`.
@@ -267,11 +269,11 @@ pub fn write_group(layout: Layout, blocks: [Option<&Block32>; ROWS], dst: &mut [
                     dst[qs_at + 16 * r + j] = ((b.q[j] & 0xF) | ((b.q[j + 16] & 0xF) << 4)) as u8;
                 }
                 if layout.quant_bits() == 5 {
-                    let mut bits = 0u32;
-                    for j in 0..BLOCK {
-                        bits |= (((b.q[j] >> 4) & 1) as u32) << j;
+                    for j in 0..16 {
+                        let (lo, hi) = ((b.q[j] >> 4) & 1, (b.q[j + 16] >> 4) & 1);
+                        let bits = (lo | (hi << 1)) << (2 * r);
+                        dst[hi_at + j] = if r == 0 { bits } else { dst[hi_at + j] as i32 | bits } as u8;
                     }
-                    dst[hi_at + 4 * r..hi_at + 4 * r + 4].copy_from_slice(&bits.to_le_bytes());
                 }
                 if layout.quant_bits() == 6 {
                     for j in 0..8 {

@@ -3,7 +3,11 @@
 //!
 //! Every layout holds, per group of 4 rows and 32 columns, the scales of the 4 rows
 //! side by side (one vector load) followed by the 4 rows' quants. Values are
-//! `w = dlo * q + m` for the first 16 columns and `w = dhi * q + m` for the last 16.
+//! `w = dlo * (q - z) + m` for the first 16 columns and `w = dhi * (q - z) + m` for the
+//! last 16, with `z` the layout's zero point.
+//! Scales are stored as f16 where the GGML type's own scales are f16 (so the pack reads
+//! no more bytes than the GGML file, and loses nothing); the K-quants' products of a
+//! sub-block scale and an f16 super-block scale need f32.
 use candle_core::quantized::GgmlDType;
 use candle_core::{bail, Result};
 use half::f16;
@@ -11,56 +15,129 @@ use half::f16;
 pub const ROWS: usize = 4;
 pub const BLOCK: usize = 32;
 
-/// The packed layouts.
+/// The packed layouts. Scales come first: `d[4]`, then `m[4]` (offsets) or `dhi[4]`
+/// where the layout has them. Quants of 4 to 6 bits: the low nibbles (per row 16 bytes,
+/// low nibble = column j, high = j + 16), then the bits above them: 5-bit, 16 bytes for
+/// the 4 rows (byte j, bit 2r = row r's column j, bit 2r + 1 = its column j + 16, so that
+/// one shift lines up a row's bits); 6-bit, per row 8 bytes (byte j, bits 2i..2i+1 =
+/// column j + 8i).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// 4-bit unsigned quants with a per-block scale and offset (Q4_0, Q4_1, Q4_K):
-    /// `d[4] m[4]` (f32), then per row 16 bytes: low nibble = column j, high = j + 16.
+    /// Q4_0: 4-bit about a zero point of 8; f16 `d`.
+    Nib4Sym,
+    /// Q4_1: 4-bit; f16 `d m`.
     Nib4,
-    /// 5-bit unsigned (Q5_0, Q5_1): `d[4] m[4]`, then per row a u32 of 5th bits, then the nibbles.
+    /// Q4_K: 4-bit; f32 `d m`.
+    Nib4F32,
+    /// Q5_0: 5-bit about 16; f16 `d`.
+    Nib5Sym,
+    /// Q5_1: 5-bit; f16 `d m`.
     Nib5,
-    /// Signed 8-bit with one scale (Q8_0): `d[4]`, then per row 32 bytes.
+    /// Q8_0: signed 8-bit; f16 `d`.
     I8,
-    /// Signed 8-bit with a scale per half block (Q6_K): `dlo[4] dhi[4]`, then per row 32 bytes.
-    I8Half,
+    /// Q6_K: 6-bit about 32 with a scale per half block; f32 `dlo dhi`.
+    I6Half,
 }
 
 impl Layout {
     pub fn for_dtype(dtype: GgmlDType) -> Option<Self> {
         Some(match dtype {
-            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q4K => Self::Nib4,
-            GgmlDType::Q5_0 | GgmlDType::Q5_1 => Self::Nib5,
+            GgmlDType::Q4_0 => Self::Nib4Sym,
+            GgmlDType::Q4_1 => Self::Nib4,
+            GgmlDType::Q4K => Self::Nib4F32,
+            GgmlDType::Q5_0 => Self::Nib5Sym,
+            GgmlDType::Q5_1 => Self::Nib5,
             GgmlDType::Q8_0 => Self::I8,
-            GgmlDType::Q6K => Self::I8Half,
+            GgmlDType::Q6K => Self::I6Half,
             _ => return None,
         })
     }
 
+    pub const fn quant_bits(self) -> usize {
+        match self {
+            Self::Nib4Sym | Self::Nib4 | Self::Nib4F32 => 4,
+            Self::Nib5Sym | Self::Nib5 => 5,
+            Self::I6Half => 6,
+            Self::I8 => 8,
+        }
+    }
+
+    /// Unsigned quants (with a zero point or a stored offset); else signed 8-bit.
+    pub const fn unsigned_quants(self) -> bool {
+        self.quant_bits() < 8
+    }
+
+    /// The offset `m` is stored per row (else it is 0).
+    pub const fn stores_offset(self) -> bool {
+        matches!(self, Self::Nib4 | Self::Nib4F32 | Self::Nib5)
+    }
+
+    pub const fn zero_point(self) -> i32 {
+        match self {
+            Self::Nib4Sym => 8,
+            Self::Nib5Sym => 16,
+            Self::I6Half => 32,
+            _ => 0,
+        }
+    }
+
+    pub const fn has_half_scales(self) -> bool {
+        matches!(self, Self::I6Half)
+    }
+
+    pub const fn f16_scales(self) -> bool {
+        !matches!(self, Self::Nib4F32 | Self::I6Half)
+    }
+
+    /// Bytes of one stored scale.
+    pub const fn scale_bytes(self) -> usize {
+        if self.f16_scales() {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Offset of the quants (their low nibbles, or the signed 8-bit values) within a group.
+    pub const fn quants_offset(self) -> usize {
+        let sets = if self.stores_offset() || self.has_half_scales() { 2 } else { 1 };
+        sets * ROWS * self.scale_bytes()
+    }
+
     /// Bytes of one group (4 rows × 32 columns).
     pub const fn group_bytes(self) -> usize {
-        match self {
-            Self::Nib4 => 32 + ROWS * 16,
-            Self::Nib5 => 32 + ROWS * 4 + ROWS * 16,
-            Self::I8 => 16 + ROWS * 32,
-            Self::I8Half => 32 + ROWS * 32,
+        self.quants_offset() + ROWS * self.quant_bits() * BLOCK / 8
+    }
+
+    /// Offset of the bits above the low nibbles (5- and 6-bit layouts) within a group.
+    pub const fn high_bits_offset(self) -> usize {
+        self.quants_offset() + ROWS * 16
+    }
+
+    /// Scale `i` of a group (0..4: `d` or `dlo`; 4..8: `m` or `dhi`).
+    pub fn scale(self, group: &[u8], i: usize) -> f32 {
+        let at = i * self.scale_bytes();
+        if self.f16_scales() {
+            f16::from_le_bytes([group[at], group[at + 1]]).to_f32()
+        } else {
+            f32::from_le_bytes(group[at..at + 4].try_into().unwrap())
         }
     }
 
-    /// Offset of the quants (and of the 5th bits for Nib5) within a group.
-    pub const fn quants_offset(self) -> usize {
-        match self {
-            Self::Nib4 | Self::I8Half => 32,
-            Self::Nib5 => 32 + ROWS * 4,
-            Self::I8 => 16,
+    fn put_scale(self, group: &mut [u8], i: usize, v: f32) {
+        let at = i * self.scale_bytes();
+        if self.f16_scales() {
+            let h = f16::from_f32(v);
+            assert!(h.to_f32() == v, "scale {v} does not fit an f16");
+            group[at..at + 2].copy_from_slice(&h.to_le_bytes());
+        } else {
+            group[at..at + 4].copy_from_slice(&v.to_le_bytes());
         }
-    }
-
-    pub const fn is_affine(self) -> bool {
-        matches!(self, Self::Nib4 | Self::Nib5)
     }
 }
 
-/// One decoded block: 32 quants (unsigned for the Nib layouts, signed for I8) and scales.
+/// One decoded block: 32 quants (unsigned, about the layout's zero point, except for
+/// I8) and scales.
 #[derive(Clone, Copy, Default)]
 pub struct Block32 {
     pub q: [i32; BLOCK],
@@ -86,7 +163,7 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
         match dtype {
             GgmlDType::Q4_0 | GgmlDType::Q4_1 => {
                 let d = f16_at(b, 0);
-                let (m, qs) = if dtype == GgmlDType::Q4_0 { (-8.0 * d, &b[2..18]) } else { (f16_at(b, 2), &b[4..20]) };
+                let (m, qs) = if dtype == GgmlDType::Q4_0 { (0.0, &b[2..18]) } else { (f16_at(b, 2), &b[4..20]) };
                 let mut q = [0; BLOCK];
                 for j in 0..16 {
                     q[j] = (qs[j] & 0xF) as i32;
@@ -96,7 +173,7 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
             }
             GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
                 let d = f16_at(b, 0);
-                let (m, rest) = if dtype == GgmlDType::Q5_0 { (-16.0 * d, &b[2..]) } else { (f16_at(b, 2), &b[4..]) };
+                let (m, rest) = if dtype == GgmlDType::Q5_0 { (0.0, &b[2..]) } else { (f16_at(b, 2), &b[4..]) };
                 let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
                 let qs = &rest[4..20];
                 let mut q = [0; BLOCK];
@@ -143,7 +220,7 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
                                 _ => ql[l + 32] >> 4,
                             };
                             let high = (qh[l] >> (2 * which)) & 3;
-                            q[l] = (low | (high << 4)) as i32 - 32;
+                            q[l] = (low | (high << 4)) as i32;
                         }
                         let dlo = d * sc[2 * which] as i8 as f32;
                         let dhi = d * sc[2 * which + 1] as i8 as f32;
@@ -170,39 +247,41 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 pub fn write_group(layout: Layout, blocks: [Option<&Block32>; ROWS], dst: &mut [u8]) {
     let zero = Block32::default();
     let rows: [&Block32; ROWS] = blocks.map(|b| b.unwrap_or(&zero));
-    let put_f32 = |dst: &mut [u8], at: usize, v: f32| dst[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    match layout {
-        Layout::Nib4 | Layout::Nib5 => {
-            for (r, b) in rows.iter().enumerate() {
-                debug_assert_eq!(b.dlo, b.dhi);
-                put_f32(dst, 4 * r, b.dlo);
-                put_f32(dst, 16 + 4 * r, b.m);
-            }
-            let qs_at = layout.quants_offset();
-            for (r, b) in rows.iter().enumerate() {
+    for (r, b) in rows.iter().enumerate() {
+        layout.put_scale(dst, r, b.dlo);
+        if layout.has_half_scales() {
+            layout.put_scale(dst, ROWS + r, b.dhi);
+        } else {
+            debug_assert_eq!(b.dlo, b.dhi);
+        }
+        if layout.stores_offset() {
+            layout.put_scale(dst, ROWS + r, b.m);
+        } else {
+            debug_assert_eq!(b.m, 0.0);
+        }
+    }
+    let qs_at = layout.quants_offset();
+    let hi_at = layout.high_bits_offset();
+    for (r, b) in rows.iter().enumerate() {
+        match layout.quant_bits() {
+            4..=6 => {
                 for j in 0..16 {
                     dst[qs_at + 16 * r + j] = ((b.q[j] & 0xF) | ((b.q[j + 16] & 0xF) << 4)) as u8;
                 }
-                if layout == Layout::Nib5 {
-                    let mut bits = 0u32;
-                    for j in 0..BLOCK {
-                        bits |= (((b.q[j] >> 4) & 1) as u32) << j;
+                if layout.quant_bits() == 5 {
+                    for j in 0..16 {
+                        let (lo, hi) = ((b.q[j] >> 4) & 1, (b.q[j + 16] >> 4) & 1);
+                        let bits = (lo | (hi << 1)) << (2 * r);
+                        dst[hi_at + j] = if r == 0 { bits } else { dst[hi_at + j] as i32 | bits } as u8;
                     }
-                    dst[32 + 4 * r..36 + 4 * r].copy_from_slice(&bits.to_le_bytes());
+                }
+                if layout.quant_bits() == 6 {
+                    for j in 0..8 {
+                        dst[hi_at + 8 * r + j] = (0..4).map(|i| (((b.q[j + 8 * i] >> 4) & 3) << (2 * i)) as u8).sum();
+                    }
                 }
             }
-        }
-        Layout::I8 | Layout::I8Half => {
-            for (r, b) in rows.iter().enumerate() {
-                put_f32(dst, 4 * r, b.dlo);
-                if layout == Layout::I8Half {
-                    put_f32(dst, 16 + 4 * r, b.dhi);
-                } else {
-                    debug_assert_eq!(b.dlo, b.dhi);
-                }
-            }
-            let qs_at = layout.quants_offset();
-            for (r, b) in rows.iter().enumerate() {
+            _ => {
                 for j in 0..BLOCK {
                     dst[qs_at + 32 * r + j] = b.q[j] as i8 as u8;
                 }

@@ -7,7 +7,7 @@
 //! numbers as a fresh prefill).
 use std::cell::RefCell;
 
-use crate::math::exp;
+use crate::math::softmax_in_place;
 
 thread_local! {
     /// One row of scores per thread, reused from query to query.
@@ -55,27 +55,6 @@ fn attend_portable(q: &[f32], scale: f32, at: HeadLayout, runs: impl Fn(&mut dyn
             }
         });
     })
-}
-
-/// `x = softmax(x)`; inlined into each caller so that it vectorizes there.
-#[inline(always)]
-fn softmax_in_place(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut lanes = [0f32; 8];
-    let chunks = x.chunks_exact_mut(8);
-    let mut tail = 0.0;
-    for v in chunks.into_remainder() {
-        *v = exp(*v - max);
-        tail += *v;
-    }
-    for c in x.chunks_exact_mut(8) {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *v = exp(*v - max);
-            *l += *v;
-        }
-    }
-    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
-    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -67,18 +67,45 @@ fn lanes(x: &[f32], add: impl Fn(&mut [f32; 8], &[f32])) -> f32 {
     acc.iter().sum()
 }
 
+/// `x = softmax(x)`. Max and sum run in eight lanes so that they vectorise like
+/// the exp; inlined into each caller so that it is compiled for the caller's CPU features.
+#[inline(always)]
+pub fn softmax_in_place(row: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, &x)| *m = if x > *m { x } else { *m });
+    }
+    let max = lanes.iter().copied().fold(tail, f32::max);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let mut lanes = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(s, &x)| *s += x);
+    }
+    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// The integer nearest `x` (ties to even), for |x| < 2^22: adding 1.5 · 2^23 leaves
+/// it in the float's low mantissa bits. A float-to-int `as` cast saturates instead,
+/// which LLVM does not vectorize (a scalar conversion and NaN check per value).
+#[inline(always)]
+pub fn round_small(x: f32) -> i32 {
+    const ROUND: f32 = 12_582_912.0;
+    (x + ROUND).to_bits() as i32 - ROUND.to_bits() as i32
+}
+
 /// e^x (Cephes' single-precision polynomial, about 1 ulp). Below -87 it is 0;
 /// above 88 it stays at e^88 instead of overflowing.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let underflows = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + ROUND;
-    let n = t - ROUND;
-    // n as an integer, read from t's low mantissa bits: `n as i32` is a saturating
-    // cast, which does not vectorize (8 scalar conversions with NaN checks per vector).
-    let exponent = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    let exponent = round_small(x * std::f32::consts::LOG2_E);
+    let n = exponent as f32;
     // x - n·ln2, with ln2 split in two so the low bits survive (Cody–Waite).
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4;

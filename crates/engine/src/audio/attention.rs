@@ -11,7 +11,7 @@
 //! all it costs: 1500 audio positions are 3 MB of cross-attention K/V a layer
 //! in f16 (see [`Value`]), kept head by head so that each task reads one
 //! contiguous run.
-use crate::math::{exp, simd_fn};
+use crate::math::{self, simd_fn};
 use super::gemv;
 use half::{f16, slice::HalfFloatSliceExt};
 use crate::linalg::kernel::{self, Start, MR, NR};
@@ -268,7 +268,7 @@ simd_fn! {
     /// `scores[j] = q · rows[j]`, rows `row` apart.
     fn score_rows(q: &[f32], rows: &[f32], row: usize, scores: &mut [f32]) {
         for (j, s) in scores.iter_mut().enumerate() {
-            *s = dot(q, &rows[j * row..][..q.len()]);
+            *s = math::dot(q, &rows[j * row..][..q.len()]);
         }
     }
 }
@@ -283,17 +283,6 @@ simd_fn! {
     }
 }
 
-/// In eight lanes, so that it vectorises.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        lanes.iter_mut().zip(x.iter().zip(y)).for_each(|(s, (x, y))| *s += x * y);
-    }
-    let tail: f32 = a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
-}
-
 type Softmax = unsafe fn(&mut [f32]);
 
 fn softmax_fn() -> Softmax {
@@ -303,35 +292,17 @@ fn softmax_fn() -> Softmax {
             return softmax_avx2;
         }
     }
-    softmax_into
+    softmax_portable
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn softmax_avx2(row: &mut [f32]) {
-    softmax_into(row)
+    math::softmax_in_place(row)
 }
 
-/// Softmax of `row`, in place. Max and sum run in eight lanes so they vectorise
-/// like the exp.
-#[inline(always)]
-unsafe fn softmax_into(row: &mut [f32]) {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for c in chunks {
-        lanes.iter_mut().zip(c).for_each(|(m, &x)| *m = if x > *m { x } else { *m });
-    }
-    let max = lanes.iter().copied().fold(tail, f32::max);
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
-    let mut lanes = [0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        lanes.iter_mut().zip(c).for_each(|(s, &x)| *s += x);
-    }
-    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
-    row.iter_mut().for_each(|x| *x *= inv);
+unsafe fn softmax_portable(row: &mut [f32]) {
+    math::softmax_in_place(row)
 }
 
 #[cfg(test)]

@@ -37,11 +37,7 @@ fn quantize_row_body(x: &[f32], out: &mut [ActBlock]) {
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in ob.q.iter_mut().zip(xb) {
-            // Rounded to nearest (ties to even) by adding 1.5 · 2^23, and read back
-            // from the mantissa: a float-to-int `as` cast saturates, which does not
-            // vectorize (32 scalar conversions per block).
-            const ROUND: f32 = 12_582_912.0;
-            *q = ((v * id + ROUND).to_bits() as i32 - ROUND.to_bits() as i32) as i8;
+            *q = crate::math::round_small(v * id) as i8;
             sum += *q as i32;
         }
         ob.d = d;

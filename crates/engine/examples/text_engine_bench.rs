@@ -2,7 +2,8 @@
 //! straight through `Model`. Prints a markdown section (bench/text.sh appends it to
 //! BENCHMARKS.md).
 //!
-//! `cargo run --release -p hearth-engine --example text_engine_bench -- MODEL.gguf`
+//! `cargo run --release -p hearth-engine --example text_engine_bench -- MODEL.gguf [prefill]`
+//! (`prefill`: only the prefill row, best of 10, for comparing kernel changes)
 use candle_core::quantized::gguf_file;
 use hearth_engine::text::load_model;
 use std::time::Instant;
@@ -20,14 +21,19 @@ fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     // Prefill 512 tokens (best of 3).
+    let prefill_only = std::env::args().nth(2).as_deref() == Some("prefill");
     let mut best = f64::MAX;
-    for _ in 0..3 {
+    for _ in 0..if prefill_only { 10 } else { 3 } {
         let mut cache = model.new_cache(2048)?;
         let t = Instant::now();
         model.prefill(&prompt, &mut cache, false)?;
         best = best.min(t.elapsed().as_secs_f64());
     }
     rows.push(("prefill 512 tok/s".to_string(), 512.0 / best));
+    if prefill_only {
+        println!("{name}: prefill 512 tok/s {:.1}", 512.0 / best);
+        return Ok(());
+    }
 
     // Single-sequence decode, at empty context and after 512 tokens.
     for ctx in [0usize, 512] {

@@ -59,7 +59,11 @@ pub fn best_kernel() -> GroupKernel {
     scalar_group_dot
 }
 
-/// Portable reference over the packed layout (integer sums per half block, like the SIMD one).
+/// Portable reference over the packed layout. It and the SIMD kernels (this file's and
+/// tile.rs's) compute each output with the same operations, so they agree exactly: per
+/// block, the exact integer sum `P` of `(q - z) x` (per half block where the layout has
+/// half-block scales), then `acc = fma(P, d * dx, acc)` (each half in turn), then, for
+/// layouts with an offset, `acc = fma(m, s, acc)`.
 pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
     let gb = layout.group_bytes();
     let group = std::slice::from_raw_parts(w, nb * gb);
@@ -87,22 +91,28 @@ pub unsafe fn scalar_group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[A
                     lo += q(j) * xb.q[j] as i32;
                     hi += q(j + 16) * xb.q[j + 16] as i32;
                 }
-                let dlo = layout.scale(g, r);
-                let dhi = if layout.has_half_scales() { layout.scale(g, ROWS + r) } else { dlo };
-                let m = if layout.stores_offset() { layout.scale(g, ROWS + r) } else { 0.0 };
-                *acc += dlo * xb.d * lo as f32 + dhi * xb.d * hi as f32 + m * xb.s;
+                let d = layout.scale(g, r);
+                if layout.has_half_scales() {
+                    *acc = (lo as f32).mul_add(d * xb.d, *acc);
+                    *acc = (hi as f32).mul_add(layout.scale(g, ROWS + r) * xb.d, *acc);
+                } else {
+                    *acc = ((lo + hi) as f32).mul_add(d * xb.d, *acc);
+                    if layout.stores_offset() {
+                        *acc = layout.scale(g, ROWS + r).mul_add(xb.s, *acc);
+                    }
+                }
             }
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use super::{ActBlock, Layout, ROWS};
     use std::arch::x86_64::*;
 
     /// Layouts as const-generic parameters.
-    const fn layout_of(l: u8) -> Layout {
+    pub(crate) const fn layout_of(l: u8) -> Layout {
         match l {
             0 => Layout::Nib4Sym,
             1 => Layout::Nib4,
@@ -114,7 +124,7 @@ mod avx2 {
         }
     }
 
-    const fn code_of(layout: Layout) -> u8 {
+    pub(crate) const fn code_of(layout: Layout) -> u8 {
         match layout {
             Layout::Nib4Sym => 0,
             Layout::Nib4 => 1,
@@ -170,7 +180,7 @@ mod avx2 {
     /// the high lane for column j + 16: row r's bit is bit 2r of each byte.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn fifth_bit_planes<const L: u8>(g: *const u8) -> __m256i {
+    pub(crate) unsafe fn fifth_bit_planes<const L: u8>(g: *const u8) -> __m256i {
         if layout_of(L).quant_bits() != 5 {
             return _mm256_setzero_si256();
         }
@@ -181,7 +191,7 @@ mod avx2 {
     /// The 32 quants of row `r` of the group at `g`, in column order (before the zero point).
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn quants<const L: u8>(g: *const u8, r: usize, fifth_bits: __m256i) -> __m256i {
+    pub(crate) unsafe fn quants<const L: u8>(g: *const u8, r: usize, fifth_bits: __m256i) -> __m256i {
         let layout = layout_of(L);
         let qs = g.add(layout.quants_offset());
         if !layout.unsigned_quants() {
@@ -217,7 +227,7 @@ mod avx2 {
     /// Scale set `set` (0: `d`/`dlo`, 1: `m`/`dhi`) of the 4 rows of the group at `g`.
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn scale_set<const L: u8>(g: *const u8, set: usize) -> __m128 {
+    pub(crate) unsafe fn scale_set<const L: u8>(g: *const u8, set: usize) -> __m128 {
         let layout = layout_of(L);
         let p = g.add(set * ROWS * layout.scale_bytes());
         if layout.f16_scales() {
@@ -244,8 +254,7 @@ mod avx2 {
         let zero = _mm256_set1_epi8(layout.zero_point() as i8);
         let gb = layout.group_bytes();
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); NX];
-        let mut macc = [_mm_setzero_ps(); NX];
+        let mut acc = [_mm_setzero_ps(); NX];
         let xp: [*const ActBlock; NX] = std::array::from_fn(|i| x[i].as_ptr());
         for b in 0..nb {
             let g = w.add(b * gb);
@@ -253,10 +262,8 @@ mod avx2 {
                 // A hint only: past the end of the weights it reads nothing.
                 _mm_prefetch::<_MM_HINT_T0>(g.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
             }
-            // Lanes 0..4 scale the first half blocks of rows 0..4, lanes 4..8 the second.
             let d = scale_set::<L>(g, 0);
-            let sc = if layout.has_half_scales() { _mm256_set_m128(scale_set::<L>(g, 1), d) } else { _mm256_set_m128(d, d) };
-            let mins = if layout.stores_offset() { scale_set::<L>(g, 1) } else { _mm_setzero_ps() };
+            let second = if layout.has_half_scales() || layout.stores_offset() { scale_set::<L>(g, 1) } else { d };
             let fifth_bits = fifth_bit_planes::<L>(g);
             let q: [__m256i; ROWS] = std::array::from_fn(|r| quants::<L>(g, r, fifth_bits));
             // Signed quants: |q| against x carrying q's sign (maddubs wants an unsigned side).
@@ -281,19 +288,21 @@ mod avx2 {
                 });
                 // [r0 r1 r2 r3] sums of the first half in the low lane, second half in the high.
                 let s = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-                let dx = _mm256_mul_ps(sc, _mm256_set1_ps(xb.d));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dx, acc[i]);
-                if layout.stores_offset() {
-                    macc[i] = _mm_fmadd_ps(mins, _mm_set1_ps(xb.s), macc[i]);
+                let (lo, hi) = (_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                let dx = _mm_set1_ps(xb.d);
+                if layout.has_half_scales() {
+                    acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(d, dx), acc[i]);
+                    acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(second, dx), acc[i]);
+                } else {
+                    acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(d, dx), acc[i]);
+                    if layout.stores_offset() {
+                        acc[i] = _mm_fmadd_ps(second, _mm_set1_ps(xb.s), acc[i]);
+                    }
                 }
             }
         }
         for i in 0..NX {
-            let sum = _mm_add_ps(
-                _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1)),
-                macc[i],
-            );
-            _mm_storeu_ps(out[i].as_mut_ptr(), sum);
+            _mm_storeu_ps(out[i].as_mut_ptr(), acc[i]);
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Our own quantized matmul: weights repacked at load into 4-row interleaved groups
 //! (pack.rs), activations quantized once per matmul to Q8 blocks, int8 dot products
-//! (kernels.rs) spread over the rayon pool (whose idle workers sleep, not spin).
+//! (kernels.rs) spread over the rayon pool (whose idle workers sleep, not spin). With
+//! many activation rows (prefill), weight tiles are converted for an int8 GEMM (tile.rs).
 mod kernels;
 mod pack;
+#[cfg(target_arch = "x86_64")]
+mod tile;
 
 use candle_core::quantized::QTensor;
 use candle_core::{bail, Result};
@@ -20,7 +23,13 @@ pub struct PackedWeight {
     /// `n.div_ceil(4)` groups of rows, each `k / 32` blocks of `layout.group_bytes()`.
     data: Vec<u8>,
     kernel: GroupKernel,
+    /// Whether products of [`TILE_MIN_ROWS`] rows or more take the tile GEMM.
+    tile: bool,
 }
+
+/// Activation rows from which a product takes the tile GEMM: converting a weight tile
+/// costs about as much as a few rows' worth of dot products.
+const TILE_MIN_ROWS: usize = 16;
 
 /// Weight groups handled per rayon task: small enough to balance two threads (or one,
 /// when another process takes a core), large enough to amortise the task.
@@ -63,7 +72,11 @@ impl PackedWeight {
                 pack::write_group(layout, std::array::from_fn(|r| rows[r].get(b)), dst);
             }
         }
-        Ok(Self { layout, n, k, data, kernel: kernels::best_kernel() })
+        #[cfg(target_arch = "x86_64")]
+        let tile = tile::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let tile = false;
+        Ok(Self { layout, n, k, data, kernel: kernels::best_kernel(), tile })
     }
 
     pub fn out_features(&self) -> usize {
@@ -98,13 +111,18 @@ impl PackedWeight {
             acts.chunks_mut(nb).zip(x.chunks(k)).for_each(|(a, x)| quantize_row(x, a));
         }
         let rows: Vec<&[ActBlock]> = acts.chunks(nb).collect();
+        let y_ptrs: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+        #[cfg(target_arch = "x86_64")]
+        if m >= TILE_MIN_ROWS && ws.iter().all(|w| w.tile) {
+            tile::matmul_many(ws, &rows, &y_ptrs);
+            return Ok(());
+        }
         // (weight, first group) of every task.
         let tasks: Vec<(usize, usize)> = ws
             .iter()
             .enumerate()
             .flat_map(|(i, w)| (0..w.n.div_ceil(ROWS)).step_by(GROUPS_PER_TASK).map(move |g| (i, g)))
             .collect();
-        let y_ptrs: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
         let run = |&(i, g0): &(usize, usize)| {
             let (w, y_ptr) = (ws[i], &y_ptrs[i]);
             let n = w.n;

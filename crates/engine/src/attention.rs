@@ -1,18 +1,24 @@
-//! Attention of one query row against one head's keys and values, read where they
-//! lie: in the text engine's KV cache (which may hold them in several runs, see
-//! text/model/cache.rs) or in BERT's gathered rows (embed/ops.rs). Three
-//! passes over one row of scores: the scores, their softmax, the weighted sum of the
+//! Attention of query rows against one head's keys and values, read where they lie:
+//! in the text engine's KV cache (which may hold them in several runs, see
+//! text/model/cache.rs) or in BERT's gathered rows (embed/ops.rs). Three passes over
+//! each query's row of scores: the scores, their softmax, the weighted sum of the
 //! values. Each step is indexed by key position alone, so the result does not depend
 //! on how the positions are split into runs (a reused prompt prefix gives the same
-//! numbers as a fresh prefill).
+//! numbers as a fresh prefill), nor on which other queries it is computed with: the
+//! queries that share a key/value head (grouped-query attention) go together only so
+//! that each block of keys and values is read from memory once for all of them.
 use std::cell::RefCell;
 
 use crate::math::softmax_in_place;
 
 thread_local! {
-    /// One row of scores per thread, reused from query to query.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One row of scores per query, reused from call to call.
+    static SCORES: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Keys whose values are summed into every query's output before the next keys are
+/// read (their values stay in L1 meanwhile).
+const VALUE_BLOCK: usize = 32;
 
 /// Where one head's vectors lie in runs of cache rows: position `j`'s key (and value)
 /// is `keys[j * stride + offset..][..head_dim]`.
@@ -22,35 +28,63 @@ pub struct HeadLayout {
     pub stride: usize,
 }
 
-/// `out = softmax(scale · K q) · V` for one query row `q`. `runs(f)` must call
-/// `f(keys, values)` for each run of positions in order (the same runs each time: it
-/// is called twice) and give at least one position.
-pub fn attend(q: &[f32], scale: f32, at: HeadLayout, runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])), out: &mut [f32]) {
+/// `out_i = softmax(scale · K q_i) · V` for the query rows `q_i` of `queries` (rows of
+/// `hd`), into the rows of `out`. `runs(f)` must call `f(keys, values)` for each run of
+/// positions in order (the same runs each time: it is called twice) and give at least
+/// one position.
+pub fn attend(
+    queries: &[f32],
+    hd: usize,
+    scale: f32,
+    at: HeadLayout,
+    runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
+    out: &mut [f32],
+) {
+    assert_eq!(queries.len(), out.len(), "one output row per query row");
     #[cfg(target_arch = "x86_64")]
-    if q.len().is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if hd.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, and the head size is a multiple of 8.
-        return unsafe { avx2::attend(q, scale, at, runs, out) };
+        return unsafe { avx2::attend(queries, hd, scale, at, runs, out) };
     }
-    attend_portable(q, scale, at, runs, out)
+    attend_portable(queries, hd, scale, at, runs, out)
+}
+
+/// Rows of scores for `n` queries, emptied.
+fn score_rows(scores: &mut Vec<Vec<f32>>, n: usize) -> &mut [Vec<f32>] {
+    if scores.len() < n {
+        scores.resize_with(n, Vec::new);
+    }
+    scores[..n].iter_mut().for_each(Vec::clear);
+    &mut scores[..n]
 }
 
 /// The same three passes in plain Rust (the reference the SIMD version is tested on).
-fn attend_portable(q: &[f32], scale: f32, at: HeadLayout, runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])), out: &mut [f32]) {
-    let hd = q.len();
+fn attend_portable(
+    queries: &[f32],
+    hd: usize,
+    scale: f32,
+    at: HeadLayout,
+    runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
+    out: &mut [f32],
+) {
     SCORES.with_borrow_mut(|scores| {
-        scores.clear();
+        let scores = score_rows(scores, queries.len() / hd);
         runs(&mut |keys, _| {
             for k in keys.chunks_exact(at.stride) {
-                scores.push(crate::math::dot(q, &k[at.offset..at.offset + hd]) * scale);
+                for (q, row) in queries.chunks_exact(hd).zip(scores.iter_mut()) {
+                    row.push(crate::math::dot(q, &k[at.offset..at.offset + hd]) * scale);
+                }
             }
         });
-        softmax_in_place(scores);
+        scores.iter_mut().for_each(|row| softmax_in_place(row));
         out.fill(0.0);
         let mut j = 0;
         runs(&mut |_, values| {
             for v in values.chunks_exact(at.stride) {
-                let p = scores[j];
-                out.iter_mut().zip(&v[at.offset..at.offset + hd]).for_each(|(o, v)| *o += p * v);
+                for (o, row) in out.chunks_exact_mut(hd).zip(scores.iter()) {
+                    let p = row[j];
+                    o.iter_mut().zip(&v[at.offset..at.offset + hd]).for_each(|(o, v)| *o += p * v);
+                }
                 j += 1;
             }
         });
@@ -59,7 +93,7 @@ fn attend_portable(q: &[f32], scale: f32, at: HeadLayout, runs: impl Fn(&mut dyn
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{softmax_in_place, HeadLayout, SCORES};
+    use super::{score_rows, softmax_in_place, HeadLayout, SCORES, VALUE_BLOCK};
     use std::arch::x86_64::*;
 
     /// Eight horizontal sums, one per accumulator, as one vector.
@@ -89,58 +123,61 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend(
-        q: &[f32],
+        queries: &[f32],
+        hd: usize,
         scale: f32,
         at: HeadLayout,
         runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
         out: &mut [f32],
     ) {
-        let hd = q.len();
         let vscale = _mm256_set1_ps(scale);
         SCORES.with_borrow_mut(|scores| {
-            scores.clear();
+            let scores = score_rows(scores, queries.len() / hd);
             runs(&mut |keys, _| {
                 let n = keys.len() / at.stride;
                 let k0 = keys.as_ptr().add(at.offset);
-                let mut j = 0;
-                let mut put = |v: __m256, count: usize| {
+                let put = |row: &mut Vec<f32>, v: __m256, count: usize| {
                     let mut lanes = [0f32; 8];
                     _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(v, vscale));
-                    scores.extend_from_slice(&lanes[..count]);
+                    row.extend_from_slice(&lanes[..count]);
                 };
-                while j + 8 <= n {
-                    put(scores8(q.as_ptr(), |i| k0.add((j + i) * at.stride), hd), 8);
-                    j += 8;
-                }
-                if j < n {
-                    // The last few keys, padded to 8 by repeating the last one: the
+                for j in (0..n).step_by(8) {
+                    // The last few keys are padded to 8 by repeating the last one: the
                     // same arithmetic per key, and the extra scores are dropped.
-                    put(scores8(q.as_ptr(), |i| k0.add((j + i).min(n - 1) * at.stride), hd), n - j);
+                    let key = |i: usize| k0.add((j + i).min(n - 1) * at.stride);
+                    for (q, row) in queries.chunks_exact(hd).zip(scores.iter_mut()) {
+                        put(row, scores8(q.as_ptr(), key, hd), (n - j).min(8));
+                    }
                 }
             });
-            softmax_in_place(scores);
+            scores.iter_mut().for_each(|row| softmax_in_place(row));
             out.fill(0.0);
             let mut j = 0;
             runs(&mut |_, values| {
                 let n = values.len() / at.stride;
                 let v0 = values.as_ptr().add(at.offset);
-                // out += Σ p_j · v_j, 64 output values (8 registers) at a time.
-                for c0 in (0..hd).step_by(64) {
-                    let width = (hd - c0).min(64) / 8;
-                    let o = out.as_mut_ptr().add(c0);
-                    let mut acc = [_mm256_setzero_ps(); 8];
-                    for (a, i) in acc.iter_mut().zip(0..width) {
-                        *a = _mm256_loadu_ps(o.add(8 * i));
-                    }
-                    for (jj, &p) in scores[j..j + n].iter().enumerate() {
-                        let pv = _mm256_set1_ps(p);
-                        let v = v0.add(jj * at.stride + c0);
-                        for (a, i) in acc.iter_mut().zip(0..width) {
-                            *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * i)), *a);
+                for b in (0..n).step_by(VALUE_BLOCK) {
+                    let keys = b..(b + VALUE_BLOCK).min(n);
+                    for (o, row) in out.chunks_exact_mut(hd).zip(scores.iter()) {
+                        // o += Σ p_j · v_j, 64 output values (8 registers) at a time.
+                        for c0 in (0..hd).step_by(64) {
+                            let width = (hd - c0).min(64) / 8;
+                            let o = o.as_mut_ptr().add(c0);
+                            let mut acc = [_mm256_setzero_ps(); 8];
+                            for (a, i) in acc.iter_mut().zip(0..width) {
+                                *a = _mm256_loadu_ps(o.add(8 * i));
+                            }
+                            for jj in keys.clone() {
+                                let pv = _mm256_set1_ps(row[j + jj]);
+                                let v = v0.add(jj * at.stride + c0);
+                                for (a, i) in acc.iter_mut().zip(0..width) {
+                                    *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * i)), *a);
+                                }
+                            }
+                            for (a, i) in acc.iter().zip(0..width) {
+                                _mm256_storeu_ps(o.add(8 * i), *a);
+                            }
                         }
-                    }
-                    for (a, i) in acc.iter().zip(0..width) {
-                        _mm256_storeu_ps(o.add(8 * i), *a);
                     }
                 }
                 j += n;
@@ -181,19 +218,19 @@ mod tests {
             .collect()
     }
 
-    /// Attention of `q` over rows of 3 heads (the middle one is the query's), fed in runs
-    /// of `split` positions, SIMD or portable.
-    fn strided(q: &[f32], k: &[f32], v: &[f32], split: usize, simd: bool) -> Vec<f32> {
-        let (hd, stride) = (q.len(), 3 * q.len());
+    /// Attention of the queries `q` (rows of `hd`) over rows of 3 heads (the middle one is
+    /// the queries'), fed in runs of `split` positions, SIMD or portable.
+    fn strided(q: &[f32], hd: usize, k: &[f32], v: &[f32], split: usize, simd: bool) -> Vec<f32> {
+        let stride = 3 * hd;
         let at = HeadLayout { offset: hd, stride };
         let runs = |f: &mut dyn FnMut(&[f32], &[f32])| {
             k.chunks(split * stride).zip(v.chunks(split * stride)).for_each(|(k, v)| f(k, v))
         };
-        let mut out = vec![9.0; hd];
+        let mut out = vec![9.0; q.len()];
         if simd {
-            attend(q, 0.3, at, runs, &mut out);
+            attend(q, hd, 0.3, at, runs, &mut out);
         } else {
-            attend_portable(q, 0.3, at, runs, &mut out);
+            attend_portable(q, hd, 0.3, at, runs, &mut out);
         }
         out
     }
@@ -209,14 +246,32 @@ mod tests {
                 let head = |x: &[f32]| -> Vec<f32> { x.chunks(3 * hd).flat_map(|r| r[hd..2 * hd].to_vec()).collect() };
                 let want = reference(&q, &head(&k3), &head(&v3), 0.3);
                 for simd in [true, false] {
-                    let whole = strided(&q, &k3, &v3, n, simd);
+                    let whole = strided(&q, hd, &k3, &v3, n, simd);
                     for (g, w) in whole.iter().zip(&want) {
                         assert!((g - w).abs() < 1e-5, "hd {hd}, {n} keys: {g} vs {w}");
                     }
                     // Bit for bit the same however the positions are split into runs.
                     for split in [1, 5, 64] {
-                        assert_eq!(strided(&q, &k3, &v3, split, simd), whole, "hd {hd}, {n} keys in runs of {split}");
+                        assert_eq!(strided(&q, hd, &k3, &v3, split, simd), whole, "hd {hd}, {n} keys in runs of {split}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn queries_together_match_queries_alone() {
+        // Grouped-query attention: several queries of one key/value head at once give,
+        // bit for bit, what each gives alone.
+        for (hd, n) in [(64usize, 77usize), (32, 300), (12, 9)] {
+            let queries = fill(5 * hd, 4);
+            let (k3, v3) = (fill(3 * n * hd, 5), fill(3 * n * hd, 6));
+            for simd in [true, false] {
+                for split in [n, 40] {
+                    let together = strided(&queries, hd, &k3, &v3, split, simd);
+                    let alone: Vec<f32> =
+                        queries.chunks(hd).flat_map(|q| strided(q, hd, &k3, &v3, split, simd)).collect();
+                    assert_eq!(together, alone, "hd {hd}, {n} keys, runs of {split}, simd {simd}");
                 }
             }
         }

@@ -78,7 +78,7 @@ pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, hea
                 // SAFETY: in bounds (checked above), and each task writes only its
                 // head's columns of its sequence's rows.
                 let o = unsafe { std::slice::from_raw_parts_mut(out.0.add((start + i) * hidden + h * head_dim), head_dim) };
-                attend(row(i, 0), scale, at, |f| f(keys, values), o);
+                attend(row(i, 0), head_dim, scale, at, |f| f(keys, values), o);
             }
         });
     });

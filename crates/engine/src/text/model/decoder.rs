@@ -238,7 +238,8 @@ impl Decoder {
 
     /// Causal (optionally sliding-window) attention of the new rows of every sequence
     /// against its cache (which already holds them). `q`: rows of `n_head * head_dim`;
-    /// writes `out` in the same shape. Work is split over (sequence, head, run of rows).
+    /// writes `out` in the same shape. Work is split over (sequence, key/value head, run
+    /// of rows); the query heads that share a key/value head are computed together.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -257,14 +258,15 @@ impl Decoder {
         // Rows per task: a few dozen tasks per layer, so the pool's threads balance
         // (also when another process takes a core), each long enough to amortise itself.
         let total_rows: usize = counts.iter().sum();
-        let rows_per_task = (total_rows * nh / 48).clamp(1, 32);
-        // (sequence, first row in `q`, its position, rows) for every task, per head.
+        let nkv = hp.n_head_kv;
+        let rows_per_task = (total_rows * nkv / 48).clamp(1, 32);
+        // (sequence, key/value head, first row in `q`, its position, rows) for every task.
         let mut tasks = Vec::new();
         let mut row = 0;
         let mut work = 0;
         for (s, &n) in counts.iter().enumerate() {
             let start = caches[s].len();
-            for h in 0..nh {
+            for h in 0..nkv {
                 for t0 in (0..n).step_by(rows_per_task) {
                     tasks.push((s, h, row + t0, start + t0, rows_per_task.min(n - t0)));
                 }
@@ -272,24 +274,26 @@ impl Decoder {
             work += n * (start + n) * nh;
             row += n;
         }
-        // Each task writes its rows of one head into its own piece of `heads_out`.
+        // Each task writes its rows of its heads into its own piece of `heads_out`.
+        let span = group * hd;
         heads_out.clear();
         heads_out.resize(q.len(), 0.0);
         let mut pieces = Vec::with_capacity(tasks.len());
         let mut rest = heads_out.as_mut_slice();
         for &(.., rows) in &tasks {
-            let (piece, tail) = rest.split_at_mut(rows * hd);
+            let (piece, tail) = rest.split_at_mut(rows * span);
             pieces.push(piece);
             rest = tail;
         }
-        let kv_width = hp.n_head_kv * hd;
+        let kv_width = nkv * hd;
         let run = |(&(s, h, row0, pos0, rows), piece): (&(usize, usize, usize, usize, usize), &mut &mut [f32])| {
+            let at = attention::HeadLayout { offset: h * hd, stride: kv_width };
             for t in 0..rows {
                 let keys = visible_keys(pos0 + t, window);
-                let qv = &q[(row0 + t) * width + h * hd..][..hd];
-                let at = attention::HeadLayout { offset: h / group * hd, stride: kv_width };
+                // The query heads of key/value head h lie side by side.
+                let qs = &q[(row0 + t) * width + h * span..][..span];
                 let runs = |f: &mut dyn FnMut(&[f32], &[f32])| caches[s].runs(il, keys.start, keys.end, f);
-                attention::attend(qv, hp.attn_scale, at, runs, &mut piece[t * hd..(t + 1) * hd]);
+                attention::attend(qs, hd, hp.attn_scale, at, runs, &mut piece[t * span..(t + 1) * span]);
             }
         };
         // Small problems (a decode step at short context) are not worth a trip through the pool.
@@ -300,7 +304,7 @@ impl Decoder {
         }
         for (&(_, h, row0, _, rows), piece) in tasks.iter().zip(&pieces) {
             for t in 0..rows {
-                out[(row0 + t) * width + h * hd..][..hd].copy_from_slice(&piece[t * hd..(t + 1) * hd]);
+                out[(row0 + t) * width + h * span..][..span].copy_from_slice(&piece[t * span..(t + 1) * span]);
             }
         }
     }

@@ -121,6 +121,23 @@ mod avx2 {
         hsum8(acc)
     }
 
+    /// `o[..8W] += Σ_j p[j] · v_j[..8W]`, the value of key j at `v + j * stride`; `W`
+    /// registers accumulate (a constant, so the loop over them unrolls).
+    #[inline(always)]
+    unsafe fn weighted_sum<const W: usize>(o: *mut f32, v: *const f32, stride: usize, p: &[f32]) {
+        let mut acc: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
+        for (j, &p) in p.iter().enumerate() {
+            let pv = _mm256_set1_ps(p);
+            let v = v.add(j * stride);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * i)), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.add(8 * i), *a);
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend(
         queries: &[f32],
@@ -161,21 +178,17 @@ mod avx2 {
                     for (o, row) in out.chunks_exact_mut(hd).zip(scores.iter()) {
                         // o += Σ p_j · v_j, 64 output values (8 registers) at a time.
                         for c0 in (0..hd).step_by(64) {
-                            let width = (hd - c0).min(64) / 8;
-                            let o = o.as_mut_ptr().add(c0);
-                            let mut acc = [_mm256_setzero_ps(); 8];
-                            for (a, i) in acc.iter_mut().zip(0..width) {
-                                *a = _mm256_loadu_ps(o.add(8 * i));
-                            }
-                            for jj in keys.clone() {
-                                let pv = _mm256_set1_ps(row[j + jj]);
-                                let v = v0.add(jj * at.stride + c0);
-                                for (a, i) in acc.iter_mut().zip(0..width) {
-                                    *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * i)), *a);
-                                }
-                            }
-                            for (a, i) in acc.iter().zip(0..width) {
-                                _mm256_storeu_ps(o.add(8 * i), *a);
+                            let v = v0.add(keys.start * at.stride + c0);
+                            let (o, p) = (o.as_mut_ptr().add(c0), &row[j + keys.start..j + keys.end]);
+                            match (hd - c0).min(64) / 8 {
+                                8 => weighted_sum::<8>(o, v, at.stride, p),
+                                7 => weighted_sum::<7>(o, v, at.stride, p),
+                                6 => weighted_sum::<6>(o, v, at.stride, p),
+                                5 => weighted_sum::<5>(o, v, at.stride, p),
+                                4 => weighted_sum::<4>(o, v, at.stride, p),
+                                3 => weighted_sum::<3>(o, v, at.stride, p),
+                                2 => weighted_sum::<2>(o, v, at.stride, p),
+                                _ => weighted_sum::<1>(o, v, at.stride, p),
                             }
                         }
                     }

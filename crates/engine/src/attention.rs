@@ -8,6 +8,7 @@
 //! queries that share a key/value head (grouped-query attention) go together only so
 //! that each block of keys and values is read from memory once for all of them.
 use std::cell::RefCell;
+use std::ops::Range;
 
 use crate::math::softmax_in_place;
 
@@ -28,25 +29,40 @@ pub struct HeadLayout {
     pub stride: usize,
 }
 
-/// `out_i = softmax(scale · K q_i) · V` for the query rows `q_i` of `queries` (rows of
-/// `hd`), into the rows of `out`. `runs(f)` must call `f(keys, values)` for each run of
-/// positions in order (the same runs each time: it is called twice) and give at least
-/// one position.
+/// `out_i = softmax(scale · K q_i) · V` over the keys of `ranges[i]`, for the query rows
+/// `q_i` of `queries` (rows of `hd`), into the rows of `out`. `runs(f)` must call
+/// `f(keys, values)` for each run of positions in order (the same runs each time: it is
+/// called twice); `ranges` count positions from the first one it gives, and none is
+/// empty. Queries whose ranges overlap (a prompt's positions against one head) share
+/// each block of keys and values while it is in L1.
 pub fn attend(
     queries: &[f32],
     hd: usize,
+    ranges: &[Range<usize>],
     scale: f32,
     at: HeadLayout,
     runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
     out: &mut [f32],
 ) {
     assert_eq!(queries.len(), out.len(), "one output row per query row");
+    assert_eq!(queries.len(), ranges.len() * hd, "one key range per query row");
+    assert!(ranges.iter().all(|r| !r.is_empty()), "every query attends to a key");
     #[cfg(target_arch = "x86_64")]
     if hd.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, and the head size is a multiple of 8.
-        return unsafe { avx2::attend(queries, hd, scale, at, runs, out) };
+        return unsafe { avx2::attend(queries, hd, ranges, scale, at, runs, out) };
     }
-    attend_portable(queries, hd, scale, at, runs, out)
+    attend_portable(queries, hd, ranges, scale, at, runs, out)
+}
+
+/// The part of `range` within a run of `n` positions from `pos`, counted from `pos`.
+fn within(range: &Range<usize>, pos: usize, n: usize) -> Range<usize> {
+    let (lo, hi) = (range.start.max(pos), range.end.min(pos + n));
+    if lo < hi {
+        lo - pos..hi - pos
+    } else {
+        0..0
+    }
 }
 
 /// Rows of scores for `n` queries, emptied.
@@ -62,38 +78,44 @@ fn score_rows(scores: &mut Vec<Vec<f32>>, n: usize) -> &mut [Vec<f32>] {
 fn attend_portable(
     queries: &[f32],
     hd: usize,
+    ranges: &[Range<usize>],
     scale: f32,
     at: HeadLayout,
     runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
     out: &mut [f32],
 ) {
     SCORES.with_borrow_mut(|scores| {
-        let scores = score_rows(scores, queries.len() / hd);
+        let scores = score_rows(scores, ranges.len());
+        let mut pos = 0;
         runs(&mut |keys, _| {
-            for k in keys.chunks_exact(at.stride) {
-                for (q, row) in queries.chunks_exact(hd).zip(scores.iter_mut()) {
+            let n = keys.len() / at.stride;
+            for ((q, row), range) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(ranges) {
+                for k in keys.chunks_exact(at.stride).take(within(range, pos, n).end).skip(within(range, pos, n).start) {
                     row.push(crate::math::dot(q, &k[at.offset..at.offset + hd]) * scale);
                 }
             }
+            pos += n;
         });
         scores.iter_mut().for_each(|row| softmax_in_place(row));
         out.fill(0.0);
-        let mut j = 0;
+        let mut pos = 0;
         runs(&mut |_, values| {
-            for v in values.chunks_exact(at.stride) {
-                for (o, row) in out.chunks_exact_mut(hd).zip(scores.iter()) {
-                    let p = row[j];
-                    o.iter_mut().zip(&v[at.offset..at.offset + hd]).for_each(|(o, v)| *o += p * v);
+            let n = values.len() / at.stride;
+            for ((o, row), range) in out.chunks_exact_mut(hd).zip(scores.iter()).zip(ranges) {
+                let mine = within(range, pos, n);
+                for j in mine {
+                    let (p, v) = (row[pos + j - range.start], &values[j * at.stride + at.offset..][..hd]);
+                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
                 }
-                j += 1;
             }
+            pos += n;
         });
     })
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{score_rows, softmax_in_place, HeadLayout, SCORES, VALUE_BLOCK};
+    use super::{score_rows, softmax_in_place, within, HeadLayout, Range, SCORES, VALUE_BLOCK};
     use std::arch::x86_64::*;
 
     /// Eight horizontal sums, one per accumulator, as one vector.
@@ -142,6 +164,7 @@ mod avx2 {
     pub unsafe fn attend(
         queries: &[f32],
         hd: usize,
+        ranges: &[Range<usize>],
         scale: f32,
         at: HeadLayout,
         runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
@@ -149,37 +172,50 @@ mod avx2 {
     ) {
         let vscale = _mm256_set1_ps(scale);
         SCORES.with_borrow_mut(|scores| {
-            let scores = score_rows(scores, queries.len() / hd);
+            let scores = score_rows(scores, ranges.len());
+            let mut pos = 0;
             runs(&mut |keys, _| {
                 let n = keys.len() / at.stride;
                 let k0 = keys.as_ptr().add(at.offset);
-                let put = |row: &mut Vec<f32>, v: __m256, count: usize| {
-                    let mut lanes = [0f32; 8];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(v, vscale));
-                    row.extend_from_slice(&lanes[..count]);
-                };
+                let mine: Vec<Range<usize>> = ranges.iter().map(|r| within(r, pos, n)).collect();
                 for j in (0..n).step_by(8) {
-                    // The last few keys are padded to 8 by repeating the last one: the
-                    // same arithmetic per key, and the extra scores are dropped.
-                    let key = |i: usize| k0.add((j + i).min(n - 1) * at.stride);
-                    for (q, row) in queries.chunks_exact(hd).zip(scores.iter_mut()) {
-                        put(row, scores8(q.as_ptr(), key, hd), (n - j).min(8));
+                    for ((q, row), mine) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(&mine) {
+                        let (lo, hi) = (mine.start.max(j), mine.end.min(j + 8));
+                        if lo >= hi {
+                            continue;
+                        }
+                        // Lanes outside the query's keys score a key of its own again: the
+                        // same arithmetic per key, and those scores are dropped.
+                        let key = |i: usize| k0.add((j + i).clamp(lo, hi - 1) * at.stride);
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(scores8(q.as_ptr(), key, hd), vscale));
+                        // Whole blocks as a fixed-size copy (inlined, not a memcpy call).
+                        if hi - lo == 8 {
+                            row.extend_from_slice(&lanes);
+                        } else {
+                            row.extend_from_slice(&lanes[lo - j..hi - j]);
+                        }
                     }
                 }
+                pos += n;
             });
             scores.iter_mut().for_each(|row| softmax_in_place(row));
             out.fill(0.0);
-            let mut j = 0;
+            let mut pos = 0;
             runs(&mut |_, values| {
                 let n = values.len() / at.stride;
                 let v0 = values.as_ptr().add(at.offset);
                 for b in (0..n).step_by(VALUE_BLOCK) {
-                    let keys = b..(b + VALUE_BLOCK).min(n);
-                    for (o, row) in out.chunks_exact_mut(hd).zip(scores.iter()) {
+                    for ((o, row), range) in out.chunks_exact_mut(hd).zip(scores.iter()).zip(ranges) {
+                        let mine = within(range, pos, n);
+                        let (lo, hi) = (mine.start.max(b), mine.end.min(b + VALUE_BLOCK));
+                        if lo >= hi {
+                            continue;
+                        }
+                        let p = &row[pos + lo - range.start..pos + hi - range.start];
                         // o += Σ p_j · v_j, 64 output values (8 registers) at a time.
                         for c0 in (0..hd).step_by(64) {
-                            let v = v0.add(keys.start * at.stride + c0);
-                            let (o, p) = (o.as_mut_ptr().add(c0), &row[j + keys.start..j + keys.end]);
+                            let (o, v) = (o.as_mut_ptr().add(c0), v0.add(lo * at.stride + c0));
                             match (hd - c0).min(64) / 8 {
                                 8 => weighted_sum::<8>(o, v, at.stride, p),
                                 7 => weighted_sum::<7>(o, v, at.stride, p),
@@ -193,7 +229,7 @@ mod avx2 {
                         }
                     }
                 }
-                j += n;
+                pos += n;
             });
         })
     }
@@ -234,6 +270,20 @@ mod tests {
     /// Attention of the queries `q` (rows of `hd`) over rows of 3 heads (the middle one is
     /// the queries'), fed in runs of `split` positions, SIMD or portable.
     fn strided(q: &[f32], hd: usize, k: &[f32], v: &[f32], split: usize, simd: bool) -> Vec<f32> {
+        let n = k.len() / (3 * hd);
+        strided_ranges(q, hd, &vec![0..n; q.len() / hd], k, v, split, simd)
+    }
+
+    /// As `strided`, each query attending to the keys of its own range.
+    fn strided_ranges(
+        q: &[f32],
+        hd: usize,
+        ranges: &[Range<usize>],
+        k: &[f32],
+        v: &[f32],
+        split: usize,
+        simd: bool,
+    ) -> Vec<f32> {
         let stride = 3 * hd;
         let at = HeadLayout { offset: hd, stride };
         let runs = |f: &mut dyn FnMut(&[f32], &[f32])| {
@@ -241,9 +291,9 @@ mod tests {
         };
         let mut out = vec![9.0; q.len()];
         if simd {
-            attend(q, hd, 0.3, at, runs, &mut out);
+            attend(q, hd, ranges, 0.3, at, runs, &mut out);
         } else {
-            attend_portable(q, hd, 0.3, at, runs, &mut out);
+            attend_portable(q, hd, ranges, 0.3, at, runs, &mut out);
         }
         out
     }
@@ -285,6 +335,32 @@ mod tests {
                     let alone: Vec<f32> =
                         queries.chunks(hd).flat_map(|q| strided(q, hd, &k3, &v3, split, simd)).collect();
                     assert_eq!(together, alone, "hd {hd}, {n} keys, runs of {split}, simd {simd}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn queries_with_their_own_key_ranges_match_each_alone() {
+        // A prompt's positions against one head (causal and sliding-window ranges) at
+        // once give, bit for bit, what each query gives alone over just its keys.
+        for hd in [64usize, 32, 12] {
+            let n = 150;
+            let ranges = [0..1, 0..77, 30..150, 64..65, 10..140, 0..150];
+            let queries = fill(ranges.len() * hd, 7);
+            let (k3, v3) = (fill(3 * n * hd, 8), fill(3 * n * hd, 9));
+            for simd in [true, false] {
+                for split in [n, 40, 7] {
+                    let together = strided_ranges(&queries, hd, &ranges, &k3, &v3, split, simd);
+                    let alone: Vec<f32> = queries
+                        .chunks(hd)
+                        .zip(&ranges)
+                        .flat_map(|(q, r)| {
+                            let (k, v) = (&k3[r.start * 3 * hd..r.end * 3 * hd], &v3[r.start * 3 * hd..r.end * 3 * hd]);
+                            strided(q, hd, k, v, r.len(), simd)
+                        })
+                        .collect();
+                    assert_eq!(together, alone, "hd {hd}, runs of {split}, simd {simd}");
                 }
             }
         }

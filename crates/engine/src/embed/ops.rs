@@ -67,25 +67,32 @@ pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, hea
         let ((start, len), h) = (spans[t / heads], t % heads);
         let out = &out;
         let row = |i: usize, part: usize| &qkv[(start + i) * 3 * hidden + part * hidden + h * head_dim..][..head_dim];
-        HEAD.with_borrow_mut(|kv| {
-            // The head's keys and values gathered densely: rows of qkv are 4.5 KB
-            // apart, a stride at which a sequence's keys evict one another from L1.
-            kv.clear();
-            (0..len).for_each(|i| kv.extend_from_slice(row(i, 1)));
-            (0..len).for_each(|i| kv.extend_from_slice(row(i, 2)));
-            let (keys, values) = kv.split_at(len * head_dim);
-            for i in 0..len {
+        HEAD.with_borrow_mut(|buf| {
+            // The head's queries, keys and values gathered densely (rows of qkv are
+            // 4.5 KB apart, a stride at which a sequence's keys evict one another from
+            // L1), then all its queries at once against every key.
+            buf.clear();
+            for part in 0..3 {
+                (0..len).for_each(|i| buf.extend_from_slice(row(i, part)));
+            }
+            buf.resize(4 * len * head_dim, 0.0);
+            let (queries, rest) = buf.split_at_mut(len * head_dim);
+            let (keys, rest) = rest.split_at_mut(len * head_dim);
+            let (values, heads_out) = rest.split_at_mut(len * head_dim);
+            let (keys, values) = (&*keys, &*values);
+            let ranges = vec![0..len; len];
+            attend(queries, head_dim, &ranges, scale, at, |f| f(keys, values), heads_out);
+            for (i, o) in heads_out.chunks_exact(head_dim).enumerate() {
                 // SAFETY: in bounds (checked above), and each task writes only its
                 // head's columns of its sequence's rows.
-                let o = unsafe { std::slice::from_raw_parts_mut(out.0.add((start + i) * hidden + h * head_dim), head_dim) };
-                attend(row(i, 0), head_dim, scale, at, |f| f(keys, values), o);
+                unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) };
             }
         });
     });
 }
 
 thread_local! {
-    /// Each thread's copy of one head's keys and values, reused across calls.
+    /// Each thread's copy of one head's queries, keys, values and outputs, reused across calls.
     static HEAD: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

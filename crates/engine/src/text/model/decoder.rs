@@ -288,12 +288,20 @@ impl Decoder {
         let kv_width = nkv * hd;
         let run = |(&(s, h, row0, pos0, rows), piece): (&(usize, usize, usize, usize, usize), &mut &mut [f32])| {
             let at = attention::HeadLayout { offset: h * hd, stride: kv_width };
-            for t in 0..rows {
-                let keys = visible_keys(pos0 + t, window);
-                // The query heads of key/value head h lie side by side.
-                let qs = &q[(row0 + t) * width + h * span..][..span];
-                let runs = |f: &mut dyn FnMut(&[f32], &[f32])| caches[s].runs(il, keys.start, keys.end, f);
-                attention::attend(qs, hd, hp.attn_scale, at, runs, &mut piece[t * span..(t + 1) * span]);
+            // A few positions at a time (their rows of scores stay in L2): the query
+            // heads of key/value head h at each, side by side in a row of q.
+            for t0 in (0..rows).step_by(ATTENTION_POSITIONS) {
+                let t_end = (t0 + ATTENTION_POSITIONS).min(rows);
+                let keys: Vec<_> = (t0..t_end).map(|t| visible_keys(pos0 + t, window)).collect();
+                let all = keys.iter().map(|k| k.start).min().unwrap_or(0)..keys.iter().map(|k| k.end).max().unwrap_or(0);
+                let ranges: Vec<_> =
+                    keys.iter().flat_map(|k| std::iter::repeat_n(k.start - all.start..k.end - all.start, group)).collect();
+                QUERIES.with_borrow_mut(|qs| {
+                    qs.clear();
+                    (t0..t_end).for_each(|t| qs.extend_from_slice(&q[(row0 + t) * width + h * span..][..span]));
+                    let runs = |f: &mut dyn FnMut(&[f32], &[f32])| caches[s].runs(il, all.start, all.end, f);
+                    attention::attend(qs, hd, &ranges, hp.attn_scale, at, runs, &mut piece[t0 * span..t_end * span]);
+                });
             }
         };
         // Small problems (a decode step at short context) are not worth a trip through the pool.
@@ -308,6 +316,14 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Positions of a prompt attended together (each key block read once for all of them).
+const ATTENTION_POSITIONS: usize = 4;
+
+thread_local! {
+    /// The queries of one attention call, gathered side by side.
+    static QUERIES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Key positions a query at `qpos` attends to: none in its future and, with a sliding

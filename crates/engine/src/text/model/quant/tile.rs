@@ -87,7 +87,11 @@ pub fn matmul_many(ws: &[&PackedWeight], x: &[&[ActBlock]], ys: &[SendPtr]) {
                 for (r, o) in rows.zip(&out) {
                     // SAFETY: each (row, col) of each output is written by one task only.
                     let y = unsafe { std::slice::from_raw_parts_mut(ys[i].0.add(r * w.n + cols.start), cols.len()) };
-                    y.copy_from_slice(&o[..cols.len()]);
+                    // A whole task's width as a fixed-size copy (inlined, not a memcpy call).
+                    match <&mut [f32; TASK_COLS]>::try_from(&mut *y) {
+                        Ok(y) => *y = *o,
+                        Err(_) => y.copy_from_slice(&o[..cols.len()]),
+                    }
                 }
             }
         });

@@ -7,7 +7,7 @@
 //! up before the one widening `madd`.
 //!
 //! Each output is computed with exactly the operations of the group kernel (see
-//! `kernels::block_sum`), so a row's result does not depend on how many rows it was
+//! `kernels::scalar_group_dot`), so a row's result does not depend on how many rows it was
 //! batched with: a prompt prefilled at once, in chunks, or from a cached prefix gives
 //! the same logits.
 use super::kernels::avx2::{code_of, fifth_bit_planes, layout_of, quants, scale_set};

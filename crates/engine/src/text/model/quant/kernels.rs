@@ -124,7 +124,7 @@ pub(super) mod avx2 {
         }
     }
 
-    pub(crate) const fn code_of(layout: Layout) -> u8 {
+    const fn code_of(layout: Layout) -> u8 {
         match layout {
             Layout::Nib4Sym => 0,
             Layout::Nib4 => 1,
@@ -134,6 +134,18 @@ pub(super) mod avx2 {
             Layout::I8 => 5,
             Layout::I6Half => 6,
         }
+    }
+
+    /// Each layout's code, as the const-generic kernels take it.
+    pub(crate) mod codes {
+        use super::{code_of, Layout};
+        pub const NIB4SYM: u8 = code_of(Layout::Nib4Sym);
+        pub const NIB4: u8 = code_of(Layout::Nib4);
+        pub const NIB4F32: u8 = code_of(Layout::Nib4F32);
+        pub const NIB5SYM: u8 = code_of(Layout::Nib5Sym);
+        pub const NIB5: u8 = code_of(Layout::Nib5);
+        pub const I8: u8 = code_of(Layout::I8);
+        pub const I6HALF: u8 = code_of(Layout::I6Half);
     }
 
     /// Activation rows are taken 4, 2 or 1 at a time.
@@ -158,13 +170,7 @@ pub(super) mod avx2 {
     }
 
     pub unsafe fn group_dot(layout: Layout, w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
-        const NIB4SYM: u8 = code_of(Layout::Nib4Sym);
-        const NIB4: u8 = code_of(Layout::Nib4);
-        const NIB4F32: u8 = code_of(Layout::Nib4F32);
-        const NIB5SYM: u8 = code_of(Layout::Nib5Sym);
-        const NIB5: u8 = code_of(Layout::Nib5);
-        const I8: u8 = code_of(Layout::I8);
-        const I6HALF: u8 = code_of(Layout::I6Half);
+        use codes::*;
         match layout {
             Layout::Nib4Sym => rows_of::<NIB4SYM>(w, nb, x, out),
             Layout::Nib4 => rows_of::<NIB4>(w, nb, x, out),

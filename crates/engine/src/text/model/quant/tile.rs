@@ -10,7 +10,8 @@
 //! `kernels::scalar_group_dot`), so a row's result does not depend on how many rows it was
 //! batched with: a prompt prefilled at once, in chunks, or from a cached prefix gives
 //! the same logits.
-use super::kernels::avx2::{code_of, fifth_bit_planes, layout_of, quants, scale_set};
+use super::kernels::avx2::codes::*;
+use super::kernels::avx2::{fifth_bit_planes, layout_of, quants, scale_set};
 use super::kernels::ActBlock;
 use super::pack::{Layout, BLOCK, ROWS};
 use super::{PackedWeight, SendPtr};
@@ -101,13 +102,6 @@ pub fn matmul_many(ws: &[&PackedWeight], x: &[&[ActBlock]], ys: &[SendPtr]) {
 /// Tile `t` of `w` (its packed groups `2t` and `2t + 1`) into `dst` (`nb` blocks).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn convert(w: &PackedWeight, t: usize, dst: &mut [TileBlock]) {
-    const NIB4SYM: u8 = code_of(Layout::Nib4Sym);
-    const NIB4: u8 = code_of(Layout::Nib4);
-    const NIB4F32: u8 = code_of(Layout::Nib4F32);
-    const NIB5SYM: u8 = code_of(Layout::Nib5Sym);
-    const NIB5: u8 = code_of(Layout::Nib5);
-    const I8: u8 = code_of(Layout::I8);
-    const I6HALF: u8 = code_of(Layout::I6Half);
     match w.layout {
         Layout::Nib4Sym => convert_as::<NIB4SYM>(w, t, dst),
         Layout::Nib4 => convert_as::<NIB4>(w, t, dst),
@@ -198,12 +192,6 @@ unsafe fn dot(
     out: &mut [[f32; TASK_COLS]],
     col: usize,
 ) {
-    const NIB4SYM: u8 = code_of(Layout::Nib4Sym);
-    const NIB4: u8 = code_of(Layout::Nib4);
-    const NIB5SYM: u8 = code_of(Layout::Nib5Sym);
-    const NIB5: u8 = code_of(Layout::Nib5);
-    const I8: u8 = code_of(Layout::I8);
-    const I6HALF: u8 = code_of(Layout::I6Half);
     type Kernel = unsafe fn(&[TileBlock], &[&[ActBlock]], &[&[[i32; 2]]], &mut [[f32; TASK_COLS]], usize);
     let mut done = 0;
     while done < x.len() {

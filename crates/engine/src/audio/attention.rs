@@ -176,7 +176,6 @@ pub fn attention<T: Value>(q: &[f32], k: &[T], v: &[T], tq: usize, tk: usize, d:
         .collect();
 
     let kern = kernel::best();
-    let softmax = softmax_fn();
     let scale = 1.0 / (hd as f32).sqrt();
     let ld = panels * NR;
     let blocks = tq.div_ceil(QB);
@@ -213,8 +212,7 @@ pub fn attention<T: Value>(q: &[f32], k: &[T], v: &[T], tq: usize, tk: usize, d:
             // sees (rows past the block's end only feed tiles that are thrown away).
             for i in 0..rows.len() {
                 let (seen, hidden) = scores[i * ld..][..t].split_at_mut(mask.visible(rows.start + i, tq, t));
-                // SAFETY: `softmax` is a kernel this CPU supports.
-                unsafe { softmax(seen) };
+                softmax(seen);
                 hidden.fill(0.0);
             }
             for s in 0..slivers {
@@ -249,15 +247,13 @@ pub fn attention<T: Value>(q: &[f32], k: &[T], v: &[T], tq: usize, tk: usize, d:
 pub fn attention_one<T: Value>(q: &[f32], k: &[T], v: &[T], tk: usize, heads: usize, kv: Layout, out: &mut [f32]) {
     let hd = q.len() / heads;
     let group = heads.div_ceil(rayon::current_num_threads()) * hd;
-    let softmax = softmax_fn();
     out.par_chunks_mut(group).enumerate().for_each(|(g, out)| {
         let mut scores = vec![0f32; tk];
         for (i, out) in out.chunks_exact_mut(hd).enumerate() {
             let h = g * group / hd + i;
             let scaled: Vec<f32> = q[h * hd..][..hd].iter().map(|x| x / (hd as f32).sqrt()).collect();
             T::score_rows(&scaled, &k[h * kv.head..], kv.row, &mut scores);
-            // SAFETY: `softmax` is a kernel this CPU supports.
-            unsafe { softmax(&mut scores) };
+            softmax(&mut scores);
             out.fill(0.0);
             T::add_rows(&scores, &v[h * kv.head..], kv.row, out);
         }
@@ -283,26 +279,11 @@ simd_fn! {
     }
 }
 
-type Softmax = unsafe fn(&mut [f32]);
-
-fn softmax_fn() -> Softmax {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            return softmax_avx2;
-        }
+simd_fn! {
+    /// `row = softmax(row)`.
+    fn softmax(row: &mut [f32]) {
+        math::softmax_in_place(row)
     }
-    softmax_portable
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
-    math::softmax_in_place(row)
-}
-
-unsafe fn softmax_portable(row: &mut [f32]) {
-    math::softmax_in_place(row)
 }
 
 #[cfg(test)]

@@ -90,7 +90,8 @@ fn attend_portable(
         runs(&mut |keys, _| {
             let n = keys.len() / at.stride;
             for ((q, row), range) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(ranges) {
-                for k in keys.chunks_exact(at.stride).take(within(range, pos, n).end).skip(within(range, pos, n).start) {
+                let mine = within(range, pos, n);
+                for k in keys.chunks_exact(at.stride).take(mine.end).skip(mine.start) {
                     row.push(crate::math::dot(q, &k[at.offset..at.offset + hd]) * scale);
                 }
             }
@@ -177,9 +178,9 @@ mod avx2 {
             runs(&mut |keys, _| {
                 let n = keys.len() / at.stride;
                 let k0 = keys.as_ptr().add(at.offset);
-                let mine: Vec<Range<usize>> = ranges.iter().map(|r| within(r, pos, n)).collect();
                 for j in (0..n).step_by(8) {
-                    for ((q, row), mine) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(&mine) {
+                    for ((q, row), range) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(ranges) {
+                        let mine = within(range, pos, n);
                         let (lo, hi) = (mine.start.max(j), mine.end.min(j + 8));
                         if lo >= hi {
                             continue;

@@ -292,10 +292,12 @@ impl Decoder {
             // heads of key/value head h at each, side by side in a row of q.
             for t0 in (0..rows).step_by(ATTENTION_POSITIONS) {
                 let t_end = (t0 + ATTENTION_POSITIONS).min(rows);
-                let keys: Vec<_> = (t0..t_end).map(|t| visible_keys(pos0 + t, window)).collect();
-                let all = keys.iter().map(|k| k.start).min().unwrap_or(0)..keys.iter().map(|k| k.end).max().unwrap_or(0);
-                let ranges: Vec<_> =
-                    keys.iter().flat_map(|k| std::iter::repeat_n(k.start - all.start..k.end - all.start, group)).collect();
+                // Both ends of the visible keys only move forward with the position.
+                let all = visible_keys(pos0 + t0, window).start..visible_keys(pos0 + t_end - 1, window).end;
+                let ranges: Vec<_> = (t0..t_end)
+                    .map(|t| visible_keys(pos0 + t, window))
+                    .flat_map(|k| std::iter::repeat_n(k.start - all.start..k.end - all.start, group))
+                    .collect();
                 QUERIES.with_borrow_mut(|qs| {
                     qs.clear();
                     (t0..t_end).for_each(|t| qs.extend_from_slice(&q[(row0 + t) * width + h * span..][..span]));

@@ -56,6 +56,7 @@ pub fn attend(
 }
 
 /// The part of `range` within a run of `n` positions from `pos`, counted from `pos`.
+#[inline(always)]
 fn within(range: &Range<usize>, pos: usize, n: usize) -> Range<usize> {
     let (lo, hi) = (range.start.max(pos), range.end.min(pos + n));
     if lo < hi {
@@ -65,13 +66,15 @@ fn within(range: &Range<usize>, pos: usize, n: usize) -> Range<usize> {
     }
 }
 
-/// Rows of scores for `n` queries, emptied.
-fn score_rows(scores: &mut Vec<Vec<f32>>, n: usize) -> &mut [Vec<f32>] {
-    if scores.len() < n {
-        scores.resize_with(n, Vec::new);
+/// A row of scores for each query, as long as its range of keys (every entry is
+/// written before it is read).
+fn score_rows<'a>(scores: &'a mut Vec<Vec<f32>>, ranges: &[Range<usize>]) -> &'a mut [Vec<f32>] {
+    if scores.len() < ranges.len() {
+        scores.resize_with(ranges.len(), Vec::new);
     }
-    scores[..n].iter_mut().for_each(Vec::clear);
-    &mut scores[..n]
+    let rows = &mut scores[..ranges.len()];
+    rows.iter_mut().zip(ranges).for_each(|(row, range)| row.resize(range.len(), 0.0));
+    rows
 }
 
 /// The same three passes in plain Rust (the reference the SIMD version is tested on).
@@ -85,14 +88,14 @@ fn attend_portable(
     out: &mut [f32],
 ) {
     SCORES.with_borrow_mut(|scores| {
-        let scores = score_rows(scores, ranges.len());
+        let scores = score_rows(scores, ranges);
         let mut pos = 0;
         runs(&mut |keys, _| {
             let n = keys.len() / at.stride;
             for ((q, row), range) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(ranges) {
-                let mine = within(range, pos, n);
-                for k in keys.chunks_exact(at.stride).take(mine.end).skip(mine.start) {
-                    row.push(crate::math::dot(q, &k[at.offset..at.offset + hd]) * scale);
+                for j in within(range, pos, n) {
+                    let k = &keys[j * at.stride + at.offset..][..hd];
+                    row[pos + j - range.start] = crate::math::dot(q, k) * scale;
                 }
             }
             pos += n;
@@ -144,6 +147,23 @@ mod avx2 {
         hsum8(acc)
     }
 
+    /// Scores of the 4 keys at `key(0..4)` against `q0` (lanes 0..4) and `q1` (lanes
+    /// 4..8): each key chunk loaded once for both queries, and each score summed exactly
+    /// as `scores8` sums it.
+    #[inline(always)]
+    unsafe fn scores2x4(q0: *const f32, q1: *const f32, key: impl Fn(usize) -> *const f32, hd: usize) -> __m256 {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for c in (0..hd).step_by(8) {
+            let (a, b) = (_mm256_loadu_ps(q0.add(c)), _mm256_loadu_ps(q1.add(c)));
+            for j in 0..4 {
+                let k = _mm256_loadu_ps(key(j).add(c));
+                acc[j] = _mm256_fmadd_ps(a, k, acc[j]);
+                acc[4 + j] = _mm256_fmadd_ps(b, k, acc[4 + j]);
+            }
+        }
+        hsum8(acc)
+    }
+
     /// `o[..8W] += Σ_j p[j] · v_j[..8W]`, the value of key j at `v + j * stride`; `W`
     /// registers accumulate (a constant, so the loop over them unrolls).
     #[inline(always)]
@@ -161,6 +181,74 @@ mod avx2 {
         }
     }
 
+    /// `weighted_sum` for two queries' outputs over the same keys: each value chunk is
+    /// loaded once for both.
+    #[inline(always)]
+    unsafe fn weighted_sum2<const W: usize>(o: [*mut f32; 2], v: *const f32, stride: usize, p: [&[f32]; 2]) {
+        let mut a0: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o[0].add(8 * i)));
+        let mut a1: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o[1].add(8 * i)));
+        for (j, (&p0, &p1)) in p[0].iter().zip(p[1]).enumerate() {
+            let (b0, b1) = (_mm256_set1_ps(p0), _mm256_set1_ps(p1));
+            let v = v.add(j * stride);
+            for i in 0..W {
+                let x = _mm256_loadu_ps(v.add(8 * i));
+                a0[i] = _mm256_fmadd_ps(b0, x, a0[i]);
+                a1[i] = _mm256_fmadd_ps(b1, x, a1[i]);
+            }
+        }
+        for i in 0..W {
+            _mm256_storeu_ps(o[0].add(8 * i), a0[i]);
+            _mm256_storeu_ps(o[1].add(8 * i), a1[i]);
+        }
+    }
+
+    /// Writes lanes `lanes` of `s` to `row` from index `at`.
+    #[inline(always)]
+    unsafe fn put(row: &mut [f32], at: usize, s: __m256, lanes: Range<usize>) {
+        if lanes.len() == 8 {
+            _mm256_storeu_ps(row[at..at + 8].as_mut_ptr(), s);
+        } else if !lanes.is_empty() {
+            let mut all = [0f32; 8];
+            _mm256_storeu_ps(all.as_mut_ptr(), s);
+            row[at..at + lanes.len()].copy_from_slice(&all[lanes]);
+        }
+    }
+
+    /// `o += Σ_j p_j · v_j` over one query's row of `hd` outputs, 64 (8 registers) at a time.
+    #[inline(always)]
+    unsafe fn sum1(o: *mut f32, v: *const f32, stride: usize, p: &[f32], hd: usize) {
+        if p.is_empty() {
+            return;
+        }
+        for c0 in (0..hd).step_by(64) {
+            let (o, v) = (o.add(c0), v.add(c0));
+            match (hd - c0).min(64) / 8 {
+                8 => weighted_sum::<8>(o, v, stride, p),
+                7 => weighted_sum::<7>(o, v, stride, p),
+                6 => weighted_sum::<6>(o, v, stride, p),
+                5 => weighted_sum::<5>(o, v, stride, p),
+                4 => weighted_sum::<4>(o, v, stride, p),
+                3 => weighted_sum::<3>(o, v, stride, p),
+                2 => weighted_sum::<2>(o, v, stride, p),
+                _ => weighted_sum::<1>(o, v, stride, p),
+            }
+        }
+    }
+
+    /// `sum1` for two queries over the same keys, 32 outputs of each at a time.
+    #[inline(always)]
+    unsafe fn sum2(o: [*mut f32; 2], v: *const f32, stride: usize, p: [&[f32]; 2], hd: usize) {
+        for c0 in (0..hd).step_by(32) {
+            let (o, v) = ([o[0].add(c0), o[1].add(c0)], v.add(c0));
+            match (hd - c0).min(32) / 8 {
+                4 => weighted_sum2::<4>(o, v, stride, p),
+                3 => weighted_sum2::<3>(o, v, stride, p),
+                2 => weighted_sum2::<2>(o, v, stride, p),
+                _ => weighted_sum2::<1>(o, v, stride, p),
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend(
         queries: &[f32],
@@ -172,62 +260,97 @@ mod avx2 {
         out: &mut [f32],
     ) {
         let vscale = _mm256_set1_ps(scale);
+        let nq = ranges.len();
+        let q = |i: usize| queries.as_ptr().add(i * hd);
         SCORES.with_borrow_mut(|scores| {
-            let scores = score_rows(scores, ranges.len());
+            let scores = score_rows(scores, ranges);
             let mut pos = 0;
             runs(&mut |keys, _| {
                 let n = keys.len() / at.stride;
                 let k0 = keys.as_ptr().add(at.offset);
-                for j in (0..n).step_by(8) {
-                    for ((q, row), range) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(ranges) {
-                        let mine = within(range, pos, n);
-                        let (lo, hi) = (mine.start.max(j), mine.end.min(j + 8));
-                        if lo >= hi {
-                            continue;
+                // Query i's keys in this run, counted from its start.
+                let part = |i: usize| if i < nq { within(&ranges[i], pos, n) } else { 0..0 };
+                // Query i's scores of the 8 keys from `j` where they are its keys.
+                let put_block = |row: &mut [f32], i: usize, j: usize, s: __m256| {
+                    let mine = part(i);
+                    let lanes = mine.start.max(j) - j..mine.end.min(j + 8).max(j) - j;
+                    put(row, pos + j + lanes.start - ranges[i].start, _mm256_mul_ps(s, vscale), lanes);
+                };
+                let mut i = 0;
+                while i < nq {
+                    let (a, b) = (part(i), part(i + 1));
+                    // Lanes past a query's last key score one of its keys again: the same
+                    // arithmetic per key, and those scores are dropped.
+                    let key = |keys: &Range<usize>, j: usize| {
+                        let last = keys.end - 1;
+                        move |x: usize| k0.add((j + x).min(last) * at.stride)
+                    };
+                    if a.is_empty() {
+                        i += 1;
+                    } else if b.is_empty() {
+                        for j in a.clone().step_by(8) {
+                            put_block(&mut scores[i], i, j, scores8(q(i), key(&a, j), hd));
                         }
-                        // Lanes outside the query's keys score a key of its own again: the
-                        // same arithmetic per key, and those scores are dropped.
-                        let key = |i: usize| k0.add((j + i).clamp(lo, hi - 1) * at.stride);
-                        let mut lanes = [0f32; 8];
-                        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(scores8(q.as_ptr(), key, hd), vscale));
-                        // Whole blocks as a fixed-size copy (inlined, not a memcpy call).
-                        if hi - lo == 8 {
-                            row.extend_from_slice(&lanes);
-                        } else {
-                            row.extend_from_slice(&lanes[lo - j..hi - j]);
+                        i += 1;
+                    } else {
+                        // Two queries at a time, over the keys either of them has here.
+                        let both = a.start.min(b.start)..a.end.max(b.end);
+                        for j in both.clone().step_by(8) {
+                            let key = key(&both, j);
+                            let lo = scores2x4(q(i), q(i + 1), &key, hd);
+                            let hi = scores2x4(q(i), q(i + 1), |x| key(4 + x), hd);
+                            let (rows_a, rows_b) = scores.split_at_mut(i + 1);
+                            put_block(&mut rows_a[i], i, j, _mm256_permute2f128_ps(lo, hi, 0x20));
+                            put_block(&mut rows_b[0], i + 1, j, _mm256_permute2f128_ps(lo, hi, 0x31));
                         }
+                        i += 2;
                     }
                 }
                 pos += n;
             });
             scores.iter_mut().for_each(|row| softmax_in_place(row));
             out.fill(0.0);
+            let out0 = out.as_mut_ptr();
+            let o = |i: usize| out0.add(i * hd);
             let mut pos = 0;
             runs(&mut |_, values| {
                 let n = values.len() / at.stride;
                 let v0 = values.as_ptr().add(at.offset);
-                for b in (0..n).step_by(VALUE_BLOCK) {
-                    for ((o, row), range) in out.chunks_exact_mut(hd).zip(scores.iter()).zip(ranges) {
-                        let mine = within(range, pos, n);
-                        let (lo, hi) = (mine.start.max(b), mine.end.min(b + VALUE_BLOCK));
-                        if lo >= hi {
+                let v = |keys: &Range<usize>| v0.add(keys.start * at.stride);
+                for blk in (0..n).step_by(VALUE_BLOCK) {
+                    let part = |i: usize| {
+                        let mine = within(&ranges[i], pos, n);
+                        mine.start.max(blk)..mine.end.min(blk + VALUE_BLOCK)
+                    };
+                    // Query i's weights of the keys `keys` of this run.
+                    let p = |i: usize, keys: &Range<usize>| {
+                        let from = pos - ranges[i].start;
+                        &scores[i][from + keys.start..from + keys.end]
+                    };
+                    let mut i = 0;
+                    while i < nq {
+                        let a = part(i);
+                        let b = if i + 1 < nq { part(i + 1) } else { 0..0 };
+                        let both = a.start.max(b.start)..a.end.min(b.end);
+                        if a.is_empty() || both.is_empty() {
+                            if !a.is_empty() {
+                                sum1(o(i), v(&a), at.stride, p(i, &a), hd);
+                            }
+                            i += 1;
                             continue;
                         }
-                        let p = &row[pos + lo - range.start..pos + hi - range.start];
-                        // o += Σ p_j · v_j, 64 output values (8 registers) at a time.
-                        for c0 in (0..hd).step_by(64) {
-                            let (o, v) = (o.as_mut_ptr().add(c0), v0.add(lo * at.stride + c0));
-                            match (hd - c0).min(64) / 8 {
-                                8 => weighted_sum::<8>(o, v, at.stride, p),
-                                7 => weighted_sum::<7>(o, v, at.stride, p),
-                                6 => weighted_sum::<6>(o, v, at.stride, p),
-                                5 => weighted_sum::<5>(o, v, at.stride, p),
-                                4 => weighted_sum::<4>(o, v, at.stride, p),
-                                3 => weighted_sum::<3>(o, v, at.stride, p),
-                                2 => weighted_sum::<2>(o, v, at.stride, p),
-                                _ => weighted_sum::<1>(o, v, at.stride, p),
-                            }
+                        // Each output still adds its keys in order: those before the
+                        // shared ones, the shared ones (two queries at once), those after.
+                        for (k, r) in [(i, &a), (i + 1, &b)] {
+                            let before = r.start..both.start;
+                            sum1(o(k), v(&before), at.stride, p(k, &before), hd);
                         }
+                        sum2([o(i), o(i + 1)], v(&both), at.stride, [p(i, &both), p(i + 1, &both)], hd);
+                        for (k, r) in [(i, &a), (i + 1, &b)] {
+                            let after = both.end..r.end;
+                            sum1(o(k), v(&after), at.stride, p(k, &after), hd);
+                        }
+                        i += 2;
                     }
                 }
                 pos += n;

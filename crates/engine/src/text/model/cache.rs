@@ -14,15 +14,55 @@ struct Block {
 
 struct LayerKv {
     /// `[positions][n_head_kv * head_dim]`.
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: AlignedRows,
+    v: AlignedRows,
+}
+
+/// A growable run of floats whose first one lies on a 64-byte boundary, so that each
+/// head's vector (a multiple of 16 floats in the supported models) starts a cache line
+/// and no 32-byte load of attention straddles two lines. The allocator gives large
+/// buffers 16-byte alignment, which made attention ~20% slower.
+struct AlignedRows {
+    buf: Vec<f32>,
+    /// Floats skipped at the front of `buf` to reach the boundary.
+    start: usize,
+}
+
+impl AlignedRows {
+    /// Empty, with room reserved for `n` floats (not moved again while within it).
+    fn with_capacity(n: usize) -> Self {
+        let mut buf: Vec<f32> = Vec::with_capacity(n + 15);
+        let start = buf.as_ptr().align_offset(64).min(15);
+        buf.resize(start, 0.0);
+        Self { buf, start }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn extend_from_slice(&mut self, x: &[f32]) {
+        self.buf.extend_from_slice(x);
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.buf.truncate(self.start + n);
+    }
+}
+
+impl std::ops::Deref for AlignedRows {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.buf[self.start..]
+    }
 }
 
 impl Block {
     /// Empty, with room reserved (not touched, so not yet resident) for `positions`.
     fn with_capacity(n_layer: usize, row: usize, positions: usize) -> Self {
         let layers = (0..n_layer)
-            .map(|_| LayerKv { k: Vec::with_capacity(positions * row), v: Vec::with_capacity(positions * row) })
+            .map(|_| LayerKv { k: AlignedRows::with_capacity(positions * row), v: AlignedRows::with_capacity(positions * row) })
             .collect();
         Self { layers }
     }

@@ -2,8 +2,9 @@
 //! straight through `Model`. Prints a markdown section (bench/text.sh appends it to
 //! BENCHMARKS.md).
 //!
-//! `cargo run --release -p hearth-engine --example text_engine_bench -- MODEL.gguf [prefill]`
-//! (`prefill`: only the prefill row, best of 10, for comparing kernel changes)
+//! `cargo run --release -p hearth-engine --example text_engine_bench -- MODEL.gguf [prefill|decode512]`
+//! (`prefill`: only the prefill row, best of 10; `decode512`: only 300 decode steps
+//! after a 512-token prompt; both for comparing kernel changes)
 use candle_core::quantized::gguf_file;
 use hearth_engine::text::load_model;
 use std::time::Instant;
@@ -19,6 +20,17 @@ fn main() -> anyhow::Result<()> {
     // Token ids well inside every vocabulary; content does not matter for speed.
     let prompt: Vec<u32> = (0..512u32).map(|i| 100 + (i * 37) % 5000).collect();
 
+    if std::env::args().nth(2).as_deref() == Some("decode512") {
+        let mut cache = model.new_cache(2048)?;
+        model.prefill(&prompt, &mut cache, false)?;
+        let t = Instant::now();
+        for i in 0..300 {
+            let mut caches = [&mut cache];
+            model.decode(&[prompt[i]], &mut caches)?;
+        }
+        println!("decode at 512: {:.1} tok/s", 300.0 / t.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let mut rows = Vec::new();
     // Prefill 512 tokens (best of 3).
     let prefill_only = std::env::args().nth(2).as_deref() == Some("prefill");

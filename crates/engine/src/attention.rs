@@ -122,6 +122,21 @@ mod avx2 {
     use super::{score_rows, softmax_in_place, within, HeadLayout, Range, SCORES, VALUE_BLOCK};
     use std::arch::x86_64::*;
 
+    /// Keys (or values) this many positions ahead of those being read are prefetched:
+    /// a head's vectors lie a whole cache row apart (3 heads' worth in SmolLM2), which
+    /// the hardware prefetchers do not follow across pages, and a decode step reads
+    /// them from DRAM (the weights in between evict them).
+    const PREFETCH_AHEAD: usize = 32;
+
+    /// Prefetches the `hd` floats from `p` (their cache lines), which may lie past the
+    /// end of the run: a prefetch does not fault, and the address is only computed.
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32, hd: usize) {
+        for c in (0..hd).step_by(16) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c) as *const i8);
+        }
+    }
+
     /// Eight horizontal sums, one per accumulator, as one vector.
     #[inline(always)]
     unsafe fn hsum8(a: [__m256; 8]) -> __m256 {
@@ -170,6 +185,7 @@ mod avx2 {
     unsafe fn weighted_sum<const W: usize>(o: *mut f32, v: *const f32, stride: usize, p: &[f32]) {
         let mut acc: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
         for (j, &p) in p.iter().enumerate() {
+            prefetch(v.wrapping_add((j + PREFETCH_AHEAD) * stride), 8 * W);
             let pv = _mm256_set1_ps(p);
             let v = v.add(j * stride);
             for (i, a) in acc.iter_mut().enumerate() {
@@ -188,6 +204,7 @@ mod avx2 {
         let mut a0: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o[0].add(8 * i)));
         let mut a1: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o[1].add(8 * i)));
         for (j, (&p0, &p1)) in p[0].iter().zip(p[1]).enumerate() {
+            prefetch(v.wrapping_add((j + PREFETCH_AHEAD) * stride), 8 * W);
             let (b0, b1) = (_mm256_set1_ps(p0), _mm256_set1_ps(p1));
             let v = v.add(j * stride);
             for i in 0..W {
@@ -289,6 +306,7 @@ mod avx2 {
                         i += 1;
                     } else if b.is_empty() {
                         for j in a.clone().step_by(8) {
+                            (0..8).for_each(|x| prefetch(k0.wrapping_add((j + PREFETCH_AHEAD + x) * at.stride), hd));
                             put_block(&mut scores[i], i, j, scores8(q(i), key(&a, j), hd));
                         }
                         i += 1;
@@ -296,6 +314,7 @@ mod avx2 {
                         // Two queries at a time, over the keys either of them has here.
                         let both = a.start.min(b.start)..a.end.max(b.end);
                         for j in both.clone().step_by(8) {
+                            (0..8).for_each(|x| prefetch(k0.wrapping_add((j + PREFETCH_AHEAD + x) * at.stride), hd));
                             let key = key(&both, j);
                             let lo = scores2x4(q(i), q(i + 1), &key, hd);
                             let hi = scores2x4(q(i), q(i + 1), |x| key(4 + x), hd);

@@ -239,7 +239,8 @@ impl Decoder {
     /// Causal (optionally sliding-window) attention of the new rows of every sequence
     /// against its cache (which already holds them). `q`: rows of `n_head * head_dim`;
     /// writes `out` in the same shape. Work is split over (sequence, key/value head, run
-    /// of rows); the query heads that share a key/value head are computed together.
+    /// of rows, and for a single decode step query heads); the query heads that share a
+    /// key/value head are computed together.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -260,7 +261,11 @@ impl Decoder {
         let total_rows: usize = counts.iter().sum();
         let nkv = hp.n_head_kv;
         let rows_per_task = (total_rows * nkv / 48).clamp(1, 32);
-        // (sequence, key/value head, first row in `q`, its position, rows) for every task.
+        // A decode step of one sequence has a task per key/value head: 3 of them
+        // (SmolLM2) on 2 threads leave one thread idle for a third of the time. Then
+        // each task's query heads are split in two; a query's arithmetic does not depend
+        // on which others it is computed with.
+        let splits = if counts.len() * nkv < 2 * rayon::current_num_threads() && group > 1 { 2 } else { 1 };
         let mut tasks = Vec::new();
         let mut row = 0;
         let mut work = 0;
@@ -268,40 +273,44 @@ impl Decoder {
             let start = caches[s].len();
             for h in 0..nkv {
                 for t0 in (0..n).step_by(rows_per_task) {
-                    tasks.push((s, h, row + t0, start + t0, rows_per_task.min(n - t0)));
+                    for part in 0..splits {
+                        let heads = group * part / splits..group * (part + 1) / splits;
+                        tasks.push(AttentionTask { seq: s, kv_head: h, heads, row0: row + t0, pos0: start + t0, rows: rows_per_task.min(n - t0) });
+                    }
                 }
             }
             work += n * (start + n) * nh;
             row += n;
         }
         // Each task writes its rows of its heads into its own piece of `heads_out`.
-        let span = group * hd;
         heads_out.clear();
         heads_out.resize(q.len(), 0.0);
         let mut pieces = Vec::with_capacity(tasks.len());
         let mut rest = heads_out.as_mut_slice();
-        for &(.., rows) in &tasks {
-            let (piece, tail) = rest.split_at_mut(rows * span);
+        for task in &tasks {
+            let (piece, tail) = rest.split_at_mut(task.rows * task.heads.len() * hd);
             pieces.push(piece);
             rest = tail;
         }
         let kv_width = nkv * hd;
-        let run = |(&(s, h, row0, pos0, rows), piece): (&(usize, usize, usize, usize, usize), &mut &mut [f32])| {
-            let at = attention::HeadLayout { offset: h * hd, stride: kv_width };
-            // A few positions at a time (their rows of scores stay in L2): the query
-            // heads of key/value head h at each, side by side in a row of q.
-            for t0 in (0..rows).step_by(ATTENTION_POSITIONS) {
-                let t_end = (t0 + ATTENTION_POSITIONS).min(rows);
+        let run = |(task, piece): (&AttentionTask, &mut &mut [f32])| {
+            let at = attention::HeadLayout { offset: task.kv_head * hd, stride: kv_width };
+            // This task's query heads of key/value head `kv_head`, side by side in a row of q.
+            let first = (task.kv_head * group + task.heads.start) * hd;
+            let span = task.heads.len() * hd;
+            // A few positions at a time (their rows of scores stay in L2).
+            for t0 in (0..task.rows).step_by(ATTENTION_POSITIONS) {
+                let t_end = (t0 + ATTENTION_POSITIONS).min(task.rows);
                 // Both ends of the visible keys only move forward with the position.
-                let all = visible_keys(pos0 + t0, window).start..visible_keys(pos0 + t_end - 1, window).end;
+                let all = visible_keys(task.pos0 + t0, window).start..visible_keys(task.pos0 + t_end - 1, window).end;
                 let ranges: Vec<_> = (t0..t_end)
-                    .map(|t| visible_keys(pos0 + t, window))
-                    .flat_map(|k| std::iter::repeat_n(k.start - all.start..k.end - all.start, group))
+                    .map(|t| visible_keys(task.pos0 + t, window))
+                    .flat_map(|k| std::iter::repeat_n(k.start - all.start..k.end - all.start, task.heads.len()))
                     .collect();
                 QUERIES.with_borrow_mut(|qs| {
                     qs.clear();
-                    (t0..t_end).for_each(|t| qs.extend_from_slice(&q[(row0 + t) * width + h * span..][..span]));
-                    let runs = |f: &mut dyn FnMut(&[f32], &[f32])| caches[s].runs(il, all.start, all.end, f);
+                    (t0..t_end).for_each(|t| qs.extend_from_slice(&q[(task.row0 + t) * width + first..][..span]));
+                    let runs = |f: &mut dyn FnMut(&[f32], &[f32])| caches[task.seq].runs(il, all.start, all.end, f);
                     attention::attend(qs, hd, &ranges, hp.attn_scale, at, runs, &mut piece[t0 * span..t_end * span]);
                 });
             }
@@ -312,12 +321,25 @@ impl Decoder {
         } else {
             tasks.par_iter().zip(pieces.par_iter_mut()).for_each(run);
         }
-        for (&(_, h, row0, _, rows), piece) in tasks.iter().zip(&pieces) {
-            for t in 0..rows {
-                out[(row0 + t) * width + h * span..][..span].copy_from_slice(&piece[t * span..(t + 1) * span]);
+        for (task, piece) in tasks.iter().zip(&pieces) {
+            let (first, span) = ((task.kv_head * group + task.heads.start) * hd, task.heads.len() * hd);
+            for t in 0..task.rows {
+                out[(task.row0 + t) * width + first..][..span].copy_from_slice(&piece[t * span..(t + 1) * span]);
             }
         }
     }
+}
+
+/// Rows of one sequence attended against one key/value head, by some of its query heads.
+struct AttentionTask {
+    seq: usize,
+    kv_head: usize,
+    /// Which of the key/value head's query heads (counted within its group).
+    heads: std::ops::Range<usize>,
+    /// First row in `q`, and its position in the sequence.
+    row0: usize,
+    pos0: usize,
+    rows: usize,
 }
 
 /// Positions of a prompt attended together (each key block read once for all of them).

@@ -78,7 +78,13 @@ pub fn softmax_in_place(row: &mut [f32]) {
         lanes.iter_mut().zip(c).for_each(|(m, &x)| *m = if x > *m { x } else { *m });
     }
     let max = lanes.iter().copied().fold(tail, f32::max);
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let mut blocks = row.chunks_exact_mut(32);
+    for block in &mut blocks {
+        let block: &mut [f32; 32] = block.try_into().expect("blocks of 32");
+        block.iter_mut().for_each(|x| *x -= max);
+        exp_block(block);
+    }
+    blocks.into_remainder().iter_mut().for_each(|x| *x = exp(*x - max));
     let mut lanes = [0f32; 8];
     let chunks = row.chunks_exact(8);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -102,23 +108,37 @@ pub fn round_small(x: f32) -> i32 {
 /// above 88 it stays at e^88 instead of overflowing.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let underflows = x < -87.0;
-    let x = x.clamp(-87.0, 88.0);
-    let exponent = round_small(x * std::f32::consts::LOG2_E);
-    let n = exponent as f32;
-    // x - n·ln2, with ln2 split in two so the low bits survive (Cody–Waite).
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = (p * r * r + r + 1.0) * f32::from_bits(((exponent + 127) << 23) as u32);
-    if underflows {
-        0.0
-    } else {
-        e
+    let mut one = [x];
+    exp_block(&mut one);
+    one[0]
+}
+
+/// `exp` of each value of a block, in place. Each step runs over the whole block
+/// before the next, so that with 32 values the vectorized code keeps four vectors'
+/// long dependency chains in flight (a softmax row one vector at a time waited on
+/// each vector's chain in turn).
+#[inline(always)]
+pub fn exp_block<const N: usize>(x: &mut [f32; N]) {
+    let (mut exponent, mut r) = ([0i32; N], [0f32; N]);
+    for i in 0..N {
+        // A clamp that keeps NaN, written as two selects (vmaxps/vminps): f32::clamp
+        // costs a compare and blend more per vector.
+        let v = if x[i] < -87.0 { -87.0 } else { x[i] };
+        let v = if v > 88.0 { 88.0 } else { v };
+        exponent[i] = round_small(v * std::f32::consts::LOG2_E);
+        let n = exponent[i] as f32;
+        // v - n·ln2, with ln2 split in two so the low bits survive (Cody–Waite).
+        r[i] = v - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    }
+    let mut p = [1.987_569_1e-4f32; N];
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        for i in 0..N {
+            p[i] = p[i] * r[i] + c;
+        }
+    }
+    for i in 0..N {
+        let e = (p[i] * r[i] * r[i] + r[i] + 1.0) * f32::from_bits(((exponent[i] + 127) << 23) as u32);
+        x[i] = if x[i] < -87.0 { 0.0 } else { e };
     }
 }
 

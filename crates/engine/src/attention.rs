@@ -10,7 +10,47 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
+use half::f16;
+
 use crate::math::softmax_in_place;
+
+/// What keys and values are stored as: f32 (BERT's gathered rows) or f16 (the text
+/// engine's KV cache). Products and sums are f32 either way.
+pub trait Element: Copy + Sync {
+    fn to_f32(self) -> f32;
+
+    /// Eight values from `p` as f32 (AVX2 code; F16C for f16).
+    ///
+    /// # Safety
+    /// `p` points at 8 readable values, and the caller is compiled for AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Element for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Element for f16 {
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
 
 thread_local! {
     /// One row of scores per query, reused from call to call.
@@ -35,21 +75,25 @@ pub struct HeadLayout {
 /// called twice); `ranges` count positions from the first one it gives, and none is
 /// empty. Queries whose ranges overlap (a prompt's positions against one head) share
 /// each block of keys and values while it is in L1.
-pub fn attend(
+pub fn attend<T: Element>(
     queries: &[f32],
     hd: usize,
     ranges: &[Range<usize>],
     scale: f32,
     at: HeadLayout,
-    runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
+    runs: impl Fn(&mut dyn FnMut(&[T], &[T])),
     out: &mut [f32],
 ) {
     assert_eq!(queries.len(), out.len(), "one output row per query row");
     assert_eq!(queries.len(), ranges.len() * hd, "one key range per query row");
     assert!(ranges.iter().all(|r| !r.is_empty()), "every query attends to a key");
     #[cfg(target_arch = "x86_64")]
-    if hd.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, and the head size is a multiple of 8.
+    if hd.is_multiple_of(8)
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU has AVX2, FMA and F16C, and the head size is a multiple of 8.
         return unsafe { avx2::attend(queries, hd, ranges, scale, at, runs, out) };
     }
     attend_portable(queries, hd, ranges, scale, at, runs, out)
@@ -78,13 +122,13 @@ fn score_rows<'a>(scores: &'a mut Vec<Vec<f32>>, ranges: &[Range<usize>]) -> &'a
 }
 
 /// The same three passes in plain Rust (the reference the SIMD version is tested on).
-fn attend_portable(
+fn attend_portable<T: Element>(
     queries: &[f32],
     hd: usize,
     ranges: &[Range<usize>],
     scale: f32,
     at: HeadLayout,
-    runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
+    runs: impl Fn(&mut dyn FnMut(&[T], &[T])),
     out: &mut [f32],
 ) {
     SCORES.with_borrow_mut(|scores| {
@@ -95,7 +139,7 @@ fn attend_portable(
             for ((q, row), range) in queries.chunks_exact(hd).zip(scores.iter_mut()).zip(ranges) {
                 for j in within(range, pos, n) {
                     let k = &keys[j * at.stride + at.offset..][..hd];
-                    row[pos + j - range.start] = crate::math::dot(q, k) * scale;
+                    row[pos + j - range.start] = q.iter().zip(k).map(|(q, k)| q * k.to_f32()).sum::<f32>() * scale;
                 }
             }
             pos += n;
@@ -109,7 +153,7 @@ fn attend_portable(
                 let mine = within(range, pos, n);
                 for j in mine {
                     let (p, v) = (row[pos + j - range.start], &values[j * at.stride + at.offset..][..hd]);
-                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v.to_f32());
                 }
             }
             pos += n;
@@ -119,7 +163,7 @@ fn attend_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{score_rows, softmax_in_place, within, HeadLayout, Range, SCORES, VALUE_BLOCK};
+    use super::{score_rows, softmax_in_place, within, Element, HeadLayout, Range, SCORES, VALUE_BLOCK};
     use std::arch::x86_64::*;
 
     /// Keys (or values) this many positions ahead of those being read are prefetched:
@@ -128,12 +172,12 @@ mod avx2 {
     /// them from DRAM (the weights in between evict them).
     const PREFETCH_AHEAD: usize = 32;
 
-    /// Prefetches the `hd` floats from `p` (their cache lines), which may lie past the
+    /// Prefetches the `n` values from `p` (their cache lines), which may lie past the
     /// end of the run: a prefetch does not fault, and the address is only computed.
     #[inline(always)]
-    unsafe fn prefetch(p: *const f32, hd: usize) {
-        for c in (0..hd).step_by(16) {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c) as *const i8);
+    unsafe fn prefetch<T>(p: *const T, n: usize) {
+        for byte in (0..n * size_of::<T>()).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(byte));
         }
     }
 
@@ -151,12 +195,12 @@ mod avx2 {
 
     /// Scores of the 8 keys at `key(0..8)` against `q` (`hd` a multiple of 8).
     #[inline(always)]
-    unsafe fn scores8(q: *const f32, key: impl Fn(usize) -> *const f32, hd: usize) -> __m256 {
+    unsafe fn scores8<T: Element>(q: *const f32, key: impl Fn(usize) -> *const T, hd: usize) -> __m256 {
         let mut acc = [_mm256_setzero_ps(); 8];
         for c in (0..hd).step_by(8) {
             let qc = _mm256_loadu_ps(q.add(c));
             for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(qc, _mm256_loadu_ps(key(j).add(c)), *a);
+                *a = _mm256_fmadd_ps(qc, T::load8(key(j).add(c)), *a);
             }
         }
         hsum8(acc)
@@ -166,12 +210,12 @@ mod avx2 {
     /// 4..8): each key chunk loaded once for both queries, and each score summed exactly
     /// as `scores8` sums it.
     #[inline(always)]
-    unsafe fn scores2x4(q0: *const f32, q1: *const f32, key: impl Fn(usize) -> *const f32, hd: usize) -> __m256 {
+    unsafe fn scores2x4<T: Element>(q0: *const f32, q1: *const f32, key: impl Fn(usize) -> *const T, hd: usize) -> __m256 {
         let mut acc = [_mm256_setzero_ps(); 8];
         for c in (0..hd).step_by(8) {
             let (a, b) = (_mm256_loadu_ps(q0.add(c)), _mm256_loadu_ps(q1.add(c)));
             for j in 0..4 {
-                let k = _mm256_loadu_ps(key(j).add(c));
+                let k = T::load8(key(j).add(c));
                 acc[j] = _mm256_fmadd_ps(a, k, acc[j]);
                 acc[4 + j] = _mm256_fmadd_ps(b, k, acc[4 + j]);
             }
@@ -182,14 +226,14 @@ mod avx2 {
     /// `o[..8W] += Σ_j p[j] · v_j[..8W]`, the value of key j at `v + j * stride`; `W`
     /// registers accumulate (a constant, so the loop over them unrolls).
     #[inline(always)]
-    unsafe fn weighted_sum<const W: usize>(o: *mut f32, v: *const f32, stride: usize, p: &[f32]) {
+    unsafe fn weighted_sum<T: Element, const W: usize>(o: *mut f32, v: *const T, stride: usize, p: &[f32]) {
         let mut acc: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
         for (j, &p) in p.iter().enumerate() {
             prefetch(v.wrapping_add((j + PREFETCH_AHEAD) * stride), 8 * W);
             let pv = _mm256_set1_ps(p);
             let v = v.add(j * stride);
             for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * i)), *a);
+                *a = _mm256_fmadd_ps(pv, T::load8(v.add(8 * i)), *a);
             }
         }
         for (i, a) in acc.iter().enumerate() {
@@ -200,7 +244,7 @@ mod avx2 {
     /// `weighted_sum` for two queries' outputs over the same keys: each value chunk is
     /// loaded once for both.
     #[inline(always)]
-    unsafe fn weighted_sum2<const W: usize>(o: [*mut f32; 2], v: *const f32, stride: usize, p: [&[f32]; 2]) {
+    unsafe fn weighted_sum2<T: Element, const W: usize>(o: [*mut f32; 2], v: *const T, stride: usize, p: [&[f32]; 2]) {
         let mut a0: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o[0].add(8 * i)));
         let mut a1: [__m256; W] = std::array::from_fn(|i| _mm256_loadu_ps(o[1].add(8 * i)));
         for (j, (&p0, &p1)) in p[0].iter().zip(p[1]).enumerate() {
@@ -208,7 +252,7 @@ mod avx2 {
             let (b0, b1) = (_mm256_set1_ps(p0), _mm256_set1_ps(p1));
             let v = v.add(j * stride);
             for i in 0..W {
-                let x = _mm256_loadu_ps(v.add(8 * i));
+                let x = T::load8(v.add(8 * i));
                 a0[i] = _mm256_fmadd_ps(b0, x, a0[i]);
                 a1[i] = _mm256_fmadd_ps(b1, x, a1[i]);
             }
@@ -233,47 +277,47 @@ mod avx2 {
 
     /// `o += Σ_j p_j · v_j` over one query's row of `hd` outputs, 64 (8 registers) at a time.
     #[inline(always)]
-    unsafe fn sum1(o: *mut f32, v: *const f32, stride: usize, p: &[f32], hd: usize) {
+    unsafe fn sum1<T: Element>(o: *mut f32, v: *const T, stride: usize, p: &[f32], hd: usize) {
         if p.is_empty() {
             return;
         }
         for c0 in (0..hd).step_by(64) {
             let (o, v) = (o.add(c0), v.add(c0));
             match (hd - c0).min(64) / 8 {
-                8 => weighted_sum::<8>(o, v, stride, p),
-                7 => weighted_sum::<7>(o, v, stride, p),
-                6 => weighted_sum::<6>(o, v, stride, p),
-                5 => weighted_sum::<5>(o, v, stride, p),
-                4 => weighted_sum::<4>(o, v, stride, p),
-                3 => weighted_sum::<3>(o, v, stride, p),
-                2 => weighted_sum::<2>(o, v, stride, p),
-                _ => weighted_sum::<1>(o, v, stride, p),
+                8 => weighted_sum::<T, 8>(o, v, stride, p),
+                7 => weighted_sum::<T, 7>(o, v, stride, p),
+                6 => weighted_sum::<T, 6>(o, v, stride, p),
+                5 => weighted_sum::<T, 5>(o, v, stride, p),
+                4 => weighted_sum::<T, 4>(o, v, stride, p),
+                3 => weighted_sum::<T, 3>(o, v, stride, p),
+                2 => weighted_sum::<T, 2>(o, v, stride, p),
+                _ => weighted_sum::<T, 1>(o, v, stride, p),
             }
         }
     }
 
     /// `sum1` for two queries over the same keys, 32 outputs of each at a time.
     #[inline(always)]
-    unsafe fn sum2(o: [*mut f32; 2], v: *const f32, stride: usize, p: [&[f32]; 2], hd: usize) {
+    unsafe fn sum2<T: Element>(o: [*mut f32; 2], v: *const T, stride: usize, p: [&[f32]; 2], hd: usize) {
         for c0 in (0..hd).step_by(32) {
             let (o, v) = ([o[0].add(c0), o[1].add(c0)], v.add(c0));
             match (hd - c0).min(32) / 8 {
-                4 => weighted_sum2::<4>(o, v, stride, p),
-                3 => weighted_sum2::<3>(o, v, stride, p),
-                2 => weighted_sum2::<2>(o, v, stride, p),
-                _ => weighted_sum2::<1>(o, v, stride, p),
+                4 => weighted_sum2::<T, 4>(o, v, stride, p),
+                3 => weighted_sum2::<T, 3>(o, v, stride, p),
+                2 => weighted_sum2::<T, 2>(o, v, stride, p),
+                _ => weighted_sum2::<T, 1>(o, v, stride, p),
             }
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn attend(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attend<T: Element>(
         queries: &[f32],
         hd: usize,
         ranges: &[Range<usize>],
         scale: f32,
         at: HeadLayout,
-        runs: impl Fn(&mut dyn FnMut(&[f32], &[f32])),
+        runs: impl Fn(&mut dyn FnMut(&[T], &[T])),
         out: &mut [f32],
     ) {
         let vscale = _mm256_set1_ps(scale);
@@ -505,6 +549,35 @@ mod tests {
                         .collect();
                     assert_eq!(together, alone, "hd {hd}, runs of {split}, simd {simd}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_keys_and_values_match_their_f32_values() {
+        // The KV cache's f16 rows give what the same (rounded) values give as f32, SIMD
+        // and portable, in one run and in several.
+        let (hd, n) = (64usize, 77usize);
+        let queries = fill(3 * hd, 10);
+        let round = |x: Vec<f32>| -> Vec<f32> { x.iter().map(|&v| f16::from_f32(v).to_f32()).collect() };
+        let (k3, v3) = (round(fill(3 * n * hd, 11)), round(fill(3 * n * hd, 12)));
+        let half = |x: &[f32]| -> Vec<f16> { x.iter().map(|&v| f16::from_f32(v)).collect() };
+        let (k16, v16) = (half(&k3), half(&v3));
+        let at = HeadLayout { offset: hd, stride: 3 * hd };
+        let ranges = vec![0..n; 3];
+        for simd in [true, false] {
+            let want = strided(&queries, hd, &k3, &v3, n, simd);
+            for split in [n, 10] {
+                let runs = |f: &mut dyn FnMut(&[f16], &[f16])| {
+                    k16.chunks(split * 3 * hd).zip(v16.chunks(split * 3 * hd)).for_each(|(k, v)| f(k, v))
+                };
+                let mut got = vec![0.0; queries.len()];
+                if simd {
+                    attend(&queries, hd, &ranges, 0.3, at, runs, &mut got);
+                } else {
+                    attend_portable(&queries, hd, &ranges, 0.3, at, runs, &mut got);
+                }
+                assert_eq!(got, want, "simd {simd}, runs of {split}");
             }
         }
     }

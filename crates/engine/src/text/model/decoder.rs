@@ -310,7 +310,7 @@ impl Decoder {
                 QUERIES.with_borrow_mut(|qs| {
                     qs.clear();
                     (t0..t_end).for_each(|t| qs.extend_from_slice(&q[(task.row0 + t) * width + first..][..span]));
-                    let runs = |f: &mut dyn FnMut(&[f32], &[f32])| caches[task.seq].runs(il, all.start, all.end, f);
+                    let runs = |f: &mut dyn FnMut(&[half::f16], &[half::f16])| caches[task.seq].runs(il, all.start, all.end, f);
                     attention::attend(qs, hd, &ranges, hp.attn_scale, at, runs, &mut piece[t0 * span..t_end * span]);
                 });
             }

@@ -264,8 +264,11 @@ impl Decoder {
         // A decode step of one sequence has a task per key/value head: 3 of them
         // (SmolLM2) on 2 threads leave one thread idle for a third of the time. Then
         // each task's query heads are split in two; a query's arithmetic does not depend
-        // on which others it is computed with.
-        let splits = if counts.len() * nkv < 2 * rayon::current_num_threads() && group > 1 { 2 } else { 1 };
+        // on which others it is computed with. (Qwen's 2 tasks on 2 threads are not
+        // split: both halves would read the head's keys and values.)
+        let (threads, heads) = (rayon::current_num_threads(), counts.len() * nkv);
+        let uneven = heads < 2 * threads && !heads.is_multiple_of(threads);
+        let splits = if uneven && group > 1 { 2 } else { 1 };
         let mut tasks = Vec::new();
         let mut row = 0;
         let mut work = 0;

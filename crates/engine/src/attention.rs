@@ -387,8 +387,8 @@ mod avx2 {
                     };
                     // Query i's weights of the keys `keys` of this run.
                     let p = |i: usize, keys: &Range<usize>| {
-                        let from = pos - ranges[i].start;
-                        &scores[i][from + keys.start..from + keys.end]
+                        let first = pos + keys.start - ranges[i].start;
+                        &scores[i][first..first + keys.len()]
                     };
                     let mut i = 0;
                     while i < nq {

@@ -360,7 +360,7 @@ mod avx2 {
                         for j in both.clone().step_by(8) {
                             (0..8).for_each(|x| prefetch(k0.wrapping_add((j + PREFETCH_AHEAD + x) * at.stride), hd));
                             let key = key(&both, j);
-                            let lo = scores2x4(q(i), q(i + 1), &key, hd);
+                            let lo = scores2x4(q(i), q(i + 1), key, hd);
                             let hi = scores2x4(q(i), q(i + 1), |x| key(4 + x), hd);
                             let (rows_a, rows_b) = scores.split_at_mut(i + 1);
                             put_block(&mut rows_a[i], i, j, _mm256_permute2f128_ps(lo, hi, 0x20));

@@ -291,30 +291,31 @@ impl Decoder {
         let mut pieces = Vec::with_capacity(tasks.len());
         let mut rest = heads_out.as_mut_slice();
         for task in &tasks {
-            let (piece, tail) = rest.split_at_mut(task.rows * task.heads.len() * hd);
+            let (piece, tail) = rest.split_at_mut(task.rows * task.columns(group, hd).len());
             pieces.push(piece);
             rest = tail;
         }
         let kv_width = nkv * hd;
         let run = |(task, piece): (&AttentionTask, &mut &mut [f32])| {
             let at = attention::HeadLayout { offset: task.kv_head * hd, stride: kv_width };
-            // This task's query heads of key/value head `kv_head`, side by side in a row of q.
-            let first = (task.kv_head * group + task.heads.start) * hd;
-            let span = task.heads.len() * hd;
+            let cols = task.columns(group, hd);
+            let span = cols.len();
             // A few positions at a time (their rows of scores stay in L2).
             for t0 in (0..task.rows).step_by(ATTENTION_POSITIONS) {
                 let t_end = (t0 + ATTENTION_POSITIONS).min(task.rows);
                 // Both ends of the visible keys only move forward with the position.
                 let all = visible_keys(task.pos0 + t0, window).start..visible_keys(task.pos0 + t_end - 1, window).end;
-                let ranges: Vec<_> = (t0..t_end)
-                    .map(|t| visible_keys(task.pos0 + t, window))
-                    .flat_map(|k| std::iter::repeat_n(k.start - all.start..k.end - all.start, task.heads.len()))
-                    .collect();
-                QUERIES.with_borrow_mut(|qs| {
+                CALL.with_borrow_mut(|(qs, ranges)| {
+                    ranges.clear();
+                    ranges.extend(
+                        (t0..t_end)
+                            .map(|t| visible_keys(task.pos0 + t, window))
+                            .flat_map(|k| std::iter::repeat_n(k.start - all.start..k.end - all.start, task.heads.len())),
+                    );
                     qs.clear();
-                    (t0..t_end).for_each(|t| qs.extend_from_slice(&q[(task.row0 + t) * width + first..][..span]));
+                    (t0..t_end).for_each(|t| qs.extend_from_slice(&q[(task.row0 + t) * width + cols.start..][..span]));
                     let runs = |f: &mut dyn FnMut(&[half::f16], &[half::f16])| caches[task.seq].runs(il, all.start, all.end, f);
-                    attention::attend(qs, hd, &ranges, hp.attn_scale, at, runs, &mut piece[t0 * span..t_end * span]);
+                    attention::attend(qs, hd, ranges, hp.attn_scale, at, runs, &mut piece[t0 * span..t_end * span]);
                 });
             }
         };
@@ -325,9 +326,9 @@ impl Decoder {
             tasks.par_iter().zip(pieces.par_iter_mut()).for_each(run);
         }
         for (task, piece) in tasks.iter().zip(&pieces) {
-            let (first, span) = ((task.kv_head * group + task.heads.start) * hd, task.heads.len() * hd);
-            for t in 0..task.rows {
-                out[(task.row0 + t) * width + first..][..span].copy_from_slice(&piece[t * span..(t + 1) * span]);
+            let cols = task.columns(group, hd);
+            for (t, piece) in piece.chunks_exact(cols.len()).enumerate() {
+                out[(task.row0 + t) * width..][cols.clone()].copy_from_slice(piece);
             }
         }
     }
@@ -345,12 +346,22 @@ struct AttentionTask {
     rows: usize,
 }
 
+impl AttentionTask {
+    /// Where the task's query heads lie in a row of q (and of the attention output).
+    fn columns(&self, group: usize, hd: usize) -> std::ops::Range<usize> {
+        let first = (self.kv_head * group + self.heads.start) * hd;
+        first..first + self.heads.len() * hd
+    }
+}
+
 /// Positions of a prompt attended together (each key block read once for all of them).
 const ATTENTION_POSITIONS: usize = 4;
 
 thread_local! {
-    /// The queries of one attention call, gathered side by side.
-    static QUERIES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The queries of one attention call, gathered side by side, and their key ranges
+    /// (reused: no allocation per call).
+    static CALL: std::cell::RefCell<(Vec<f32>, Vec<std::ops::Range<usize>>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Key positions a query at `qpos` attends to: none in its future and, with a sliding

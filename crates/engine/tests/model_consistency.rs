@@ -128,6 +128,36 @@ fn batched_decode_matches_single(model: &dyn Model, name: &str) {
     }
 }
 
+/// A decode step gives the same logits, bit for bit, on one thread as on all of them:
+/// the count a step runs on changes mid-stream when another process takes a core.
+fn decode_is_the_same_on_one_thread(model: &dyn Model, name: &str) {
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    // Two sequences at ~250 positions: enough attention work to go through the pool.
+    let fresh = || -> Vec<_> {
+        [prompt(250, 7), prompt(243, 8)]
+            .iter()
+            .map(|p| {
+                let mut cache = model.new_cache(256).expect("cache");
+                model.prefill(p, &mut cache, false).expect("prefill");
+                cache
+            })
+            .collect()
+    };
+    let (mut all, mut single) = (fresh(), fresh());
+    for step in 0..3u32 {
+        let next = [20 + step, 30 + step];
+        let mut refs: Vec<_> = all.iter_mut().collect();
+        let on_all = model.decode(&next, &mut refs).expect("decode");
+        let mut refs: Vec<_> = single.iter_mut().collect();
+        let on_one = one.install(|| model.decode(&next, &mut refs)).expect("decode");
+        assert_eq!(
+            on_all.to_vec2::<f32>().expect("logits"),
+            on_one.to_vec2::<f32>().expect("logits"),
+            "{name}: step {step}"
+        );
+    }
+}
+
 /// Errors, not panics, on bad input; a failed call leaves the cache unchanged.
 fn rejects_bad_input(model: &dyn Model, name: &str) {
     let mut cache = model.new_cache(4).expect("cache");
@@ -164,6 +194,7 @@ fn check(file_name: &str) {
     };
     prefill_matches_decode(model.as_ref(), file_name);
     batched_decode_matches_single(model.as_ref(), file_name);
+    decode_is_the_same_on_one_thread(model.as_ref(), file_name);
     rejects_bad_input(model.as_ref(), file_name);
 }
 

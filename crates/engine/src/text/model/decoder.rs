@@ -5,6 +5,7 @@
 use super::cache::SeqCache;
 use super::hparams::{Arch, Hparams};
 use crate::attention;
+use super::threads::StepThreads;
 use super::ops::{add_assign, apply_rope, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
 use super::weights::{Embedding, GgufReader, Linear, MatMul};
 use candle_core::{bail, Device, Result, Tensor};
@@ -19,6 +20,8 @@ pub struct Decoder {
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
     lm_head: MatMul,
+    /// How many threads a decode step runs on.
+    pub step_threads: StepThreads,
 }
 
 struct Layer {
@@ -87,6 +90,7 @@ impl Decoder {
             layers,
             output_norm,
             lm_head,
+            step_threads: StepThreads::new(),
         })
     }
 

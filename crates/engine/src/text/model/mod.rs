@@ -5,6 +5,7 @@ mod decoder;
 mod hparams;
 mod ops;
 mod quant;
+mod threads;
 mod weights;
 
 use candle_core::{bail, Result, Tensor};
@@ -14,7 +15,7 @@ pub use cache::{Prefix, SeqCache};
 /// Most prompt tokens run through the model at once (bounds the attention scores' size).
 const PREFILL_CHUNK: usize = 512;
 
-pub trait Model: Send {
+pub trait Model: Send + Sync {
     /// A cache for up to `capacity` tokens.
     fn new_cache(&self, capacity: usize) -> Result<SeqCache>;
     /// Appends `tokens` at `cache.len()`. Returns f32 logits `[tokens.len(), vocab]` when
@@ -74,6 +75,6 @@ impl Model for decoder::Decoder {
         }
         let counts = vec![1; tokens.len()];
         let rows: Vec<u32> = (0..tokens.len() as u32).collect();
-        self.forward(tokens, &counts, caches, Some(&rows))
+        self.step_threads.run(tokens.len(), || self.forward(tokens, &counts, caches, Some(&rows)))
     }
 }

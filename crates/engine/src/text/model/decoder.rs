@@ -21,7 +21,7 @@ pub struct Decoder {
     output_norm: Vec<f32>,
     lm_head: MatMul,
     /// How many threads a decode step runs on.
-    pub step_threads: StepThreads,
+    pub(super) step_threads: StepThreads,
 }
 
 struct Layer {

@@ -45,24 +45,7 @@ impl Model for decoder::Decoder {
         if tokens.is_empty() {
             bail!("prefill needs at least one token");
         }
-        // Only the rows we return go through the final norm and the lm_head.
-        let mut logits = Vec::new();
-        let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-            let n = chunk.len() as u32;
-            let rows: Option<Vec<u32>> = if all_logits {
-                Some((0..n).collect())
-            } else if i + 1 == chunks {
-                Some(vec![n - 1])
-            } else {
-                None
-            };
-            let out = self.forward(chunk, &[chunk.len()], &mut [&mut *cache], rows.as_deref())?;
-            if rows.is_some() {
-                logits.push(out);
-            }
-        }
-        Tensor::cat(&logits, 0)
+        self.step_threads.run_on_all(|| prefill_chunks(self, tokens, cache, all_logits))
     }
 
     fn decode(&self, tokens: &[u32], caches: &mut [&mut SeqCache]) -> Result<Tensor> {
@@ -77,4 +60,26 @@ impl Model for decoder::Decoder {
         let rows: Vec<u32> = (0..tokens.len() as u32).collect();
         self.step_threads.run(tokens.len(), || self.forward(tokens, &counts, caches, Some(&rows)))
     }
+}
+
+/// The prompt a chunk at a time. Only the rows returned go through the final norm and
+/// the lm_head.
+fn prefill_chunks(model: &decoder::Decoder, tokens: &[u32], cache: &mut SeqCache, all_logits: bool) -> Result<Tensor> {
+    let mut logits = Vec::new();
+    let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
+    for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+        let n = chunk.len() as u32;
+        let rows: Option<Vec<u32>> = if all_logits {
+            Some((0..n).collect())
+        } else if i + 1 == chunks {
+            Some(vec![n - 1])
+        } else {
+            None
+        };
+        let out = model.forward(chunk, &[chunk.len()], &mut [&mut *cache], rows.as_deref())?;
+        if rows.is_some() {
+            logits.push(out);
+        }
+    }
+    Tensor::cat(&logits, 0)
 }

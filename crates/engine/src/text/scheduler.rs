@@ -26,6 +26,10 @@ use super::{EngineError, Event, FinishReason, GenerateRequest, ModelInfo, TextEn
 
 /// Prompt tokens prefilled per loop iteration, across all sequences.
 const PREFILL_CHUNK: usize = 256;
+/// A prompt's last chunk is not left shorter than this: a few rows run on the slower
+/// per-row kernels, and each chunk reads all the weights (SmolLM2: 519 tokens in one
+/// chunk 3.5% faster than as 512 + 7).
+const MIN_TAIL: usize = 64;
 
 pub(crate) struct Shared {
     pub(crate) info: ModelInfo,
@@ -292,8 +296,11 @@ impl Worker {
                 i += 1;
                 continue;
             }
-            let end = (seq.prefilled + budget).min(seq.prompt.len());
-            budget -= end - seq.prefilled;
+            let mut end = (seq.prefilled + budget).min(seq.prompt.len());
+            if seq.prompt.len() - end < MIN_TAIL {
+                end = seq.prompt.len();
+            }
+            budget = budget.saturating_sub(end - seq.prefilled);
             match self.prefill_chunk(i, end) {
                 Step::Continue => i += 1,
                 Step::Done => {

@@ -62,12 +62,13 @@ impl Model for decoder::Decoder {
     }
 }
 
-/// The prompt a chunk at a time. Only the rows returned go through the final norm and
-/// the lm_head.
+/// The prompt a chunk at a time, in chunks of equal size (519 tokens as 260 + 259, not
+/// 512 + a slow 7). Only the rows returned go through the final norm and the lm_head.
 fn prefill_chunks(model: &decoder::Decoder, tokens: &[u32], cache: &mut SeqCache, all_logits: bool) -> Result<Tensor> {
     let mut logits = Vec::new();
-    let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
-    for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+    let size = tokens.len().div_ceil(tokens.len().div_ceil(PREFILL_CHUNK));
+    let chunks = tokens.len().div_ceil(size);
+    for (i, chunk) in tokens.chunks(size).enumerate() {
         let n = chunk.len() as u32;
         let rows: Option<Vec<u32>> = if all_logits {
             Some((0..n).collect())

@@ -4,7 +4,7 @@
 mod model_support;
 
 use candle_core::Tensor;
-use hearth_engine::text::Model;
+use hearth_engine::text::{Model, SeqCache};
 use model_support::relative_max_diff;
 
 /// Relative logit difference allowed between two computation orders of the same position.
@@ -94,20 +94,22 @@ fn prefill_matches_decode(model: &dyn Model, name: &str) {
     assert_close(&format!("{name}: chunked prefill"), &full, &chunked);
 }
 
+/// A cache of `capacity` per prompt, holding that prompt.
+fn prefilled(model: &dyn Model, prompts: &[Vec<u32>], capacity: usize) -> Vec<SeqCache> {
+    prompts
+        .iter()
+        .map(|p| {
+            let mut cache = model.new_cache(capacity).expect("cache");
+            model.prefill(p, &mut cache, false).expect("prefill");
+            cache
+        })
+        .collect()
+}
+
 /// A batched decode step of 3 sequences at different positions == each decoded alone.
 fn batched_decode_matches_single(model: &dyn Model, name: &str) {
     let prompts = [prompt(3, 2), prompt(9, 3), prompt(5, 4)];
-    let fresh = || -> Vec<_> {
-        prompts
-            .iter()
-            .map(|p| {
-                let mut cache = model.new_cache(16).expect("cache");
-                model.prefill(p, &mut cache, false).expect("prefill");
-                cache
-            })
-            .collect()
-    };
-    let (mut batched, mut single) = (fresh(), fresh());
+    let (mut batched, mut single) = (prefilled(model, &prompts, 16), prefilled(model, &prompts, 16));
     let mut next = vec![11u32, 12, 13];
     for step in 0..3 {
         let mut refs: Vec<_> = batched.iter_mut().collect();
@@ -135,17 +137,8 @@ fn decode_is_the_same_on_one_thread(model: &dyn Model, name: &str) {
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
     let Some(single_model) = one.install(|| model_support::load(name)) else { return };
     // Two sequences at ~250 positions: enough attention work to go through the pool.
-    let fresh = |model: &dyn Model| -> Vec<_> {
-        [prompt(250, 7), prompt(243, 8)]
-            .iter()
-            .map(|p| {
-                let mut cache = model.new_cache(256).expect("cache");
-                model.prefill(p, &mut cache, false).expect("prefill");
-                cache
-            })
-            .collect()
-    };
-    let (mut all, mut single) = (fresh(model), fresh(single_model.as_ref()));
+    let prompts = [prompt(250, 7), prompt(243, 8)];
+    let (mut all, mut single) = (prefilled(model, &prompts, 256), prefilled(single_model.as_ref(), &prompts, 256));
     for step in 0..3u32 {
         let next = [20 + step, 30 + step];
         let mut refs: Vec<_> = all.iter_mut().collect();

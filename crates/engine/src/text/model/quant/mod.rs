@@ -36,6 +36,8 @@ const TILE_MIN_ROWS: usize = 12;
 /// Weight groups handled per rayon task: small enough to balance two threads (or one,
 /// when another process takes a core), large enough to amortise the task.
 const GROUPS_PER_TASK: usize = 8;
+/// Activation rows whose outputs a task keeps on the stack.
+const STACK_ROWS: usize = 16;
 
 impl PackedWeight {
     /// None when the tensor's type has no packed layout (candle's matmul serves it).
@@ -129,19 +131,24 @@ impl PackedWeight {
             let (w, y_ptr) = (ws[i], &y_ptrs[i]);
             let n = w.n;
             let gbytes = nb * w.layout.group_bytes();
-            let mut out = vec![[0f32; ROWS]; m];
+            // On the stack for a decode step's few rows: thousands of tasks run per token.
+            let mut stack = [[0f32; ROWS]; STACK_ROWS];
+            let mut heap = Vec::new();
+            let out = if m <= STACK_ROWS {
+                &mut stack[..m]
+            } else {
+                heap.resize(m, [0f32; ROWS]);
+                &mut heap[..]
+            };
             for g in g0..(g0 + GROUPS_PER_TASK).min(n.div_ceil(ROWS)) {
                 let wp = w.data[g * gbytes..].as_ptr();
                 // SAFETY: `wp` holds `nb` groups of this layout; every row of `rows` has `nb` blocks.
-                unsafe { (w.kernel)(w.layout, wp, nb, &rows, &mut out) };
+                unsafe { (w.kernel)(w.layout, wp, nb, &rows, out) };
+                let cols = (n - g * ROWS).min(ROWS);
                 for (r_i, o) in out.iter().enumerate() {
-                    for (r, &v) in o.iter().enumerate() {
-                        let col = g * ROWS + r;
-                        if col < n {
-                            // SAFETY: each (row, col) of each output is written by exactly one task.
-                            unsafe { *y_ptr.0.add(r_i * n + col) = v };
-                        }
-                    }
+                    // SAFETY: each (row, col) of each output is written by exactly one task.
+                    let y = unsafe { std::slice::from_raw_parts_mut(y_ptr.0.add(r_i * n + g * ROWS), cols) };
+                    y.copy_from_slice(&o[..cols]);
                 }
             }
         };

@@ -20,7 +20,7 @@ pub struct Decoder {
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
     lm_head: MatMul,
-    /// How many threads a decode step runs on.
+    /// The pools its steps run in, and how many threads a decode step takes.
     pub(super) step_threads: StepThreads,
 }
 

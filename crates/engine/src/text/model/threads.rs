@@ -79,7 +79,7 @@ impl Default for StepThreads {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy)]
 struct Plan {
     threads: usize,
     probe: bool,
@@ -93,10 +93,13 @@ struct Shape {
 }
 
 impl Shape {
+    /// Median of the recent steps (called with all `RECENT` of them, once per step: no
+    /// allocation).
     fn median(&self) -> f64 {
-        let mut v: Vec<f64> = self.recent.iter().copied().collect();
+        let mut v = [0.0; RECENT];
+        v.iter_mut().zip(&self.recent).for_each(|(v, &t)| *v = t);
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        v[RECENT / 2]
     }
 }
 

@@ -4,7 +4,7 @@
 mod model_support;
 
 use candle_core::Tensor;
-use hearth_engine::text::{Model, SeqCache};
+use hearth_engine::text::{Greedy, Model, Next, SeqCache, Want};
 use model_support::relative_max_diff;
 
 /// Relative logit difference allowed between two computation orders of the same position.
@@ -153,6 +153,45 @@ fn decode_is_the_same_on_one_thread(model: &dyn Model, name: &str) {
     }
 }
 
+/// A greedy decode step's token (`Want::Greedy`, which skips most logits on heads with a
+/// 4-bit shadow) is the first argmax of the full row after the same adjustment, step
+/// after step of a generation: plain, then with a presence penalty over the tokens so
+/// far and a ban on one token, as the sampler sets them.
+fn greedy_tokens_match_full_logits(model: &dyn Model, name: &str) {
+    let prompts = [prompt(20, 9)];
+    let (mut full, mut greedy) = (prefilled(model, &prompts, 96), prefilled(model, &prompts, 96));
+    let mut token = 11;
+    let mut generated: Vec<u32> = Vec::new();
+    for step in 0..64 {
+        let logits = model.decode(&[token], &mut [&mut full[0]]).expect("decode");
+        let mut row = logits.to_vec2::<f32>().expect("logits").remove(0);
+        let limit = row.len() - 3;
+        let mut adjusted: Vec<u32> = if step >= 32 { generated.clone() } else { Vec::new() };
+        let banned = 13;
+        adjusted.push(banned);
+        adjusted.sort_unstable();
+        adjusted.dedup();
+        let adjust = |id: u32, l: f32| {
+            let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
+            let l = if id == banned { l - 100.0 } else { l };
+            if step >= 32 && generated.contains(&id) { l - 2.0 } else { l }
+        };
+        for l in row.iter_mut() {
+            *l = if l.is_nan() { f32::NEG_INFINITY } else { *l };
+        }
+        for &id in &adjusted {
+            row[id as usize] = adjust(id, row[id as usize]);
+        }
+        let expected = argmax(&row[..limit]) as u32;
+        let want = Want::Greedy(Greedy { limit, adjusted: &adjusted, adjust: &adjust });
+        let next = model.decode_next(&[token], &mut [&mut greedy[0]], &[want]).expect("decode_next");
+        assert_eq!(next, [Next::Token(expected)], "{name}: step {step}");
+        generated.push(expected);
+        token = expected;
+    }
+    assert_eq!(full[0].len(), greedy[0].len());
+}
+
 /// Errors, not panics, on bad input; a failed call leaves the cache unchanged.
 fn rejects_bad_input(model: &dyn Model, name: &str) {
     let mut cache = model.new_cache(4).expect("cache");
@@ -190,6 +229,7 @@ fn check(file_name: &str) {
     prefill_matches_decode(model.as_ref(), file_name);
     batched_decode_matches_single(model.as_ref(), file_name);
     decode_is_the_same_on_one_thread(model.as_ref(), file_name);
+    greedy_tokens_match_full_logits(model.as_ref(), file_name);
     rejects_bad_input(model.as_ref(), file_name);
 }
 

@@ -11,7 +11,7 @@ mod scheduler;  // continuous batching loop on its own thread
 mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding
 mod template;   // chat template rendering with minijinja
 
-pub use model::{Model, SeqCache};
+pub use model::{Greedy, Model, Next, SeqCache, Want};
 /// Loads a model's weights from an opened GGUF (used by the scheduler and the model tests).
 pub use model::load as load_model;
 pub use tokenizer::{IncrementalDecoder, Tokenizer};

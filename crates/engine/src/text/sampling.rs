@@ -40,27 +40,60 @@ impl Sampler {
             self.draw(logits)
         };
         let logprob = self.logprobs.map(|k| token_logprob(logits, id, k));
-        *self.counts.entry(id).or_insert(0) += 1;
+        self.record(id);
         (id, logprob)
     }
 
-    /// Logit bias, then OpenAI's penalties: `logit -= count * frequency + (count > 0) * presence`.
+    /// Whether the next token is the argmax of the adjusted logits and nothing else is
+    /// reported of them: the model may then find it without most logits (`Want::Greedy`).
+    pub fn greedy_only(&self) -> bool {
+        self.params.temperature <= GREEDY_TEMPERATURE && self.logprobs.is_none()
+    }
+
+    /// Records a token picked by the model itself (`Want::Greedy`).
+    pub fn record(&mut self, id: u32) {
+        *self.counts.entry(id).or_insert(0) += 1;
+    }
+
+    /// The ids whose logit [`Self::adjust_one`] changes, ascending.
+    pub fn adjusted_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.params.logit_bias.iter().map(|&(id, _)| id).collect();
+        if self.penalized() {
+            ids.extend(self.counts.keys());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn penalized(&self) -> bool {
+        self.params.presence_penalty != 0.0 || self.params.frequency_penalty != 0.0
+    }
+
+    /// One logit adjusted: NaN to -inf, plus its logit bias, then OpenAI's penalties
+    /// `logit -= count * frequency + (count > 0) * presence`.
+    pub fn adjust_one(&self, id: u32, logit: f32) -> f32 {
+        let mut l = if logit.is_nan() { f32::NEG_INFINITY } else { logit };
+        for &(_, bias) in self.params.logit_bias.iter().filter(|&&(b, _)| b == id) {
+            l += bias;
+        }
+        if self.penalized() {
+            if let Some(&count) = self.counts.get(&id) {
+                l -= count as f32 * self.params.frequency_penalty + self.params.presence_penalty;
+            }
+        }
+        l
+    }
+
+    /// [`Self::adjust_one`] over a whole row.
     fn adjust(&self, logits: &mut [f32]) {
         for l in logits.iter_mut() {
             // A select rather than a branch: vectorised.
             *l = if l.is_nan() { f32::NEG_INFINITY } else { *l };
         }
-        for &(id, bias) in &self.params.logit_bias {
+        for id in self.adjusted_ids() {
             if let Some(l) = logits.get_mut(id as usize) {
-                *l += bias;
-            }
-        }
-        let (presence, frequency) = (self.params.presence_penalty, self.params.frequency_penalty);
-        if presence != 0.0 || frequency != 0.0 {
-            for (&id, &count) in &self.counts {
-                if let Some(l) = logits.get_mut(id as usize) {
-                    *l -= count as f32 * frequency + presence;
-                }
+                *l = self.adjust_one(id, *l);
             }
         }
     }

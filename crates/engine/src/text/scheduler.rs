@@ -362,20 +362,42 @@ impl Worker {
             return;
         }
         let tokens: Vec<u32> = batch.iter().filter_map(|&i| self.running[i].last).collect();
+        let vocab_size = self.vocab_size;
         let result = {
-            let mut caches: Vec<&mut SeqCache> = self
+            let (mut caches, samplers): (Vec<&mut SeqCache>, Vec<&Sampler>) = self
                 .running
                 .iter_mut()
                 .filter(|s| s.decoding())
-                .map(|s| &mut s.cache)
+                .map(|s| (&mut s.cache, &s.sampler))
+                .unzip();
+            let adjusted: Vec<Vec<u32>> = samplers.iter().map(|s| if s.greedy_only() { s.adjusted_ids() } else { Vec::new() }).collect();
+            let adjust: Vec<_> = samplers.iter().map(|&s| move |id, l| s.adjust_one(id, l)).collect();
+            let wants: Vec<model::Want> = samplers
+                .iter()
+                .zip(&adjusted)
+                .zip(&adjust)
+                .map(|((s, adjusted), adjust)| {
+                    if s.greedy_only() {
+                        model::Want::Greedy(model::Greedy { limit: vocab_size, adjusted, adjust })
+                    } else {
+                        model::Want::Logits
+                    }
+                })
                 .collect();
-            self.model.decode(&tokens, &mut caches).and_then(rows)
+            self.model.decode_next(&tokens, &mut caches, &wants)
         };
         let mut finished = Vec::new();
         match result {
-            Ok(rows) if rows.len() == batch.len() => {
-                for (&i, mut row) in batch.iter().zip(rows) {
-                    if let Step::Done = self.emit(i, &mut row) {
+            Ok(nexts) if nexts.len() == batch.len() => {
+                for (&i, next) in batch.iter().zip(nexts) {
+                    let step = match next {
+                        model::Next::Token(id) => {
+                            self.running[i].sampler.record(id);
+                            self.send(i, id, None)
+                        }
+                        model::Next::Logits(mut row) => self.emit(i, &mut row),
+                    };
+                    if let Step::Done = step {
                         finished.push(i);
                     }
                 }
@@ -402,6 +424,12 @@ impl Worker {
         let keep = self.vocab_size.min(logits.len());
         let row = &mut logits[..keep];
         let (id, logprob) = seq.sampler.sample(row);
+        self.send(i, id, logprob)
+    }
+
+    /// Sends sequence `i`'s next token `id` (already recorded by its sampler).
+    fn send(&mut self, i: usize, id: u32, logprob: Option<TokenLogprob>) -> Step {
+        let seq = &mut self.running[i];
         if self.stop_tokens.contains(&id) || seq.extra_stops.contains(&id) {
             let _ = seq.tx.send(Event::Finished { reason: FinishReason::Stop });
             return Step::Done;

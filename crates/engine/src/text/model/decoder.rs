@@ -3,11 +3,13 @@
 //! q/k/v biases (qwen2), per-head q/k norms, post-attention/post-FFN norms, scaled
 //! embeddings, GELU MLP, sliding-window local layers and logit softcapping (gemma3).
 use super::cache::SeqCache;
+use super::head::OutputHead;
 use super::hparams::{Arch, Hparams};
 use crate::attention;
 use super::threads::StepThreads;
 use super::ops::{add_assign, apply_rope, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
 use super::weights::{Embedding, GgufReader, Linear, MatMul};
+use std::sync::Arc;
 use candle_core::{bail, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -19,7 +21,7 @@ pub struct Decoder {
     embedding_scale: Option<f32>,
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
-    lm_head: MatMul,
+    head: OutputHead,
     /// The pools its steps run in, and how many threads a decode step takes.
     pub(super) step_threads: StepThreads,
 }
@@ -50,11 +52,13 @@ impl Decoder {
             bail!("token_embd has width {hidden}, metadata says {}", hp.n_embd);
         }
         // Tied output: the lm_head reuses the (quantized) embedding table.
-        let lm_head = if gguf.has("output.weight") {
-            gguf.matmul("output.weight")?
+        let head_weight = if gguf.has("output.weight") {
+            gguf.qtensor("output.weight")?
         } else {
-            MatMul::new(token_embd.clone())?
+            token_embd.clone()
         };
+        let head = OutputHead::new(&head_weight, MatMul::new(Arc::clone(&head_weight))?, hp.final_logit_softcap)?;
+        drop(head_weight);
         let embedding = Embedding::new(token_embd)?;
         let output_norm = gguf.dense("output_norm.weight")?;
 
@@ -89,7 +93,7 @@ impl Decoder {
             embedding_scale,
             layers,
             output_norm,
-            lm_head,
+            head,
             step_threads: StepThreads::new(),
         })
     }
@@ -113,6 +117,25 @@ impl Decoder {
         caches: &mut [&mut SeqCache],
         output_rows: Option<&[u32]>,
     ) -> Result<Tensor> {
+        let rows = output_rows.unwrap_or(&[]);
+        let h = self.hidden(tokens, counts, caches, rows)?;
+        let logits = if rows.is_empty() { Vec::new() } else { self.head.logits(&h)? };
+        Tensor::from_vec(logits, (rows.len(), self.vocab_size), &Device::Cpu)
+    }
+
+    pub fn head(&self) -> &OutputHead {
+        &self.head
+    }
+
+    /// Like [`Self::forward`], returning the final-normed hidden states of `output_rows`
+    /// (the output head's input).
+    pub fn hidden(
+        &self,
+        tokens: &[u32],
+        counts: &[usize],
+        caches: &mut [&mut SeqCache],
+        output_rows: &[u32],
+    ) -> Result<Vec<f32>> {
         if counts.len() != caches.len()
             || counts.iter().sum::<usize>() != tokens.len()
             || tokens.is_empty()
@@ -166,21 +189,13 @@ impl Decoder {
             cache.commit(n);
         }
 
-        let Some(output_rows) = output_rows else {
-            return Tensor::zeros((0, self.vocab_size), candle_core::DType::F32, &Device::Cpu);
-        };
         let width = hp.n_embd;
         let mut h = Vec::with_capacity(output_rows.len() * width);
         for &r in output_rows {
             h.extend_from_slice(&x[r as usize * width..(r as usize + 1) * width]);
         }
         rms_norm(&mut h, &self.output_norm, hp.rms_eps);
-        let mut logits = Vec::new();
-        self.lm_head.forward(&h, &mut logits)?;
-        if let Some(cap) = hp.final_logit_softcap {
-            logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
-        }
-        Tensor::from_vec(logits, (output_rows.len(), self.vocab_size), &Device::Cpu)
+        Ok(h)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -2,6 +2,7 @@
 //! gemma3) running over a per-sequence KV cache that is allocated once.
 mod cache;
 mod decoder;
+mod head;
 mod hparams;
 mod ops;
 mod quant;
@@ -24,6 +25,33 @@ pub trait Model: Send + Sync {
     /// One decode step for several sequences at once (each at its own position);
     /// returns f32 logits `[tokens.len(), vocab]`.
     fn decode(&self, tokens: &[u32], caches: &mut [&mut SeqCache]) -> Result<Tensor>;
+    /// One decode step like [`Model::decode`], answering for each sequence what `wants`
+    /// asks of it: its logits, or only its greedy token (computing far fewer logits).
+    fn decode_next(&self, tokens: &[u32], caches: &mut [&mut SeqCache], wants: &[Want]) -> Result<Vec<Next>>;
+}
+
+/// What a decode step must produce for one sequence.
+pub enum Want<'a> {
+    Logits,
+    Greedy(Greedy<'a>),
+}
+
+/// The argmax of a row after adjustment: the id of its first largest value, where NaN
+/// counts as -inf.
+pub struct Greedy<'a> {
+    /// Only ids below this are eligible (the tokenizer's vocabulary).
+    pub limit: usize,
+    /// The ids whose logit `adjust` changes (logit bias, penalties).
+    pub adjusted: &'a [u32],
+    /// `(id, logit)` → the adjusted logit, for the ids in `adjusted`.
+    pub adjust: &'a (dyn Fn(u32, f32) -> f32 + Sync),
+}
+
+/// What a decode step produced for one sequence.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    Logits(Vec<f32>),
+    Token(u32),
 }
 
 /// Loads the weights of a GGUF file whose `general.architecture` is llama, qwen2 or gemma3.
@@ -59,6 +87,23 @@ impl Model for decoder::Decoder {
         let counts = vec![1; tokens.len()];
         let rows: Vec<u32> = (0..tokens.len() as u32).collect();
         self.step_threads.run(tokens.len(), || self.forward(tokens, &counts, caches, Some(&rows)))
+    }
+
+    fn decode_next(&self, tokens: &[u32], caches: &mut [&mut SeqCache], wants: &[Want]) -> Result<Vec<Next>> {
+        if tokens.is_empty() || tokens.len() != caches.len() || wants.len() != tokens.len() {
+            bail!(
+                "decode needs one token and one want per sequence ({} tokens, {} caches, {} wants)",
+                tokens.len(),
+                caches.len(),
+                wants.len()
+            );
+        }
+        let counts = vec![1; tokens.len()];
+        let rows: Vec<u32> = (0..tokens.len() as u32).collect();
+        self.step_threads.run(tokens.len(), || {
+            let h = self.hidden(tokens, &counts, caches, &rows)?;
+            self.head().next(&h, wants)
+        })
     }
 }
 

@@ -4,16 +4,19 @@
 //! many activation rows (prefill), weight tiles are converted for an int8 GEMM (tile.rs).
 mod kernels;
 mod pack;
+mod shadow;
 #[cfg(target_arch = "x86_64")]
 mod tile;
 
 use candle_core::quantized::QTensor;
 use candle_core::{bail, Result};
-use kernels::{ActBlock, GroupKernel};
-use pack::{Block32, Layout, BLOCK, ROWS};
+use kernels::GroupKernel;
+use pack::{Block32, Layout};
 use rayon::prelude::*;
 
-pub use kernels::quantize_row;
+pub use kernels::{quantize_row, ActBlock};
+pub use pack::{BLOCK, ROWS};
+pub use shadow::Shadow;
 
 /// A `[n, k]` weight matrix in a packed layout.
 pub struct PackedWeight {
@@ -89,6 +92,18 @@ impl PackedWeight {
 
     pub fn in_features(&self) -> usize {
         self.k
+    }
+
+    /// The products of one quantized activation row with rows `4g..4g + 4` of W (those
+    /// past `n` read 0), computed exactly as [`Self::matmul`] computes them.
+    pub fn group_rows(&self, act: &[ActBlock], g: usize) -> [f32; ROWS] {
+        let nb = self.k / BLOCK;
+        assert!(act.len() == nb && g < self.n.div_ceil(ROWS), "group_rows: {} blocks, group {g}", act.len());
+        let mut out = [[0f32; ROWS]];
+        let wp = self.data[g * nb * self.layout.group_bytes()..].as_ptr();
+        // SAFETY: `wp` holds `nb` groups of this layout and `act` has `nb` blocks.
+        unsafe { (self.kernel)(self.layout, wp, nb, &[act], &mut out) };
+        out[0]
     }
 
     /// `y[m, n] = x[m, k] @ W^T`.

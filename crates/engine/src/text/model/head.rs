@@ -211,21 +211,10 @@ fn pick(exact: &PackedWeight, shadow: &Shadow, x: &[f32], approx: &mut [f32], g:
 
 #[cfg(test)]
 mod tests {
+    use super::super::quant::tests::pseudo_random;
     use super::*;
     use candle_core::quantized::GgmlDType;
     use candle_core::{Device, Tensor};
-
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 20001) as f32 / 10000.0 - 1.0
-            })
-            .collect()
-    }
 
     /// A head of `n` pseudo-random rows of width `k`, where row `n - 1` repeats row 10
     /// (so that their logits tie exactly), and its dequantized rows.

@@ -6,7 +6,7 @@ use super::PackedWeight;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+pub(crate) fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
     (0..n)
         .map(|_| {

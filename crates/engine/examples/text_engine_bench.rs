@@ -16,6 +16,7 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let model = load_model(&content, &mut file)?;
     let load_s = t.elapsed().as_secs_f64();
+    eprintln!("load {load_s:.2} s");
     let name = std::path::Path::new(&path).file_stem().unwrap().to_string_lossy().to_string();
     // Token ids well inside every vocabulary; content does not matter for speed.
     let prompt: Vec<u32> = (0..512u32).map(|i| 100 + (i * 37) % 5000).collect();

@@ -58,27 +58,30 @@ impl PackedWeight {
             .map(Some)
     }
 
-    fn pack(layout: Layout, n: usize, k: usize, mut decode: impl FnMut(usize, &mut Vec<Block32>) -> Result<()>) -> Result<Self> {
+    /// Packs rows `0..n`, which `decode` gives as 32-value blocks; groups of rows are
+    /// packed in parallel.
+    fn pack(layout: Layout, n: usize, k: usize, decode: impl Fn(usize, &mut Vec<Block32>) -> Result<()> + Sync) -> Result<Self> {
         let nb = k / BLOCK;
         let gb = layout.group_bytes();
-        let groups = n.div_ceil(ROWS);
-        let mut data = vec![0u8; groups * nb * gb];
-        let mut rows: [Vec<Block32>; ROWS] = Default::default();
-        for g in 0..groups {
-            for (r, blocks) in rows.iter_mut().enumerate() {
-                blocks.clear();
-                if g * ROWS + r < n {
-                    decode(g * ROWS + r, blocks)?;
-                    if blocks.len() != nb {
-                        bail!("row decoded into {} blocks, expected {nb}", blocks.len());
+        let mut data = vec![0u8; n.div_ceil(ROWS) * nb * gb];
+        data.par_chunks_mut(nb * gb).enumerate().try_for_each_init(
+            <[Vec<Block32>; ROWS]>::default,
+            |rows, (g, dst)| -> Result<()> {
+                for (r, blocks) in rows.iter_mut().enumerate() {
+                    blocks.clear();
+                    if g * ROWS + r < n {
+                        decode(g * ROWS + r, blocks)?;
+                        if blocks.len() != nb {
+                            bail!("row decoded into {} blocks, expected {nb}", blocks.len());
+                        }
                     }
                 }
-            }
-            for b in 0..nb {
-                let dst = &mut data[(g * nb + b) * gb..(g * nb + b + 1) * gb];
-                pack::write_group(layout, std::array::from_fn(|r| rows[r].get(b)), dst);
-            }
-        }
+                for (b, dst) in dst.chunks_exact_mut(gb).enumerate() {
+                    pack::write_group(layout, std::array::from_fn(|r| rows[r].get(b)), dst);
+                }
+                Ok(())
+            },
+        )?;
         #[cfg(target_arch = "x86_64")]
         let tile = tile::available();
         #[cfg(not(target_arch = "x86_64"))]

@@ -6,6 +6,7 @@ use super::PackedWeight;
 use candle_core::quantized::QTensor;
 use candle_core::Result;
 use half::f16;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct Shadow {
     /// The weight requantized to Q4_1's layout (4 bits, f16 scale and offset per block).
@@ -27,15 +28,14 @@ impl Shadow {
         }
         let raw = t.data()?;
         let row_bytes = k / t.dtype().block_size() * t.dtype().type_size();
-        let mut slack = Vec::with_capacity(n);
-        let mut decoded = Vec::new();
+        // f32 bits per row, written by whichever thread packs the row.
+        let slack: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let weight = PackedWeight::pack(Layout::Nib4, n, k, |r, out| {
-            decoded.clear();
+            let mut decoded = Vec::with_capacity(k / BLOCK);
             super::pack::decode_row(t.dtype(), &raw[r * row_bytes..(r + 1) * row_bytes], &mut decoded)?;
             let (mut err, mut exact, mut approx) = (0f64, 0f64, 0f64);
             for b in &decoded {
-                let w = values(src, b);
-                let (shadow, [e, x, a]) = requantize(&w);
+                let (shadow, [e, x, a]) = requantize(&values(src, b));
                 out.push(shadow);
                 (err, exact, approx) = (err + e, exact + x, approx + a);
             }
@@ -43,9 +43,10 @@ impl Shadow {
             // block terms, each bounded by |x_b| |w_b|: their rounding stays far below
             // 1e-4 |x| (|w| + |w̃|), which the margin adds (then rounds up).
             let bound = err.sqrt() * (1.0 + 1e-3) + 1e-4 * (exact.sqrt() + approx.sqrt());
-            slack.push((bound * (1.0 + 1e-6)) as f32);
+            slack[r].store(((bound * (1.0 + 1e-6)) as f32).to_bits(), Ordering::Relaxed);
             Ok(())
         })?;
+        let slack: Vec<f32> = slack.into_iter().map(|s| f32::from_bits(s.into_inner())).collect();
         if slack.iter().any(|s| !s.is_finite()) {
             return Ok(None);
         }
@@ -69,10 +70,12 @@ fn requantize(w: &[f64; BLOCK]) -> (Block32, [f64; 3]) {
     let hi = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let m = f16::from_f64(lo).to_f64();
     let d = f16::from_f64((hi - m).max(0.0) / 15.0).to_f64();
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
     let mut q = [0i32; BLOCK];
     let mut sums = [0f64; 3];
     for (j, &v) in w.iter().enumerate() {
-        q[j] = if d > 0.0 { ((v - m) / d).round().clamp(0.0, 15.0) as i32 } else { 0 };
+        // Nearest level (the bound below holds for any choice); no libm `round` call.
+        q[j] = ((v - m) * inv + 0.5).clamp(0.0, 15.0) as i32;
         let a = m + d * q[j] as f64;
         sums[0] += (v - a) * (v - a);
         sums[1] += v * v;

@@ -29,7 +29,7 @@ const RETRY_EVERY: u32 = 16;
 
 pub struct OutputHead {
     exact: MatMul,
-    /// None for heads of 4 bits or fewer, or with a softcap (gemma3).
+    /// None for heads of 5 bits or fewer, or with a softcap.
     shadow: Option<Shadow>,
     softcap: Option<f32>,
     /// An exponential average of the share of rows the shadow decided, in 1/1024ths.
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn greedy_token_is_the_argmax_of_the_adjusted_full_row() {
-        for (dtype, n, k) in [(GgmlDType::Q8_0, 1001, 64), (GgmlDType::Q6K, 203, 256), (GgmlDType::Q5_0, 500, 96)] {
+        for (dtype, n, k) in [(GgmlDType::Q8_0, 1001, 64), (GgmlDType::Q6K, 203, 256), (GgmlDType::Q8_0, 500, 96)] {
             let (head, dense) = head(dtype, n, k);
             let (Some(shadow), MatMul::Packed(exact)) = (&head.shadow, &head.exact) else {
                 panic!("{dtype:?}: no shadow")
@@ -334,9 +334,11 @@ mod tests {
     }
 
     #[test]
-    fn heads_of_four_bits_have_no_shadow() {
-        let w = QTensor::quantize(&Tensor::from_vec(pseudo_random(64 * 64, 3), (64, 64), &Device::Cpu).unwrap(), GgmlDType::Q4_0).unwrap();
-        let exact = MatMul::Packed(PackedWeight::from_qtensor(&w).unwrap().expect("packed"));
-        assert!(OutputHead::new(&w, exact, None).unwrap().shadow.is_none());
+    fn heads_of_five_bits_or_fewer_have_no_shadow() {
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q5_0] {
+            let w = QTensor::quantize(&Tensor::from_vec(pseudo_random(64 * 64, 3), (64, 64), &Device::Cpu).unwrap(), dtype).unwrap();
+            let exact = MatMul::Packed(PackedWeight::from_qtensor(&w).unwrap().expect("packed"));
+            assert!(OutputHead::new(&w, exact, None).unwrap().shadow.is_none(), "{dtype:?}");
+        }
     }
 }

@@ -17,13 +17,14 @@ pub struct Shadow {
 }
 
 impl Shadow {
-    /// None when the weight has no packed layout or already has 4 bits or fewer.
+    /// None when the weight has no packed layout or fewer than 6 bits (the shadow's 5
+    /// bits per weight, scales included, would save too little).
     pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
         let Some(src) = Layout::for_dtype(t.dtype()) else {
             return Ok(None);
         };
         let (n, k) = t.shape().dims2()?;
-        if src.quant_bits() <= 4 || k % t.dtype().block_size() != 0 {
+        if src.quant_bits() < 6 || k % t.dtype().block_size() != 0 {
             return Ok(None);
         }
         let raw = t.data()?;

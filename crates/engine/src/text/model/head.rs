@@ -111,7 +111,7 @@ impl OutputHead {
     /// Whether this step's greedy rows go through the shadow (see [`TRUST_NEEDED`]).
     fn use_shadow(&self) -> bool {
         let step = self.greedy_steps.fetch_add(1, Ordering::Relaxed);
-        self.trust.load(Ordering::Relaxed) >= TRUST_NEEDED || step % RETRY_EVERY == 0
+        self.trust.load(Ordering::Relaxed) >= TRUST_NEEDED || step.is_multiple_of(RETRY_EVERY)
     }
 
     fn update_trust(&self, decided: bool) {

@@ -23,7 +23,9 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(params: SamplingParams, logprobs: Option<usize>) -> Self {
+    pub fn new(mut params: SamplingParams, logprobs: Option<usize>) -> Self {
+        // By id (stable: equal ids keep their order), for `adjust_one`'s binary search.
+        params.logit_bias.sort_by_key(|&(id, _)| id);
         let rng = match params.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -74,7 +76,9 @@ impl Sampler {
     /// `logit -= count * frequency + (count > 0) * presence`.
     pub fn adjust_one(&self, id: u32, logit: f32) -> f32 {
         let mut l = if logit.is_nan() { f32::NEG_INFINITY } else { logit };
-        for &(_, bias) in self.params.logit_bias.iter().filter(|&&(b, _)| b == id) {
+        let biases = &self.params.logit_bias;
+        let first = biases.partition_point(|&(b, _)| b < id);
+        for &(_, bias) in biases[first..].iter().take_while(|&&(b, _)| b == id) {
             l += bias;
         }
         if self.penalized() {
@@ -225,6 +229,18 @@ mod tests {
         let p = SamplingParams { temperature: 0.0, logit_bias: vec![(0, 100.0), (99, 5.0)], ..Default::default() };
         let mut s = Sampler::new(p, None);
         assert_eq!(s.sample(&mut [0.0, 3.0, 1.0]).0, 0);
+    }
+
+    #[test]
+    fn logit_bias_over_the_whole_vocabulary() {
+        // 50k entries, listed in reverse: every token biased, the highest bias at id 7.
+        let n = 50_000u32;
+        let logit_bias = (0..n).rev().map(|id| (id, if id == 7 { 1.0 } else { -(id as f32) / 1000.0 })).collect();
+        let p = SamplingParams { temperature: 0.0, logit_bias, ..Default::default() };
+        let mut s = Sampler::new(p, None);
+        assert_eq!((s.adjust_one(7, 0.5), s.adjust_one(2000, 0.5)), (1.5, -1.5));
+        assert_eq!(s.adjusted_ids().len(), n as usize);
+        assert_eq!(s.sample(&mut vec![0.0; n as usize]).0, 7);
     }
 
     #[test]

@@ -144,7 +144,8 @@ fn argmax_adjusted(row: &mut [f32], g: &Greedy) -> u32 {
 }
 
 /// The greedy token of activation row `x` given its shadow logits `approx` (overwritten);
-/// None when the full row is needed (too many candidates, or values not finite).
+/// None when the full row is needed (too many candidates or adjusted tokens, or values
+/// not finite).
 fn pick(exact: &PackedWeight, shadow: &Shadow, x: &[f32], approx: &mut [f32], g: &Greedy) -> Option<u32> {
     // The exact products quantize x as the matmul does; the bounds hold for that x.
     let mut act = vec![ActBlock::default(); x.len() / BLOCK];
@@ -153,7 +154,7 @@ fn pick(exact: &PackedWeight, shadow: &Shadow, x: &[f32], approx: &mut [f32], g:
     let norm = (norm_sq.sqrt() * (1.0 + 1e-6)) as f32;
     let limit = g.limit.min(approx.len());
     let approx = &mut approx[..limit];
-    if !norm.is_finite() || approx.iter().any(|a| !a.is_finite()) {
+    if !norm.is_finite() || approx.iter().any(|a| !a.is_finite()) || g.adjusted.len() > limit / MAX_CANDIDATES_DIV {
         return None;
     }
     let exact_at = |i: usize| exact.group_rows(&act, i / ROWS)[i % ROWS];
@@ -321,6 +322,21 @@ mod tests {
             assert_eq!(head.next(&x, &[want(1001, &[], &none)]).unwrap(), [Next::Token(expected)]);
         }
         assert!(head.trust.load(Ordering::Relaxed) < TRUST_NEEDED);
+    }
+
+    #[test]
+    fn many_adjusted_tokens_take_the_full_row() {
+        let (head, dense) = head(GgmlDType::Q8_0, 1001, 64);
+        let (Some(shadow), MatMul::Packed(exact)) = (&head.shadow, &head.exact) else { panic!("no shadow") };
+        let x = peaked(&dense, 64, &[3, 9], 2);
+        let all: Vec<u32> = (0..1001).collect();
+        let lower = |id: u32, l: f32| l - id as f32 / 100.0;
+        let g = Greedy { limit: 1001, adjusted: &all, adjust: &lower };
+        let mut approx = vec![0f32; 1001];
+        shadow.weight.matmul(&x, &mut approx).unwrap();
+        assert_eq!(pick(exact, shadow, &x, &mut approx, &g), None);
+        let expected = argmax_adjusted(&mut head.logits(&x).unwrap(), &g);
+        assert_eq!(head.next(&x, &[Want::Greedy(g)]).unwrap(), [Next::Token(expected)]);
     }
 
     #[test]

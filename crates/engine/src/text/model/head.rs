@@ -60,28 +60,25 @@ impl OutputHead {
     /// What each row of `h` was asked for: its logits or its greedy token.
     pub fn next(&self, h: &[f32], wants: &[Want]) -> Result<Vec<Next>> {
         let width = h.len() / wants.len().max(1);
-        let (Some(shadow), MatMul::Packed(exact)) = (&self.shadow, &self.exact) else {
-            let logits = self.logits(h)?;
-            let vocab = logits.len() / wants.len().max(1);
-            return Ok(wants.iter().zip(logits.chunks(vocab)).map(|(w, row)| from_logits(w, row.to_vec())).collect());
+        let is_greedy = |w: &Want| matches!(w, Want::Greedy(_));
+        // Greedy rows go through the shadow when there is one and it has lately paid;
+        // every other row needs its full logits.
+        let shadowed = match (&self.shadow, &self.exact) {
+            (Some(shadow), MatMul::Packed(exact)) if wants.iter().any(is_greedy) && self.use_shadow() => Some((shadow, exact)),
+            _ => None,
         };
-        let rows_of = |greedy: bool| -> (Vec<usize>, Vec<f32>) {
-            let idx: Vec<usize> = (0..wants.len()).filter(|&i| matches!(wants[i], Want::Greedy(_)) == greedy).collect();
-            let x = idx.iter().flat_map(|&i| &h[i * width..(i + 1) * width]).copied().collect();
-            (idx, x)
-        };
+        let (greedy, full): (Vec<usize>, Vec<usize>) = (0..wants.len()).partition(|&i| shadowed.is_some() && is_greedy(&wants[i]));
+        let gather = |idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| &h[i * width..(i + 1) * width]).copied().collect() };
         let mut out: Vec<Option<Next>> = wants.iter().map(|_| None).collect();
-        let (full, x) = rows_of(false);
         if !full.is_empty() {
-            let logits = self.logits(&x)?;
-            let vocab = logits.len() / full.len();
-            for (&i, row) in full.iter().zip(logits.chunks(vocab)) {
-                out[i] = Some(Next::Logits(row.to_vec()));
+            let logits = if greedy.is_empty() { self.logits(h)? } else { self.logits(&gather(&full))? };
+            for (&i, row) in full.iter().zip(logits.chunks(logits.len() / full.len())) {
+                out[i] = Some(from_logits(&wants[i], row.to_vec()));
             }
         }
-        let (greedy, x) = rows_of(true);
-        if !greedy.is_empty() && self.use_shadow() {
+        if let Some((shadow, exact)) = shadowed {
             // One pass over the shadow for all greedy rows.
+            let x = gather(&greedy);
             let n = shadow.weight.out_features();
             let mut approx = vec![0f32; greedy.len() * n];
             shadow.weight.matmul(&x, &mut approx)?;
@@ -98,11 +95,6 @@ impl OutputHead {
                     }
                 };
                 out[i] = Some(Next::Token(token));
-            }
-        } else if !greedy.is_empty() {
-            let logits = self.logits(&x)?;
-            for (&i, row) in greedy.iter().zip(logits.chunks(logits.len() / greedy.len())) {
-                out[i] = Some(from_logits(&wants[i], row.to_vec()));
             }
         }
         Ok(out.into_iter().map(|n| n.expect("every row answered")).collect())

@@ -3,13 +3,15 @@
 //! scalar one computing the same sums.
 use super::pack::{Layout, BLOCK, ROWS};
 
-/// One quantized activation block: `x ≈ d * q`, with `s = d * Σq` for the offset term.
+/// One quantized activation block: `x ≈ d * q`, with `s = d * Σq` for the offset term
+/// and the exact `Σq` of each half block for the zero points.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(8))]
 pub struct ActBlock {
     pub q: [i8; BLOCK],
     pub d: f32,
     pub s: f32,
+    pub sums: [i32; 2],
 }
 
 /// Quantizes one row of activations (length a multiple of 32) to Q8 blocks.
@@ -35,13 +37,12 @@ fn quantize_row_body(x: &[f32], out: &mut [ActBlock]) {
         let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
         for (q, &v) in ob.q.iter_mut().zip(xb) {
             *q = crate::math::round_small(v * id) as i8;
-            sum += *q as i32;
         }
+        ob.sums = [0, 1].map(|h| ob.q[16 * h..16 * h + 16].iter().map(|&v| v as i32).sum());
         ob.d = d;
-        ob.s = d * sum as f32;
+        ob.s = d * (ob.sums[0] + ob.sums[1]) as f32;
     }
 }
 
@@ -257,7 +258,6 @@ pub(super) mod avx2 {
     ) {
         let layout = layout_of(L);
         let unsigned = layout.unsigned_quants();
-        let zero = _mm256_set1_epi8(layout.zero_point() as i8);
         let gb = layout.group_bytes();
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm_setzero_ps(); NX];
@@ -277,30 +277,40 @@ pub(super) mod avx2 {
             for i in 0..NX {
                 let xb = &*xp[i].add(b);
                 let xv = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                // Σ (q - z) x = Σ q x - Σ z x, the second the same for the 4 rows.
-                let zx = if layout.zero_point() != 0 {
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(zero, xv), ones)
-                } else {
-                    _mm256_setzero_si256()
-                };
                 let p: [__m256i; ROWS] = std::array::from_fn(|r| {
                     let xs = if unsigned { xv } else { _mm256_sign_epi8(xv, q[r]) };
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq[r], xs), ones);
-                    if layout.zero_point() != 0 {
-                        _mm256_sub_epi32(p, zx)
-                    } else {
-                        p
-                    }
+                    _mm256_maddubs_epi16(aq[r], xs)
                 });
-                // [r0 r1 r2 r3] sums of the first half in the low lane, second half in the high.
-                let s = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+                // Σ q x of rows [r0 r1 r2 r3], the first half block in the low lane and the
+                // second in the high. Horizontal adds in 16 bits while the sums fit an i16:
+                // of 8 products for up to 5-bit quants (8·31·127), of 4 for 6-bit (4·63·127);
+                // 8-bit ones widen at once. Fewer shuffles than widening each row first.
+                let s = match layout.quant_bits() {
+                    4 | 5 => {
+                        let (p01, p23) = (_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+                        _mm256_madd_epi16(_mm256_hadd_epi16(p01, p23), ones)
+                    }
+                    6 => {
+                        let (p01, p23) = (_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+                        _mm256_hadd_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones))
+                    }
+                    _ => {
+                        let p = p.map(|p| _mm256_madd_epi16(p, ones));
+                        _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]))
+                    }
+                };
                 let (lo, hi) = (_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                // Σ (q - z) x = Σ q x - z Σ x.
+                let z = layout.zero_point();
+                let minus_zx = |v: __m128i, sum: i32| if z != 0 { _mm_sub_epi32(v, _mm_set1_epi32(z * sum)) } else { v };
                 let dx = _mm_set1_ps(xb.d);
                 if layout.has_half_scales() {
+                    let (lo, hi) = (minus_zx(lo, xb.sums[0]), minus_zx(hi, xb.sums[1]));
                     acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(d, dx), acc[i]);
                     acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(second, dx), acc[i]);
                 } else {
-                    acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(d, dx), acc[i]);
+                    let all = minus_zx(_mm_add_epi32(lo, hi), xb.sums[0] + xb.sums[1]);
+                    acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(all), _mm_mul_ps(d, dx), acc[i]);
                     if layout.stores_offset() {
                         acc[i] = _mm_fmadd_ps(second, _mm_set1_ps(xb.s), acc[i]);
                     }

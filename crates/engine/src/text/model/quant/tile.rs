@@ -55,13 +55,6 @@ pub fn available() -> bool {
 /// [`available`]).
 pub fn matmul_many(ws: &[&PackedWeight], x: &[&[ActBlock]], ys: &[SendPtr]) {
     let nb = ws[0].k / BLOCK;
-    // Σq of each half block of x, for the zero points.
-    let sums: Vec<[i32; 2]> = x
-        .iter()
-        .flat_map(|row| row.iter())
-        .map(|b| [0, 1].map(|h| b.q[16 * h..16 * h + 16].iter().map(|&v| v as i32).sum()))
-        .collect();
-    let sums: Vec<&[[i32; 2]]> = sums.chunks(nb).collect();
     let tasks: Vec<(usize, usize)> = ws
         .iter()
         .enumerate()
@@ -83,7 +76,7 @@ pub fn matmul_many(ws: &[&PackedWeight], x: &[&[ActBlock]], ys: &[SendPtr]) {
                 let rows = r0..(r0 + X_ROWS).min(x.len());
                 for (t, tile) in buf.chunks_exact(nb).enumerate() {
                     // SAFETY: as above; every row of x has `nb` blocks, like the tile.
-                    unsafe { dot(w.layout, tile, &x[rows.clone()], &sums[rows.clone()], &mut out, t * TILE_ROWS) };
+                    unsafe { dot(w.layout, tile, &x[rows.clone()], &mut out, t * TILE_ROWS) };
                 }
                 for (r, o) in rows.zip(&out) {
                     // SAFETY: each (row, col) of each output is written by one task only.
@@ -188,11 +181,10 @@ unsafe fn dot(
     layout: Layout,
     tile: &[TileBlock],
     x: &[&[ActBlock]],
-    sums: &[&[[i32; 2]]],
     out: &mut [[f32; TASK_COLS]],
     col: usize,
 ) {
-    type Kernel = unsafe fn(&[TileBlock], &[&[ActBlock]], &[&[[i32; 2]]], &mut [[f32; TASK_COLS]], usize);
+    type Kernel = unsafe fn(&[TileBlock], &[&[ActBlock]], &mut [[f32; TASK_COLS]], usize);
     let mut done = 0;
     while done < x.len() {
         let n = (x.len() - done).min(3);
@@ -218,7 +210,7 @@ unsafe fn dot(
             (Layout::I6Half, _) => dot_as::<I6HALF, 1>,
         };
         let rows = done..done + n;
-        kernel(tile, &x[rows.clone()], &sums[rows.clone()], &mut out[rows], col);
+        kernel(tile, &x[rows.clone()], &mut out[rows], col);
         done += n;
     }
 }
@@ -227,7 +219,6 @@ unsafe fn dot(
 unsafe fn dot_as<const L: u8, const NX: usize>(
     tile: &[TileBlock],
     x: &[&[ActBlock]],
-    sums: &[&[[i32; 2]]],
     out: &mut [[f32; TASK_COLS]],
     col: usize,
 ) {
@@ -257,7 +248,7 @@ unsafe fn dot_as<const L: u8, const NX: usize>(
                 6 => add32(widen(add16(p[0], p[1])), widen(add16(p[2], p[3]))),
                 _ => add32(add32(widen(p[0]), widen(p[1])), add32(widen(p[2]), widen(p[3]))),
             };
-            let [slo, shi] = *sums[i].as_ptr().add(b);
+            let [slo, shi] = xb.sums;
             let dx = _mm256_set1_ps(xb.d);
             if layout.has_half_scales() {
                 // Σ (q - z) x per half, exactly, then each half's scale.

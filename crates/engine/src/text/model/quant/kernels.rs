@@ -117,7 +117,7 @@ pub(super) mod avx2 {
         match l {
             0 => Layout::Nib4Sym,
             1 => Layout::Nib4,
-            2 => Layout::Nib4F32,
+            2 => Layout::Nib4K,
             3 => Layout::Nib5Sym,
             4 => Layout::Nib5,
             5 => Layout::I8,
@@ -129,7 +129,7 @@ pub(super) mod avx2 {
         match layout {
             Layout::Nib4Sym => 0,
             Layout::Nib4 => 1,
-            Layout::Nib4F32 => 2,
+            Layout::Nib4K => 2,
             Layout::Nib5Sym => 3,
             Layout::Nib5 => 4,
             Layout::I8 => 5,
@@ -142,7 +142,7 @@ pub(super) mod avx2 {
         use super::{code_of, Layout};
         pub const NIB4SYM: u8 = code_of(Layout::Nib4Sym);
         pub const NIB4: u8 = code_of(Layout::Nib4);
-        pub const NIB4F32: u8 = code_of(Layout::Nib4F32);
+        pub const NIB4K: u8 = code_of(Layout::Nib4K);
         pub const NIB5SYM: u8 = code_of(Layout::Nib5Sym);
         pub const NIB5: u8 = code_of(Layout::Nib5);
         pub const I8: u8 = code_of(Layout::I8);
@@ -175,7 +175,7 @@ pub(super) mod avx2 {
         match layout {
             Layout::Nib4Sym => rows_of::<NIB4SYM>(w, nb, x, out),
             Layout::Nib4 => rows_of::<NIB4>(w, nb, x, out),
-            Layout::Nib4F32 => rows_of::<NIB4F32>(w, nb, x, out),
+            Layout::Nib4K => rows_of::<NIB4K>(w, nb, x, out),
             Layout::Nib5Sym => rows_of::<NIB5SYM>(w, nb, x, out),
             Layout::Nib5 => rows_of::<NIB5>(w, nb, x, out),
             Layout::I8 => rows_of::<I8>(w, nb, x, out),
@@ -236,11 +236,13 @@ pub(super) mod avx2 {
     #[target_feature(enable = "avx2,f16c")]
     pub(crate) unsafe fn scale_set<const L: u8>(g: *const u8, set: usize) -> __m128 {
         let layout = layout_of(L);
-        let p = g.add(set * ROWS * layout.scale_bytes());
-        if layout.f16_scales() {
-            _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))
+        let f16x4 = |at: usize| _mm_cvtph_ps(_mm_loadl_epi64(g.add(at) as *const __m128i));
+        if layout.split_scales() {
+            // The same product as `Layout::scale`: super-block scale times i8 sub-block scale.
+            let sub = _mm_cvtepi8_epi32(_mm_cvtsi32_si128((g.add(set * ROWS) as *const i32).read_unaligned()));
+            _mm_mul_ps(f16x4(layout.super_offset(set)), _mm_cvtepi32_ps(sub))
         } else {
-            _mm_loadu_ps(p as *const f32)
+            f16x4(set * ROWS * 2)
         }
     }
 

@@ -5,9 +5,10 @@
 //! side by side (one vector load) followed by the 4 rows' quants. Values are
 //! `w = dlo * (q - z) + m` for the first 16 columns and `w = dhi * (q - z) + m` for the
 //! last 16, with `z` the layout's zero point.
-//! Scales are stored as f16 where the GGML type's own scales are f16 (so the pack reads
-//! no more bytes than the GGML file, and loses nothing); the K-quants' products of a
-//! sub-block scale and an f16 super-block scale need f32.
+//! Scales are stored as the GGML type stores them, so that the pack loses nothing and
+//! reads few more bytes than the file: f16, or for the K-quants an 8-bit sub-block scale
+//! and its row's f16 super-block scale, multiplied in f32 when read (exactly: 11 by 6
+//! significant bits).
 use candle_core::quantized::GgmlDType;
 use candle_core::{bail, Result};
 use half::f16;
@@ -16,7 +17,9 @@ pub const ROWS: usize = 4;
 pub const BLOCK: usize = 32;
 
 /// The packed layouts. Scales come first: `d[4]`, then `m[4]` (offsets) or `dhi[4]`
-/// where the layout has them. Quants of 4 to 6 bits: the low nibbles (per row 16 bytes,
+/// where the layout has them; in the K layouts, these sets of 4 sub-block scales (i8)
+/// and then the f16 super-block scales of the 4 rows (of `d`, then of `m` where it has
+/// its own). Quants of 4 to 6 bits: the low nibbles (per row 16 bytes,
 /// low nibble = column j, high = j + 16), then the bits above them: 5-bit, 16 bytes for
 /// the 4 rows (byte j, bit 2r = row r's column j, bit 2r + 1 = its column j + 16, so that
 /// one shift lines up a row's bits); 6-bit, per row 8 bytes (byte j, bits 2i..2i+1 =
@@ -27,15 +30,15 @@ pub enum Layout {
     Nib4Sym,
     /// Q4_1: 4-bit; f16 `d m`.
     Nib4,
-    /// Q4_K: 4-bit; f32 `d m`.
-    Nib4F32,
+    /// Q4_K: 4-bit; `d m` as i8 times f16.
+    Nib4K,
     /// Q5_0: 5-bit about 16; f16 `d`.
     Nib5Sym,
     /// Q5_1: 5-bit; f16 `d m`.
     Nib5,
     /// Q8_0: signed 8-bit; f16 `d`.
     I8,
-    /// Q6_K: 6-bit about 32 with a scale per half block; f32 `dlo dhi`.
+    /// Q6_K: 6-bit about 32 with a scale per half block; `dlo dhi` as i8 times one f16.
     I6Half,
 }
 
@@ -44,7 +47,7 @@ impl Layout {
         Some(match dtype {
             GgmlDType::Q4_0 => Self::Nib4Sym,
             GgmlDType::Q4_1 => Self::Nib4,
-            GgmlDType::Q4K => Self::Nib4F32,
+            GgmlDType::Q4K => Self::Nib4K,
             GgmlDType::Q5_0 => Self::Nib5Sym,
             GgmlDType::Q5_1 => Self::Nib5,
             GgmlDType::Q8_0 => Self::I8,
@@ -55,7 +58,7 @@ impl Layout {
 
     pub const fn quant_bits(self) -> usize {
         match self {
-            Self::Nib4Sym | Self::Nib4 | Self::Nib4F32 => 4,
+            Self::Nib4Sym | Self::Nib4 | Self::Nib4K => 4,
             Self::Nib5Sym | Self::Nib5 => 5,
             Self::I6Half => 6,
             Self::I8 => 8,
@@ -69,7 +72,7 @@ impl Layout {
 
     /// The offset `m` is stored per row (else it is 0).
     pub const fn stores_offset(self) -> bool {
-        matches!(self, Self::Nib4 | Self::Nib4F32 | Self::Nib5)
+        matches!(self, Self::Nib4 | Self::Nib4K | Self::Nib5)
     }
 
     pub const fn zero_point(self) -> i32 {
@@ -85,23 +88,33 @@ impl Layout {
         matches!(self, Self::I6Half)
     }
 
-    pub const fn f16_scales(self) -> bool {
-        !matches!(self, Self::Nib4F32 | Self::I6Half)
+    /// Scales stored as an i8 sub-block scale times an f16 super-block scale (else f16).
+    pub const fn split_scales(self) -> bool {
+        matches!(self, Self::Nib4K | Self::I6Half)
     }
 
-    /// Bytes of one stored scale.
-    pub const fn scale_bytes(self) -> usize {
-        if self.f16_scales() {
+    /// Sets of 4 scales: `d`, and `m` or `dhi` where the layout has them.
+    const fn scale_sets(self) -> usize {
+        if self.stores_offset() || self.has_half_scales() {
             2
         } else {
-            4
+            1
         }
+    }
+
+    /// Where the f16 super-block scales of scale set `set` lie (split scales only): the
+    /// half-block scales share one.
+    pub const fn super_offset(self, set: usize) -> usize {
+        self.scale_sets() * ROWS + if self.stores_offset() { 2 * ROWS * set } else { 0 }
     }
 
     /// Offset of the quants (their low nibbles, or the signed 8-bit values) within a group.
     pub const fn quants_offset(self) -> usize {
-        let sets = if self.stores_offset() || self.has_half_scales() { 2 } else { 1 };
-        sets * ROWS * self.scale_bytes()
+        if self.split_scales() {
+            self.super_offset(self.scale_sets() - 1) + 2 * ROWS
+        } else {
+            self.scale_sets() * ROWS * 2
+        }
     }
 
     /// Bytes of one group (4 rows × 32 columns).
@@ -116,39 +129,49 @@ impl Layout {
 
     /// Scale `i` of a group (0..4: `d` or `dlo`; 4..8: `m` or `dhi`).
     pub fn scale(self, group: &[u8], i: usize) -> f32 {
-        let at = i * self.scale_bytes();
-        if self.f16_scales() {
-            f16::from_le_bytes([group[at], group[at + 1]]).to_f32()
+        if self.split_scales() {
+            let (set, r) = (i / ROWS, i % ROWS);
+            f16_at(group, self.super_offset(set) + 2 * r) * group[i] as i8 as f32
         } else {
-            f32::from_le_bytes(group[at..at + 4].try_into().unwrap())
+            f16_at(group, 2 * i)
         }
     }
 
-    fn put_scale(self, group: &mut [u8], i: usize, v: f32) {
-        let at = i * self.scale_bytes();
-        if self.f16_scales() {
+    /// Stores scale `i` of a block: `b.sub[set]` times `b.sup[set]` for split scales.
+    fn put_scale(self, group: &mut [u8], i: usize, b: &Block32) {
+        let (set, r) = (i / ROWS, i % ROWS);
+        let value = [b.dlo, if self.stores_offset() { b.m } else { b.dhi }][set];
+        let put_f16 = |group: &mut [u8], at: usize, v: f32| {
             let h = f16::from_f32(v);
             assert!(h.to_f32() == v, "scale {v} does not fit an f16");
             group[at..at + 2].copy_from_slice(&h.to_le_bytes());
+        };
+        if self.split_scales() {
+            assert!(b.sup[set] * b.sub[set] as f32 == value, "scale {value} is not its parts' product");
+            group[i] = b.sub[set] as u8;
+            put_f16(group, self.super_offset(set) + 2 * r, b.sup[set]);
         } else {
-            group[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            put_f16(group, 2 * i, value);
         }
     }
 }
 
 /// One decoded block: 32 quants (unsigned, about the layout's zero point, except for
-/// I8) and scales.
+/// I8) and scales; for the K-quants also the parts of the two scales (`dlo` and `m` or
+/// `dhi`): `sub` times `sup`.
 #[derive(Clone, Copy, Default)]
 pub struct Block32 {
     pub q: [i32; BLOCK],
     pub dlo: f32,
     pub dhi: f32,
     pub m: f32,
+    pub sub: [i8; 2],
+    pub sup: [f32; 2],
 }
 
 impl Block32 {
     fn uniform(q: [i32; BLOCK], d: f32, m: f32) -> Self {
-        Self { q, dlo: d, dhi: d, m }
+        Self { q, dlo: d, dhi: d, m, ..Self::default() }
     }
 }
 
@@ -202,7 +225,8 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
                     for l in 0..BLOCK {
                         q[l] = if sub % 2 == 0 { chunk[l] & 0xF } else { chunk[l] >> 4 } as i32;
                     }
-                    out.push(Block32::uniform(q, d * sc as f32, -dmin * mn as f32));
+                    let (sub, sup) = ([sc as i8, mn as i8], [d, -dmin]);
+                    out.push(Block32 { sub, sup, ..Block32::uniform(q, d * sc as f32, -dmin * mn as f32) });
                 }
             }
             GgmlDType::Q6K => {
@@ -222,9 +246,9 @@ pub fn decode_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<Block32>) -> Resul
                             let high = (qh[l] >> (2 * which)) & 3;
                             q[l] = (low | (high << 4)) as i32;
                         }
-                        let dlo = d * sc[2 * which] as i8 as f32;
-                        let dhi = d * sc[2 * which + 1] as i8 as f32;
-                        out.push(Block32 { q, dlo, dhi, m: 0.0 });
+                        let sub = [sc[2 * which] as i8, sc[2 * which + 1] as i8];
+                        let (dlo, dhi) = (d * sub[0] as f32, d * sub[1] as f32);
+                        out.push(Block32 { q, dlo, dhi, m: 0.0, sub, sup: [d, d] });
                     }
                 }
             }
@@ -248,17 +272,12 @@ pub fn write_group(layout: Layout, blocks: [Option<&Block32>; ROWS], dst: &mut [
     let zero = Block32::default();
     let rows: [&Block32; ROWS] = blocks.map(|b| b.unwrap_or(&zero));
     for (r, b) in rows.iter().enumerate() {
-        layout.put_scale(dst, r, b.dlo);
-        if layout.has_half_scales() {
-            layout.put_scale(dst, ROWS + r, b.dhi);
-        } else {
-            debug_assert_eq!(b.dlo, b.dhi);
+        layout.put_scale(dst, r, b);
+        if layout.has_half_scales() || layout.stores_offset() {
+            layout.put_scale(dst, ROWS + r, b);
         }
-        if layout.stores_offset() {
-            layout.put_scale(dst, ROWS + r, b.m);
-        } else {
-            debug_assert_eq!(b.m, 0.0);
-        }
+        debug_assert!(layout.has_half_scales() || b.dlo == b.dhi);
+        debug_assert!(layout.stores_offset() || b.m == 0.0);
     }
     let qs_at = layout.quants_offset();
     let hi_at = layout.high_bits_offset();

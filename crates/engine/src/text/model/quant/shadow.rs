@@ -82,5 +82,5 @@ fn requantize(w: &[f64; BLOCK]) -> (Block32, [f64; 3]) {
         sums[1] += v * v;
         sums[2] += a * a;
     }
-    (Block32 { q, dlo: d as f32, dhi: d as f32, m: m as f32 }, sums)
+    (Block32 { q, dlo: d as f32, dhi: d as f32, m: m as f32, ..Block32::default() }, sums)
 }

@@ -212,6 +212,14 @@ fn rejects_bad_input(model: &dyn Model, name: &str) {
         model.decode(&[1, 2], &mut [&mut cache]).is_err(),
         "{name}: tokens/caches mismatch"
     );
+    for wants in [&[][..], &[Want::Logits, Want::Logits][..]] {
+        assert!(
+            model.decode_next(&[1], &mut [&mut cache], wants).is_err(),
+            "{name}: {} wants for one sequence",
+            wants.len()
+        );
+    }
+    assert_eq!(cache.len(), 0);
     model
         .prefill(&prompt(4, 5), &mut cache, false)
         .expect("fits exactly");

@@ -121,7 +121,7 @@ impl PackedWeight {
         let Some(k) = ws.first().map(|w| w.k) else { return Ok(()) };
         let m = x.len() / k;
         for (w, y) in ws.iter().zip(ys.iter()) {
-            if w.k != k || x.len() % k != 0 || y.len() != m * w.n {
+            if w.k != k || !x.len().is_multiple_of(k) || y.len() != m * w.n {
                 bail!("matmul: input of {} values against a [{}, {}] weight", x.len(), w.n, w.k);
             }
         }

@@ -271,7 +271,7 @@ pub(super) mod avx2 {
                 _mm_prefetch::<_MM_HINT_T0>(g.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
             }
             let d = scale_set::<L>(g, 0);
-            let second = if layout.has_half_scales() || layout.stores_offset() { scale_set::<L>(g, 1) } else { d };
+            let second = if layout.scale_sets() == 2 { scale_set::<L>(g, 1) } else { d };
             let fifth_bits = fifth_bit_planes::<L>(g);
             let q: [__m256i; ROWS] = std::array::from_fn(|r| quants::<L>(g, r, fifth_bits));
             // Signed quants: |q| against x carrying q's sign (maddubs wants an unsigned side).

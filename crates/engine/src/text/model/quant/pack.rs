@@ -94,7 +94,7 @@ impl Layout {
     }
 
     /// Sets of 4 scales: `d`, and `m` or `dhi` where the layout has them.
-    const fn scale_sets(self) -> usize {
+    pub const fn scale_sets(self) -> usize {
         if self.stores_offset() || self.has_half_scales() {
             2
         } else {
@@ -272,9 +272,8 @@ pub fn write_group(layout: Layout, blocks: [Option<&Block32>; ROWS], dst: &mut [
     let zero = Block32::default();
     let rows: [&Block32; ROWS] = blocks.map(|b| b.unwrap_or(&zero));
     for (r, b) in rows.iter().enumerate() {
-        layout.put_scale(dst, r, b);
-        if layout.has_half_scales() || layout.stores_offset() {
-            layout.put_scale(dst, ROWS + r, b);
+        for set in 0..layout.scale_sets() {
+            layout.put_scale(dst, set * ROWS + r, b);
         }
         debug_assert!(layout.has_half_scales() || b.dlo == b.dhi);
         debug_assert!(layout.stores_offset() || b.m == 0.0);

@@ -64,6 +64,7 @@ impl PackedWeight {
         let nb = k / BLOCK;
         let gb = layout.group_bytes();
         let mut data = vec![0u8; n.div_ceil(ROWS) * nb * gb];
+        huge_pages(&mut data);
         data.par_chunks_mut(nb * gb).enumerate().try_for_each_init(
             <[Vec<Block32>; ROWS]>::default,
             |rows, (g, dst)| -> Result<()> {
@@ -182,6 +183,25 @@ impl PackedWeight {
 struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
+
+/// Asks the kernel to back `buf` (not yet touched) with 2 MiB pages where it can. A
+/// decode step streams every packed weight: with 4 KiB pages that is a TLB miss every
+/// 4 KiB (Qwen2.5-0.5B greedy decode, alternated through HTTP: 44.2 -> 47.7 tok/s).
+/// Linux's default (`transparent_hugepage` = madvise) gives them only when asked.
+fn huge_pages(buf: &mut [u8]) {
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+    #[cfg(target_os = "linux")]
+    // SAFETY: advice on whole 2 MiB pages inside `buf`; it changes no contents.
+    unsafe {
+        const HUGE: usize = 2 << 20;
+        let start = (buf.as_mut_ptr() as usize).next_multiple_of(HUGE);
+        let end = (buf.as_mut_ptr() as usize + buf.len()) / HUGE * HUGE;
+        if end > start {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
 
 #[cfg(test)]
 pub(super) mod tests;

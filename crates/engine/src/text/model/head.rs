@@ -178,14 +178,18 @@ fn pick(exact: &PackedWeight, shadow: &Shadow, x: &[f32], approx: &mut [f32], g:
     // candidates left, against 300 from the best lower bound.
     let highest = approx.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
     let top = approx.iter().position(|&a| a == highest)?;
+    // A NaN product ranks below every number.
+    let logit = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
     let group = top / ROWS * ROWS;
     for (i, v) in (group..limit.min(group + ROWS)).zip(exact.group_rows(&act, top / ROWS)) {
-        // (NaN is skipped by max; an overflow to +inf would leave no candidate.)
+        // (An overflow to +inf would leave no candidate.)
         if v == f32::INFINITY {
             return None;
         }
         if !approx[i].is_nan() {
-            floor = floor.max(v);
+            floor = floor.max(logit(v));
+            known.push((i as u32, logit(v)));
+            approx[i] = f32::NAN;
         }
     }
     let slack = &shadow.slack[..limit];
@@ -209,7 +213,7 @@ fn pick(exact: &PackedWeight, shadow: &Shadow, x: &[f32], approx: &mut [f32], g:
             at += 1;
         }
         let v = products[at][i % ROWS];
-        known.push((i as u32, if v.is_nan() { f32::NEG_INFINITY } else { v }));
+        known.push((i as u32, logit(v)));
     }
     // Every other token's logit lies below the floor: the first maximum among these is
     // the full row's first maximum.
@@ -226,16 +230,16 @@ fn pick(exact: &PackedWeight, shadow: &Shadow, x: &[f32], approx: &mut [f32], g:
 /// The rows i with `approx[i] + norm * slack[i] >= floor`, scanned `SCAN` at a time (in
 /// vector registers).
 fn might_win(approx: &[f32], slack: &[f32], norm: f32, floor: f32) -> Vec<usize> {
-    let wins = |i: usize| approx[i] + norm * slack[i] >= floor;
+    let wins = |a: f32, s: f32| a + norm * s >= floor;
     let whole = approx.len() / SCAN * SCAN;
     let mut rows = Vec::new();
     for (c, (a, s)) in approx[..whole].chunks_exact(SCAN).zip(slack[..whole].chunks_exact(SCAN)).enumerate() {
         let (a, s): (&[f32; SCAN], &[f32; SCAN]) = (a.try_into().expect("SCAN"), s.try_into().expect("SCAN"));
-        if (0..SCAN).fold(false, |any, j| any | (a[j] + norm * s[j] >= floor)) {
-            rows.extend((c * SCAN..(c + 1) * SCAN).filter(|&i| wins(i)));
+        if (0..SCAN).fold(false, |any, j| any | wins(a[j], s[j])) {
+            rows.extend((0..SCAN).filter(|&j| wins(a[j], s[j])).map(|j| c * SCAN + j));
         }
     }
-    rows.extend((whole..approx.len()).filter(|&i| wins(i)));
+    rows.extend((whole..approx.len()).filter(|&i| wins(approx[i], slack[i])));
     rows
 }
 

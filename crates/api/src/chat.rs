@@ -97,6 +97,86 @@ impl ChatCompletionRequest {
     }
 }
 
+/// A validated message, typed: what the server hands the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    /// One of `ROLES`, `developer` already read as `system`.
+    pub role: String,
+    /// Text parts already joined.
+    pub content: String,
+    pub name: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub tool_call_id: Option<String>,
+}
+
+/// A function offered in `tools` (or legacy `functions`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    pub parameters: Option<Value>,
+    pub strict: Option<bool>,
+}
+
+impl ChatCompletionRequest {
+    /// The messages, typed.
+    pub fn chat_messages(&self) -> Vec<ChatMessage> {
+        self.messages.iter().map(chat_message).collect()
+    }
+
+    /// The functions offered, typed.
+    pub fn functions(&self) -> Vec<FunctionSpec> {
+        let Some(Value::Array(tools)) = &self.tools else { return Vec::new() };
+        tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| FunctionSpec {
+                name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                description: f.get("description").and_then(Value::as_str).map(str::to_string),
+                parameters: f.get("parameters").cloned(),
+                strict: f.get("strict").and_then(Value::as_bool),
+            })
+            .collect()
+    }
+}
+
+/// A message `message()` validated, typed. Tool calls keep what templates read:
+/// id, name, arguments (JSON text; an object sent as arguments is written as text).
+fn chat_message(m: &Value) -> ChatMessage {
+    let text = |key: &str| m.get(key).and_then(Value::as_str).map(str::to_string);
+    let tool_calls = match m.get("tool_calls") {
+        Some(Value::Array(calls)) => calls
+            .iter()
+            .map(|c| {
+                let function = c.get("function");
+                let arguments = match function.and_then(|f| f.get("arguments")) {
+                    Some(Value::String(s)) => s.clone(),
+                    None | Some(Value::Null) => String::new(),
+                    Some(v) => v.to_string(),
+                };
+                ToolCall {
+                    index: None,
+                    id: c.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(),
+                        arguments,
+                    },
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ChatMessage {
+        role: text("role").unwrap_or_default(),
+        content: text("content").unwrap_or_default(),
+        name: text("name"),
+        tool_calls,
+        tool_call_id: text("tool_call_id"),
+    }
+}
+
 fn messages(obj: &Map<String, Value>) -> Result<Vec<Value>, Invalid> {
     let list = match obj.get("messages") {
         None => return Err(Invalid::required("messages", None)),
@@ -359,6 +439,36 @@ mod tests {
         assert_eq!(r.messages[0]["content"], "ab");
         assert!(r.include_usage());
         assert_eq!(r.top_logprobs, Some(2));
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        assert!(parse(json!({"model": "m", "messages": {"role": "user"}})).is_err());
+        assert!(parse(json!({"model": "m", "messages": [{"role": "user", "content": 5}]})).is_err());
+        assert!(parse(json!({"model": "m", "messages": ["text"]})).is_err());
+    }
+
+    #[test]
+    fn typed_messages_and_functions() {
+        let r = parse(json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+            ],
+            "functions": [{"name": "get_weather", "parameters": {"type": "object"}}]
+        }))
+        .unwrap();
+        let messages = r.chat_messages();
+        assert_eq!(messages[1].content, "");
+        assert_eq!(messages[1].tool_calls[0].function.arguments, "{\"city\": \"Paris\"}");
+        assert_eq!(messages[2].tool_call_id.as_deref(), Some("c1"));
+        let functions = r.functions();
+        assert_eq!(functions[0].name, "get_weather");
+        assert_eq!(functions[0].parameters, Some(json!({"type": "object"})));
     }
 
     #[test]

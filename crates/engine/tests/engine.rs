@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 
 use hearth_engine::text::{
-    EngineError, Event, FinishReason, GenerateRequest, SamplingParams, TextEngine, TextEngineConfig,
+    EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -28,7 +28,7 @@ fn engine() -> &'static TextEngine {
 
 fn chat_prompt(engine: &TextEngine, user: &str) -> Vec<u32> {
     let text = engine
-        .render_chat(&serde_json::json!([{"role": "user", "content": user}]), None)
+        .render_chat(&[Message::user(user)], &[])
         .expect("template renders");
     engine.encode(&text, true).expect("encodes")
 }
@@ -220,7 +220,7 @@ fn shared_prompt_prefix_is_reused_not_prefilled() {
     let system = "You are a careful assistant. ".repeat(60); // a few hundred tokens
     let ask = |q: &str| {
         let text = e
-            .render_chat(&serde_json::json!([{"role": "system", "content": system}, {"role": "user", "content": q}]), None)
+            .render_chat(&[Message::system(system.clone()), Message::user(q)], &[])
             .expect("template renders");
         e.encode(&text, true).expect("encodes")
     };

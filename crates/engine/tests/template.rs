@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use hearth_engine::text::{load_vocab, render_chat, ModelInfo, Tokenizer};
+use hearth_engine::text::{load_vocab, render_chat, ContentPart, Message, ModelInfo, Role, ToolCall, ToolSpec, Tokenizer};
 use serde_json::json;
 
 fn vocab(file: &str) -> (ModelInfo, Tokenizer) {
@@ -21,14 +21,14 @@ fn qwen() -> (ModelInfo, Tokenizer) {
 #[test]
 fn smollm2_with_and_without_system() {
     let (info, tok) = smollm();
-    let with_system = json!([{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]);
+    let with_system = [Message::system("You are terse."), Message::user("Hi")];
     assert_eq!(
-        render_chat(&info, &tok, &with_system, None).unwrap(),
+        render_chat(&info, &tok, &with_system, &[]).unwrap(),
         "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
-    let without = json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]);
+    let without = [Message::user("Hi"), Message::assistant("Hello!"), Message::user("Bye")];
     assert_eq!(
-        render_chat(&info, &tok, &without, None).unwrap(),
+        render_chat(&info, &tok, &without, &[]).unwrap(),
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
          <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n\
          <|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"
@@ -38,17 +38,18 @@ fn smollm2_with_and_without_system() {
 #[test]
 fn content_parts_are_flattened_to_text() {
     let (info, tok) = smollm();
-    let messages = json!([{"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]}]);
-    let out = render_chat(&info, &tok, &messages, None).unwrap();
+    let mut message = Message::user("Hello");
+    message.content.push(ContentPart::Text("there".into()));
+    let out = render_chat(&info, &tok, &[message], &[]).unwrap();
     assert!(out.ends_with("<|im_start|>user\nHello\nthere<|im_end|>\n<|im_start|>assistant\n"), "{out}");
 }
 
 #[test]
 fn qwen_default_system_prompt() {
     let (info, tok) = qwen();
-    let messages = json!([{"role": "user", "content": "Write hello world in C"}]);
+    let messages = [Message::user("Write hello world in C")];
     assert_eq!(
-        render_chat(&info, &tok, &messages, None).unwrap(),
+        render_chat(&info, &tok, &messages, &[]).unwrap(),
         "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
          <|im_start|>user\nWrite hello world in C<|im_end|>\n<|im_start|>assistant\n"
     );
@@ -57,14 +58,12 @@ fn qwen_default_system_prompt() {
 #[test]
 fn qwen_tools_tool_calls_and_tool_results() {
     let (info, tok) = qwen();
-    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
-    let messages = json!([
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": null, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
-        ]},
-        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
-    ]);
+    let tools = [ToolSpec { name: "get_weather".into(), description: None, parameters: Some(json!({"type": "object"})), strict: None }];
+    let mut call = Message::assistant("");
+    call.tool_calls.push(ToolCall { id: "c1".into(), name: "get_weather".into(), arguments: "{\"city\": \"Paris\"}".into() });
+    let mut result = Message::new(Role::Tool, "sunny");
+    result.tool_call_id = Some("c1".into());
+    let messages = [Message::user("Weather?"), call, result];
     // Keys of JSON objects come out sorted (serde_json maps), Python-style separators.
     let expected = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n\
         # Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
@@ -76,13 +75,13 @@ fn qwen_tools_tool_calls_and_tool_results() {
         <|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n\
         <|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n\
         <|im_start|>assistant\n";
-    assert_eq!(render_chat(&info, &tok, &messages, Some(&tools)).unwrap(), expected);
+    assert_eq!(render_chat(&info, &tok, &messages, &tools).unwrap(), expected);
 }
 
 #[test]
 fn base_model_has_no_template() {
     let (info, tok) = vocab("gemma-3-270m-q4_k_m.gguf");
-    let err = render_chat(&info, &tok, &json!([{"role": "user", "content": "Hi"}]), None).unwrap_err();
+    let err = render_chat(&info, &tok, &[Message::user("Hi")], &[]).unwrap_err();
     assert_eq!(err.to_string(), "model has no chat template");
 }
 
@@ -94,16 +93,8 @@ fn python_methods_raise_exception_and_special_tokens() {
          {{ bos_token }}[{{ messages[0].content.strip().upper() }}]{{ eos_token }}"
             .into(),
     );
-    let ok = render_chat(&info, &tok, &json!([{"role": "user", "content": "  hi  "}]), None).unwrap();
+    let ok = render_chat(&info, &tok, &[Message::user("  hi  ")], &[]).unwrap();
     assert_eq!(ok, "<|im_start|>[HI]<|im_end|>");
-    let err = render_chat(&info, &tok, &json!([{"role": "assistant", "content": "x"}]), None).unwrap_err();
+    let err = render_chat(&info, &tok, &[Message::assistant("x")], &[]).unwrap_err();
     assert!(err.to_string().contains("first message must be from the user"), "{err}");
-}
-
-#[test]
-fn malformed_messages_are_errors_not_panics() {
-    let (info, tok) = smollm();
-    assert!(render_chat(&info, &tok, &json!({"role": "user"}), None).is_err());
-    assert!(render_chat(&info, &tok, &json!([{"role": "user", "content": 5}]), None).is_err());
-    assert!(render_chat(&info, &tok, &json!(["text"]), None).is_err());
 }

@@ -1,9 +1,9 @@
 //! `POST /v1/chat/completions`.
 use crate::error::ApiError;
-use crate::generate::{self, ChoiceResult, Step};
+use crate::generate::{self, ChoiceResult, Header};
 use crate::logprobs::chat_token;
 use crate::sse::{self, Chunker};
-use crate::state::{AppState, Target};
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -13,123 +13,79 @@ use hearth_api::chat::*;
 use hearth_api::sse::frame;
 use hearth_api::Usage;
 use hearth_catalog::Endpoint;
-use hearth_engine::text::{GenerateRequest, SamplingParams, TextEngine};
-use serde_json::Value;
+use hearth_engine::text::{self as engine, completion_budget, GeneratedToken, Message, PromptToken, Role, TextChunk, TextRequest, ToolSpec};
 use std::sync::Arc;
 
 pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req = ChatCompletionRequest::parse(&crate::body::json(body)?)?;
-    let target = state.target(&req.model, Endpoint::ChatCompletions)?;
-    let prompt = render_prompt(&target.engine, &req).await?;
-    let max_tokens = completion_budget(target.context_window, prompt.len(), req.max_tokens)?;
-    let requests = (0..req.n).map(|i| generate_request(&req, &prompt, max_tokens, i)).collect();
-    let choices = generate::submit_all(&target.engine, requests, &req.stop)?;
-    let header = ResponseHeader::new(&target);
-    if req.stream {
-        let chunker = ChatChunker {
-            header,
-            engine: target.engine.clone(),
-            n: req.n,
-            include_usage: req.include_usage(),
-            logprobs: req.logprobs,
-            prompt_tokens: prompt.len(),
-            generated: 0,
-        };
-        return Ok(sse::response(chunker, choices));
-    }
-    let results = generate::collect(choices).await.map_err(ApiError::internal)?;
-    Ok(Json(respond(&req, &target.engine, header, prompt.len(), results)).into_response())
-}
-
-/// Template + tokenization (CPU work, off the async threads).
-async fn render_prompt(engine: &TextEngine, req: &ChatCompletionRequest) -> Result<Vec<u32>, ApiError> {
-    let engine = engine.clone();
-    let messages = Value::Array(req.messages.clone());
-    let tools = req.tools.clone();
-    tokio::task::spawn_blocking(move || {
-        let text = engine
-            .render_chat(&messages, tools.as_ref())
-            .map_err(|e| ApiError::invalid(format!("The messages could not be formatted for this model: {e}"), Some("messages")))?;
-        let ids = engine.encode(&text, true).map_err(ApiError::internal)?;
-        Ok(without_double_bos(ids, engine.info().bos))
-    })
-    .await
-    .map_err(ApiError::internal)?
-}
-
-/// Templates that write `{{ bos_token }}` plus a tokenizer that adds BOS would give two.
-fn without_double_bos(mut ids: Vec<u32>, bos: Option<u32>) -> Vec<u32> {
-    if let (Some(b), [first, second, ..]) = (bos, ids.as_slice()) {
-        if *first == b && *second == b {
-            ids.remove(0);
-        }
-    }
-    ids
-}
-
-/// Tokens the completion may use: the asked maximum, or the rest of the window.
-fn completion_budget(window: usize, prompt: usize, asked: Option<usize>) -> Result<usize, ApiError> {
-    match asked {
-        Some(c) if prompt + c > window => Err(ApiError::context_exceeded_chat(window, prompt, Some(c))),
-        Some(c) => Ok(c),
-        None if prompt >= window => Err(ApiError::context_exceeded_chat(window, prompt, None)),
-        None => Ok(window - prompt),
-    }
-}
-
-fn generate_request(req: &ChatCompletionRequest, prompt: &[u32], max_tokens: usize, choice: usize) -> GenerateRequest {
-    GenerateRequest {
-        prompt: prompt.to_vec(),
+    let target = state.text_target(&req.model, Endpoint::ChatCompletions)?;
+    let (messages, tools) = (engine_messages(&req), engine_tools(&req));
+    let prompt = generate::prepare(&target.engine, move |e| e.prepare_chat(&messages, &tools)).await?;
+    let max_tokens = completion_budget(target.context_window, prompt.ids.len(), req.max_tokens)
+        .map_err(|e| ApiError::context_exceeded(Endpoint::ChatCompletions, e))?;
+    let prompt_tokens = prompt.ids.len();
+    let request = TextRequest {
+        prompt,
+        n: req.n,
         max_tokens,
-        sampling: sampling(&req.sampling, choice),
-        stop_tokens: vec![],
+        sampling: generate::sampling(&req.sampling),
+        stop: req.stop.clone(),
         logprobs: req.logprobs.then(|| req.top_logprobs.unwrap_or(0)),
         prompt_logprobs: false,
+    };
+    let choices = generate::start(&target.engine, vec![request])?;
+    let header = Header::new(&target, "chatcmpl-");
+    if req.stream {
+        let chunker = ChatChunker { header, n: req.n, include_usage: req.include_usage(), logprobs: req.logprobs, prompt_tokens };
+        return Ok(sse::response(chunker, choices));
     }
+    let results = generate::collect(choices).await?;
+    Ok(Json(respond(&req, header, prompt_tokens, results)).into_response())
 }
 
-/// Engine sampling from the request; choice i of a seeded request uses seed + i
-/// (reproducible, yet the n choices differ).
-pub fn sampling(s: &hearth_api::common::Sampling, choice: usize) -> SamplingParams {
-    SamplingParams {
-        temperature: s.temperature.unwrap_or(1.0),
-        top_p: s.top_p.unwrap_or(1.0),
-        presence_penalty: s.presence_penalty.unwrap_or(0.0),
-        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
-        logit_bias: s.logit_bias.clone(),
-        seed: s.seed.map(|seed| (seed as u64).wrapping_add(choice as u64)),
-    }
+/// The wire messages as the engine's.
+fn engine_messages(req: &ChatCompletionRequest) -> Vec<Message> {
+    req.chat_messages()
+        .into_iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                "function" => Role::Function,
+                _ => Role::User,
+            };
+            let mut message = Message::new(role, m.content);
+            message.name = m.name;
+            message.tool_call_id = m.tool_call_id;
+            message.tool_calls = m
+                .tool_calls
+                .into_iter()
+                .map(|c| engine::ToolCall { id: c.id, name: c.function.name, arguments: c.function.arguments })
+                .collect();
+            message
+        })
+        .collect()
 }
 
-/// What every response and chunk repeats.
-#[derive(Clone)]
-pub struct ResponseHeader {
-    pub id: String,
-    pub created: i64,
-    pub model: String,
-    pub system_fingerprint: String,
+fn engine_tools(req: &ChatCompletionRequest) -> Vec<ToolSpec> {
+    req.functions()
+        .into_iter()
+        .map(|f| ToolSpec { name: f.name, description: f.description, parameters: f.parameters, strict: f.strict })
+        .collect()
 }
 
-impl ResponseHeader {
-    pub fn new(target: &Target) -> Self {
-        Self {
-            id: generate::random_id("chatcmpl-"),
-            created: generate::now(),
-            model: target.requested.clone(),
-            system_fingerprint: target.system_fingerprint.clone(),
-        }
-    }
+fn logprobs(tokens: &[GeneratedToken]) -> ChatLogprobs {
+    ChatLogprobs { content: tokens.iter().filter_map(|t| t.logprob.as_ref().map(chat_token)).collect() }
 }
 
-fn respond(req: &ChatCompletionRequest, engine: &TextEngine, header: ResponseHeader, prompt_tokens: usize, results: Vec<ChoiceResult>) -> ChatCompletionResponse {
+fn respond(req: &ChatCompletionRequest, header: Header, prompt_tokens: usize, results: Vec<ChoiceResult>) -> ChatCompletionResponse {
     let generated = results.iter().map(|r| r.generated).sum();
     let choices = results
         .into_iter()
         .enumerate()
         .map(|(index, r)| {
-            let logprobs = req.logprobs.then(|| ChatLogprobs {
-                content: r.tokens.iter().filter_map(|t| t.logprob.as_ref().map(|lp| chat_token(engine, t.id, lp))).collect(),
-            });
+            let logprobs = req.logprobs.then(|| logprobs(&r.tokens));
             let calls = if req.tools.is_some() { crate::tools::parse(&r.text) } else { None };
             let (message, finish_reason) = match calls {
                 Some((content, calls)) => (
@@ -153,13 +109,11 @@ fn respond(req: &ChatCompletionRequest, engine: &TextEngine, header: ResponseHea
 }
 
 struct ChatChunker {
-    header: ResponseHeader,
-    engine: TextEngine,
+    header: Header,
     n: usize,
     include_usage: bool,
     logprobs: bool,
     prompt_tokens: usize,
-    generated: usize,
 }
 
 impl ChatChunker {
@@ -174,14 +128,6 @@ impl ChatChunker {
             usage: self.include_usage.then_some(usage),
         })
     }
-
-    fn content(&self, index: usize, text: String, tokens: &[&crate::generate::GenToken]) -> String {
-        let logprobs = self.logprobs.then(|| ChatLogprobs {
-            content: tokens.iter().filter_map(|t| t.logprob.as_ref().map(|lp| chat_token(&self.engine, t.id, lp))).collect(),
-        });
-        let delta = Delta { content: Some(text), ..Delta::default() };
-        self.chunk(vec![ChunkChoice { index, delta, logprobs, finish_reason: None }], None)
-    }
 }
 
 impl Chunker for ChatChunker {
@@ -194,62 +140,29 @@ impl Chunker for ChatChunker {
             .collect()
     }
 
-    fn step(&mut self, index: usize, step: Step) -> Vec<String> {
-        match step {
-            Step::Prompt(_) | Step::Failed(_) => vec![],
-            Step::Text { text, token } => {
-                self.generated += 1;
-                if text.is_empty() && !self.logprobs {
-                    return vec![];
-                }
-                vec![self.content(index, text, &[&token])]
-            }
-            Step::Done { text, last, reason } => {
-                let mut frames = Vec::new();
-                let shown: Vec<&crate::generate::GenToken> = last.iter().filter(|(_, shown)| *shown).map(|(t, _)| t).collect();
-                if !text.is_empty() || !shown.is_empty() && self.logprobs {
-                    frames.push(self.content(index, text, &shown));
-                }
-                if last.is_some() {
-                    self.generated += 1;
-                }
-                let finish = ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: Some(reason.into()) };
-                frames.push(self.chunk(vec![finish], None));
-                frames
-            }
-        }
+    fn prompt(&mut self, _index: usize, _tokens: Vec<PromptToken>) -> Vec<String> {
+        vec![]
     }
 
-    fn end(&mut self) -> Vec<String> {
+    fn text(&mut self, index: usize, chunk: TextChunk) -> Vec<String> {
+        let mut frames = Vec::new();
+        // Text held back for a possible stop string sends nothing, unless its token's logprob is asked.
+        if !chunk.text.is_empty() || !chunk.tokens.is_empty() && self.logprobs {
+            let logprobs = self.logprobs.then(|| logprobs(&chunk.tokens));
+            let delta = Delta { content: Some(chunk.text), ..Delta::default() };
+            frames.push(self.chunk(vec![ChunkChoice { index, delta, logprobs, finish_reason: None }], None));
+        }
+        if let Some(reason) = chunk.finish {
+            let finish = ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: Some(generate::finish_reason(reason).into()) };
+            frames.push(self.chunk(vec![finish], None));
+        }
+        frames
+    }
+
+    fn end(&mut self, generated: usize) -> Vec<String> {
         if !self.include_usage {
             return vec![];
         }
-        vec![self.chunk(vec![], Some(Usage::new(self.prompt_tokens, self.generated)))]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budget_and_context_errors() {
-        assert_eq!(completion_budget(100, 10, None).unwrap(), 90);
-        assert_eq!(completion_budget(100, 10, Some(90)).unwrap(), 90);
-        let e = completion_budget(100, 10, Some(91)).unwrap_err();
-        assert_eq!(e.body.error.code.as_deref(), Some("context_length_exceeded"));
-        assert_eq!(
-            e.body.error.message,
-            "This model's maximum context length is 100 tokens. However, you requested 101 tokens (10 in the messages, 91 in the completion). Please reduce the length of the messages or completion."
-        );
-        assert_eq!(e.body.error.param.as_deref(), Some("messages"));
-        assert!(completion_budget(100, 100, None).is_err());
-    }
-
-    #[test]
-    fn double_bos_removed() {
-        assert_eq!(without_double_bos(vec![2, 2, 5], Some(2)), vec![2, 5]);
-        assert_eq!(without_double_bos(vec![2, 5], Some(2)), vec![2, 5]);
-        assert_eq!(without_double_bos(vec![2, 2], None), vec![2, 2]);
+        vec![self.chunk(vec![], Some(Usage::new(self.prompt_tokens, generated)))]
     }
 }

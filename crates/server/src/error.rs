@@ -9,7 +9,7 @@ use hearth_catalog::{Endpoint, ResolveError};
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use hearth_engine::audio::{AudioError, SpeechError};
 use hearth_engine::embed::EmbedError;
-use hearth_engine::text::EngineError;
+use hearth_engine::text::{ContextExceeded, EngineError, PromptError};
 
 pub const INVALID_REQUEST: &str = "invalid_request_error";
 pub const SERVER_ERROR: &str = "server_error";
@@ -119,6 +119,14 @@ impl ApiError {
             None,
             Some("rate_limit_exceeded"),
         )
+    }
+
+    /// Prompt + completion over the window, worded as `endpoint` words it.
+    pub fn context_exceeded(endpoint: Endpoint, e: ContextExceeded) -> Self {
+        match endpoint {
+            Endpoint::Completions => Self::context_exceeded_completion(e.window, e.prompt, e.completion.unwrap_or(0)),
+            _ => Self::context_exceeded_chat(e.window, e.prompt, e.completion),
+        }
     }
 
     /// Prompt + completion over the window (chat wording).
@@ -233,6 +241,21 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<PromptError> for ApiError {
+    fn from(e: PromptError) -> Self {
+        match e {
+            PromptError::Template(e) => Self::invalid(format!("The messages could not be formatted for this model: {e}"), Some("messages")),
+            PromptError::FimUnsupported => Self::invalid("suffix is not supported for this model", Some("suffix")),
+            PromptError::TokenOutOfVocabulary { id, vocab_size } => Self::invalid(
+                format!("Invalid token id {id} in 'prompt': this model's vocabulary has {vocab_size} tokens."),
+                Some("prompt"),
+            ),
+            PromptError::Empty => Self::invalid("The prompt is empty.", Some("prompt")),
+            PromptError::Tokenizer(detail) => Self::internal(detail),
+        }
+    }
+}
+
 impl From<EmbedError> for ApiError {
     fn from(e: EmbedError) -> Self {
         match e {
@@ -307,6 +330,19 @@ mod tests {
         let e: ApiError = ResolveError::Deprecated { model: "a".into(), date: "2024-01-04".into(), replacement: Some("b".into()) }.into();
         assert_eq!(e.body.error.message, "The model `a` has been deprecated since 2024-01-04. Use `b` instead.");
         assert_eq!(e.body.error.code.as_deref(), Some("model_not_found"));
+    }
+
+    #[test]
+    fn context_errors_worded_per_endpoint() {
+        let e = ApiError::context_exceeded(Endpoint::ChatCompletions, ContextExceeded { window: 100, prompt: 10, completion: Some(91) });
+        assert_eq!(e.body.error.code.as_deref(), Some("context_length_exceeded"));
+        assert_eq!(
+            e.body.error.message,
+            "This model's maximum context length is 100 tokens. However, you requested 101 tokens (10 in the messages, 91 in the completion). Please reduce the length of the messages or completion."
+        );
+        assert_eq!(e.body.error.param.as_deref(), Some("messages"));
+        let e = ApiError::context_exceeded(Endpoint::Completions, ContextExceeded { window: 100, prompt: 10, completion: Some(91) });
+        assert_eq!(e.body.error.param.as_deref(), Some("prompt"));
     }
 
     #[test]

@@ -1,90 +1,57 @@
-//! From engine events to the text of a choice: incremental decoding, stop
-//! strings, finish reasons. One stream per choice; ending (or dropping) the
-//! stream drops the engine receiver, which cancels the sequence.
+//! What chat and completions share: the wire request's sampling as the engine's, the
+//! engine's choice streams merged and indexed, a whole answer collected, the header
+//! every response and chunk repeats. The engine does the text work (templates, stop
+//! strings, detokenization); this module only moves its events to the endpoints.
 use crate::error::ApiError;
+use crate::state::TextTarget;
 use futures::stream::{self, BoxStream, StreamExt};
-use hearth_engine::text::{Event, FinishReason, GenerateRequest, IncrementalDecoder, TextEngine, TokenLogprob};
-use tokio::sync::mpsc::UnboundedReceiver;
+use hearth_engine::text::{FinishReason, GeneratedToken, PreparedPrompt, PromptError, PromptToken, SamplingParams, TextEngine, TextEvent, TextRequest, TextStream};
 
-use crate::stop::StopMatcher;
+/// One choice's events with its index in the response.
+pub type ChoiceStream = BoxStream<'static, (usize, TextEvent)>;
 
-/// A generated token with its logprob (when asked for).
-#[derive(Debug, Clone)]
-pub struct GenToken {
-    pub id: u32,
-    pub logprob: Option<TokenLogprob>,
-}
-
-#[derive(Debug)]
-pub enum Step {
-    /// Logprobs of the prompt tokens (completions `echo` + `logprobs`).
-    Prompt(Vec<Option<TokenLogprob>>),
-    /// One token and the text it released (often the token's text; empty while held back).
-    Text { text: String, token: GenToken },
-    /// The end: the last text, and the token that hit a stop string (counted in usage;
-    /// `bool`: whether it contributed text, so its logprob is shown).
-    Done { text: String, last: Option<(GenToken, bool)>, reason: &'static str },
-    Failed(String),
-}
-
-pub type ChoiceStream = BoxStream<'static, (usize, Step)>;
-
-struct Running {
-    rx: UnboundedReceiver<Event>,
-    decoder: IncrementalDecoder,
-    stops: StopMatcher,
-}
-
-/// The steps of one choice; the stream ends after `Done` or `Failed`.
-pub fn choice_stream(index: usize, rx: UnboundedReceiver<Event>, decoder: IncrementalDecoder, stops: Vec<String>) -> ChoiceStream {
-    let running = Running { rx, decoder, stops: StopMatcher::new(stops) };
-    stream::unfold(Some(running), move |state| async move {
-        let mut run = state?;
-        let (step, last) = match run.rx.recv().await {
-            None => (Step::Failed("the engine ended the sequence without finishing it".into()), true),
-            Some(Event::PromptLogprobs(lps)) => (Step::Prompt(lps), false),
-            Some(Event::Token { id, logprob }) => {
-                let piece = run.decoder.push(id);
-                let released = run.stops.push(&piece);
-                let token = GenToken { id, logprob };
-                if released.stopped {
-                    let shown = !released.text.is_empty();
-                    (Step::Done { text: released.text, last: Some((token, shown)), reason: "stop" }, true)
-                } else {
-                    (Step::Text { text: released.text, token }, false)
-                }
-            }
-            Some(Event::Finished { reason }) => {
-                let rest = run.decoder.finish();
-                let released = run.stops.push(&rest);
-                let mut text = released.text;
-                let reason = if released.stopped {
-                    "stop"
-                } else {
-                    text.push_str(&run.stops.flush());
-                    match reason {
-                        FinishReason::Stop => "stop",
-                        FinishReason::Length => "length",
-                    }
-                };
-                (Step::Done { text, last: None, reason }, true)
-            }
-            Some(Event::Error(message)) => (Step::Failed(message), true),
-        };
-        // Returning None as the next state drops the receiver now: the engine frees the sequence.
-        Some(((index, step), if last { None } else { Some(run) }))
-    })
-    .boxed()
-}
-
-/// Submits every request; on any refusal the streams made so far are dropped (cancelled).
-pub fn submit_all(engine: &TextEngine, requests: Vec<GenerateRequest>, stops: &[String]) -> Result<Vec<ChoiceStream>, ApiError> {
-    let mut streams = Vec::with_capacity(requests.len());
-    for (index, request) in requests.into_iter().enumerate() {
-        let rx = engine.submit(request)?;
-        streams.push(choice_stream(index, rx, engine.decoder(), stops.to_vec()));
+/// Engine sampling from the request's fields; what the request leaves out keeps the engine's default.
+pub fn sampling(s: &hearth_api::common::Sampling) -> SamplingParams {
+    let d = SamplingParams::default();
+    SamplingParams {
+        temperature: s.temperature.unwrap_or(d.temperature),
+        top_p: s.top_p.unwrap_or(d.top_p),
+        presence_penalty: s.presence_penalty.unwrap_or(d.presence_penalty),
+        frequency_penalty: s.frequency_penalty.unwrap_or(d.frequency_penalty),
+        logit_bias: s.logit_bias.clone(),
+        seed: s.seed.map(|seed| seed as u64),
     }
-    Ok(streams)
+}
+
+/// The wire name of a finish reason.
+pub fn finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// Prompt preparation (template, tokens: CPU work) off the async threads.
+pub async fn prepare<T: Send + 'static>(
+    engine: &TextEngine,
+    work: impl FnOnce(&TextEngine) -> Result<T, PromptError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || work(&engine)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
+}
+
+/// Starts every request's choices, numbered in order; on any refusal the streams made
+/// so far are dropped (cancelled).
+pub fn start(engine: &TextEngine, requests: Vec<TextRequest>) -> Result<Vec<ChoiceStream>, ApiError> {
+    let mut streams = Vec::new();
+    for request in requests {
+        streams.extend(engine.generate(request)?);
+    }
+    Ok(streams.into_iter().enumerate().map(|(index, s)| indexed(index, s)).collect())
+}
+
+fn indexed(index: usize, stream: TextStream) -> ChoiceStream {
+    stream::unfold(stream, move |mut s| async move { s.next().await.map(|event| ((index, event), s)) }).boxed()
 }
 
 /// Everything one choice produced, for non-streaming answers.
@@ -92,40 +59,54 @@ pub fn submit_all(engine: &TextEngine, requests: Vec<GenerateRequest>, stops: &[
 pub struct ChoiceResult {
     pub text: String,
     /// Tokens whose text is in `text` (for logprobs).
-    pub tokens: Vec<GenToken>,
+    pub tokens: Vec<GeneratedToken>,
     /// Every token generated (usage).
     pub generated: usize,
     pub reason: &'static str,
-    pub prompt_logprobs: Option<Vec<Option<TokenLogprob>>>,
+    pub prompt_tokens: Option<Vec<PromptToken>>,
 }
 
 /// Runs the choices to the end. A failure of any choice fails the whole request.
-pub async fn collect(streams: Vec<ChoiceStream>) -> Result<Vec<ChoiceResult>, String> {
+pub async fn collect(streams: Vec<ChoiceStream>) -> Result<Vec<ChoiceResult>, ApiError> {
     let mut results: Vec<ChoiceResult> = (0..streams.len()).map(|_| ChoiceResult::default()).collect();
     let mut merged = stream::select_all(streams);
-    while let Some((index, step)) = merged.next().await {
+    while let Some((index, event)) = merged.next().await {
         let Some(result) = results.get_mut(index) else { continue };
-        match step {
-            Step::Prompt(lps) => result.prompt_logprobs = Some(lps),
-            Step::Text { text, token } => {
-                result.text.push_str(&text);
-                result.tokens.push(token);
-                result.generated += 1;
-            }
-            Step::Done { text, last, reason } => {
-                result.text.push_str(&text);
-                if let Some((token, shown)) = last {
-                    result.generated += 1;
-                    if shown {
-                        result.tokens.push(token);
-                    }
+        match event {
+            TextEvent::Prompt(tokens) => result.prompt_tokens = Some(tokens),
+            TextEvent::Text(chunk) => {
+                result.text.push_str(&chunk.text);
+                result.tokens.extend(chunk.tokens);
+                result.generated += chunk.generated;
+                if let Some(reason) = chunk.finish {
+                    result.reason = finish_reason(reason);
                 }
-                result.reason = reason;
             }
-            Step::Failed(message) => return Err(message),
+            TextEvent::Failed(message) => return Err(ApiError::internal(message)),
         }
     }
     Ok(results)
+}
+
+/// What every response and chunk of one request repeats.
+#[derive(Clone)]
+pub struct Header {
+    pub id: String,
+    pub created: i64,
+    pub model: String,
+    pub system_fingerprint: String,
+}
+
+impl Header {
+    /// `id_prefix`: `chatcmpl-` or `cmpl-`.
+    pub fn new(target: &TextTarget, id_prefix: &str) -> Self {
+        Self { id: random_id(id_prefix), created: now(), model: target.requested.clone(), system_fingerprint: target.system_fingerprint.clone() }
+    }
+}
+
+/// The prompts' tokens, for usage.
+pub fn prompt_tokens(prompts: &[PreparedPrompt]) -> usize {
+    prompts.iter().map(|p| p.ids.len()).sum()
 }
 
 /// Unix seconds now.

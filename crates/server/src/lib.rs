@@ -16,7 +16,6 @@ mod moderations;
 mod routes;
 mod sse;
 mod state;
-pub mod stop;
 mod tools;
 
 pub use error::ApiError;

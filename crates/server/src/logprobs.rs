@@ -1,32 +1,18 @@
 //! Engine logprobs -> the two OpenAI shapes (chat: list of objects; completions: parallel arrays).
 use hearth_api::chat::{TokenLogprob as ChatTokenLogprob, TopLogprob};
 use hearth_api::completions::CompletionLogprobs;
-use hearth_engine::text::{TextEngine, TokenLogprob};
+use hearth_engine::text::{Logprob, TokenText};
 use serde_json::{Map, Value};
 
-/// The bytes of a token's text; the engine writes partial UTF-8 as `bytes:\xe2\x80`.
-pub fn token_bytes(text: &str) -> Vec<u8> {
-    let Some(escaped) = text.strip_prefix("bytes:") else { return text.as_bytes().to_vec() };
-    escaped
-        .split("\\x")
-        .filter(|h| !h.is_empty())
-        .filter_map(|h| u8::from_str_radix(h.get(..2).unwrap_or(h), 16).ok())
-        .collect()
-}
-
-pub fn chat_token(engine: &TextEngine, id: u32, lp: &TokenLogprob) -> ChatTokenLogprob {
-    let token = engine.token_text(id);
+pub fn chat_token(lp: &Logprob) -> ChatTokenLogprob {
     ChatTokenLogprob {
-        bytes: Some(token_bytes(&token)),
-        token,
+        token: lp.token.text.clone(),
+        bytes: Some(lp.token.bytes.clone()),
         logprob: lp.logprob,
         top_logprobs: lp
             .top
             .iter()
-            .map(|&(tid, logprob)| {
-                let token = engine.token_text(tid);
-                TopLogprob { bytes: Some(token_bytes(&token)), token, logprob }
-            })
+            .map(|(token, logprob)| TopLogprob { token: token.text.clone(), bytes: Some(token.bytes.clone()), logprob: *logprob })
             .collect(),
     }
 }
@@ -42,21 +28,20 @@ impl CompletionLogprobsBuilder {
     }
 
     /// Appends one token; `lp` None means "no logprob" (the first prompt token).
-    pub fn push(&mut self, out: &mut CompletionLogprobs, engine: &TextEngine, id: u32, lp: Option<&TokenLogprob>) {
-        let token = engine.token_text(id);
+    pub fn push(&mut self, out: &mut CompletionLogprobs, token: &TokenText, lp: Option<&Logprob>) {
         out.text_offset.push(self.offset);
-        if !token.starts_with("bytes:") {
-            self.offset += token.chars().count();
+        if !token.is_partial() {
+            self.offset += token.text.chars().count();
         }
         out.token_logprobs.push(lp.map(|l| l.logprob));
         out.top_logprobs.push(lp.map(|l| {
             let mut top = Map::new();
-            for &(tid, logprob) in &l.top {
-                top.insert(engine.token_text(tid), json_f32(logprob));
+            for (t, logprob) in &l.top {
+                top.insert(t.text.clone(), json_f32(*logprob));
             }
             top
         }));
-        out.tokens.push(token);
+        out.tokens.push(token.text.clone());
     }
 }
 
@@ -69,12 +54,6 @@ fn json_f32(x: f32) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_of_partial_tokens() {
-        assert_eq!(token_bytes("hé"), "hé".as_bytes());
-        assert_eq!(token_bytes("bytes:\\xe2\\x80"), vec![0xe2, 0x80]);
-    }
 
     #[test]
     fn short_floats() {

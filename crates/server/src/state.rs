@@ -26,8 +26,8 @@ pub struct AppState {
     pub today: Option<String>,
 }
 
-/// A request's model, resolved and loaded.
-pub struct Target {
+/// A chat or completions request's model, resolved and loaded.
+pub struct TextTarget {
     /// The name the client sent (echoed as `model`).
     pub requested: String,
     pub model_id: String,
@@ -58,13 +58,13 @@ impl AppState {
     }
 
     /// A text model for chat or completions.
-    pub fn target(&self, name: &str, endpoint: Endpoint) -> Result<Target, ApiError> {
+    pub fn text_target(&self, name: &str, endpoint: Endpoint) -> Result<TextTarget, ApiError> {
         let (resolved, runtime) = self.runtime(name, endpoint)?;
         let Runtime::Text(engine) = runtime else {
             // The catalog says this model serves a text endpoint, but its format is not a text one.
             return Err(ApiError::model_not_found(name));
         };
-        Ok(Target {
+        Ok(TextTarget {
             requested: resolved.requested.clone(),
             model_id: resolved.entry.id.clone(),
             context_window: resolved.context_window.min(engine.info().context_length),

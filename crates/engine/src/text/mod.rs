@@ -1,15 +1,31 @@
 //! Text generation: GGUF models (llama, qwen2, gemma3) with a continuous-batching
 //! scheduler. `TextEngine` is the only type the server needs.
 //!
+//! One request's path: `Message`s (or completion prompts) -> `TextEngine::prepare_*`
+//! (template, encode, BOS, FIM: a `PreparedPrompt`) -> `completion_budget` against the
+//! context window -> `TextEngine::generate` (a `TextRequest` with `n` choices) -> one
+//! `TextStream` per choice, whose `TextEvent`s carry released text (stop strings and
+//! incremental detokenization applied), token logprobs as text + bytes and the
+//! `FinishReason`. Below that, `submit` takes one sequence's `GenerateRequest` to the
+//! scheduler, which samples and sends token ids.
+//!
 //! The public items below are what the server uses;
 //! the modules fill in their bodies.
 
+mod generation; // TextRequest -> n TextStreams: ids to text, stop strings, logprobs as text
+mod message;    // typed chat messages and tools, what templates render
 mod model;      // architectures: forward pass over a preallocated KV cache
 mod prefix;     // KV caches of recent prompts, reused by requests sharing their prefix
+mod prompt;     // messages / completion prompts -> token ids; context budget
 mod sampling;   // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs
 mod scheduler;  // continuous batching loop on its own thread
+mod stop;       // stop strings found across token boundaries
 mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding
 mod template;   // chat template rendering with minijinja
+
+pub use generation::{GeneratedToken, Logprob, PromptToken, TextChunk, TextEvent, TextRequest, TextStream, TokenText};
+pub use message::{ContentPart, Message, Role, ToolCall, ToolSpec};
+pub use prompt::{completion_budget, CompletionPrompt, ContextExceeded, PreparedPrompt, PromptError};
 
 pub use model::{Greedy, Model, Next, SeqCache, Want};
 /// Loads a model's weights from an opened GGUF (used by the scheduler and the model tests).
@@ -22,7 +38,7 @@ pub fn load_vocab(path: &Path) -> anyhow::Result<(ModelInfo, Tokenizer)> {
 }
 
 /// Renders chat `messages` (and `tools`) with the template in `info` (see `TextEngine::render_chat`).
-pub fn render_chat(info: &ModelInfo, tokenizer: &Tokenizer, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> anyhow::Result<String> {
+pub fn render_chat(info: &ModelInfo, tokenizer: &Tokenizer, messages: &[Message], tools: &[ToolSpec]) -> anyhow::Result<String> {
     template::render(info, tokenizer, messages, tools)
 }
 
@@ -68,6 +84,7 @@ pub struct FimTokens {
     pub middle: u32,
 }
 
+/// The defaults are OpenAI's; the server fills only what a request sets.
 #[derive(Debug, Clone)]
 pub struct SamplingParams {
     /// 0 means greedy (argmax), deterministic.
@@ -87,6 +104,12 @@ impl Default for SamplingParams {
     }
 }
 
+/// One sequence for the scheduler: prompt ids in, token ids out.
+///
+/// This is where a per-sequence `constraint` (issue 17: a token mask for tools and
+/// structured outputs) belongs: the scheduler would apply it to the logits right before
+/// sampling (`Worker::emit` / the greedy `Want`), next to the stop-token check in
+/// `Worker::send`, and advance it with each chosen token.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
     pub prompt: Vec<u32>,
@@ -160,13 +183,25 @@ impl TextEngine {
     pub fn token_text(&self, id: u32) -> String {
         self.inner.tokenizer.token_text(id)
     }
-    /// A decoder that turns a stream of generated ids into text pieces (UTF-8 safe).
-    pub fn decoder(&self) -> IncrementalDecoder {
-        self.inner.tokenizer.incremental()
+    pub(crate) fn tokenizer(&self) -> &Tokenizer {
+        &self.inner.tokenizer
     }
-    /// Renders OpenAI chat `messages` (and `tools`) with the model's template.
-    pub fn render_chat(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> anyhow::Result<String> {
+    /// Renders chat `messages` (and `tools`) with the model's template.
+    pub fn render_chat(&self, messages: &[Message], tools: &[ToolSpec]) -> anyhow::Result<String> {
         template::render(&self.inner.info, &self.inner.tokenizer, messages, tools)
+    }
+    /// A chat's prompt: template, then tokens (CPU work: call it off async threads).
+    pub fn prepare_chat(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<PreparedPrompt, PromptError> {
+        prompt::chat(&self.inner.info, &self.inner.tokenizer, messages, tools)
+    }
+    /// Completion prompts (text or token ids), wrapped for fill-in-the-middle when a
+    /// `suffix` is given; BOS added as the model wants it.
+    pub fn prepare_completions(&self, prompts: Vec<CompletionPrompt>, suffix: Option<&str>) -> Result<Vec<PreparedPrompt>, PromptError> {
+        prompt::completions(&self.inner.info, &self.inner.tokenizer, prompts, suffix)
+    }
+    /// Starts the request's choices; each stream's events are that choice's text.
+    pub fn generate(&self, req: TextRequest) -> Result<Vec<TextStream>, EngineError> {
+        generation::generate(self, req)
     }
     /// Prompt tokens served from the prefix cache (not prefilled again) since load.
     pub fn reused_prompt_tokens(&self) -> u64 {

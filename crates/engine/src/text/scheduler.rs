@@ -20,6 +20,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::model::{self, Model, SeqCache};
 use super::prefix::PrefixStore;
+use super::prompt::{check_vocabulary, completion_budget, PromptError};
 use super::sampling::{self, Sampler};
 use super::tokenizer::Tokenizer;
 use super::{EngineError, Event, FinishReason, GenerateRequest, ModelInfo, TextEngineConfig, TokenLogprob};
@@ -157,22 +158,17 @@ pub(crate) fn submit(shared: &Arc<Shared>, req: GenerateRequest) -> Result<Unbou
 fn validate(info: &ModelInfo, req: &GenerateRequest) -> Result<(), EngineError> {
     let invalid = |msg: String| Err(EngineError::InvalidRequest(msg));
     if req.prompt.is_empty() {
-        return invalid("the prompt is empty".into());
+        return invalid(PromptError::Empty.to_string());
     }
-    if let Some(bad) = req.prompt.iter().find(|&&id| id as usize >= info.vocab_size) {
-        return invalid(format!("token id {bad} is outside the vocabulary (size {})", info.vocab_size));
+    if let Err(e) = check_vocabulary(req.prompt.iter().copied(), info.vocab_size) {
+        return invalid(e.to_string());
     }
-    if let Some((bad, _)) = req.sampling.logit_bias.iter().find(|(id, _)| *id as usize >= info.vocab_size) {
-        return invalid(format!("logit_bias token id {bad} is outside the vocabulary (size {})", info.vocab_size));
+    if let Err(e) = check_vocabulary(req.sampling.logit_bias.iter().map(|&(id, _)| id), info.vocab_size) {
+        return invalid(format!("logit_bias: {e}"));
     }
-    let total = req.prompt.len().saturating_add(req.max_tokens);
-    if total > info.context_length {
-        return invalid(format!(
-            "this model's maximum context length is {} tokens; the request needs {total} ({} in the prompt, {} to generate)",
-            info.context_length,
-            req.prompt.len(),
-            req.max_tokens
-        ));
+    // The model's own window (the server checks the catalog's, which is never larger).
+    if let Err(e) = completion_budget(info.context_length, req.prompt.len(), Some(req.max_tokens)) {
+        return invalid(e.to_string());
     }
     let s = &req.sampling;
     let numbers = [s.temperature, s.top_p, s.presence_penalty, s.frequency_penalty];

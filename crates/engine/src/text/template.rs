@@ -4,18 +4,20 @@
 
 use anyhow::{anyhow, bail, Result};
 use minijinja::{Environment, Error, ErrorKind, Value};
-use serde_json::{Map, Value as Json};
+use serde_json::{json, Map, Value as Json};
 
+use super::message::{Message, ToolCall, ToolSpec};
 use super::tokenizer::Tokenizer;
 use super::ModelInfo;
 
-/// Renders OpenAI chat `messages` (and `tools`) into the prompt text, ending with the
+/// Renders chat `messages` (and `tools`) into the prompt text, ending with the
 /// assistant turn's opening (`add_generation_prompt`).
-pub fn render(info: &ModelInfo, tokenizer: &Tokenizer, messages: &Json, tools: Option<&Json>) -> Result<String> {
+pub fn render(info: &ModelInfo, tokenizer: &Tokenizer, messages: &[Message], tools: &[ToolSpec]) -> Result<String> {
     let Some(source) = info.chat_template.as_deref() else {
         bail!("model has no chat template");
     };
-    let messages = normalize_messages(messages)?;
+    let messages: Vec<Json> = messages.iter().map(message_value).collect();
+    let tools: Vec<Json> = tools.iter().map(tool_value).collect();
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -27,7 +29,7 @@ pub fn render(info: &ModelInfo, tokenizer: &Tokenizer, messages: &Json, tools: O
     let template = env.template_from_str(source).map_err(|e| anyhow!("chat template does not parse: {e}"))?;
     let ctx = minijinja::context! {
         messages => Value::from_serialize(&messages),
-        tools => tools.filter(|t| !t.is_null()).map(Value::from_serialize),
+        tools => (!tools.is_empty()).then(|| Value::from_serialize(&tools)),
         add_generation_prompt => true,
         bos_token => info.bos.map(|id| tokenizer.token_text(id)).unwrap_or_default(),
         eos_token => tokenizer.eos().map(|id| tokenizer.token_text(id)).unwrap_or_default(),
@@ -40,50 +42,42 @@ fn describe(e: &Error) -> String {
     e.detail().map(str::to_owned).unwrap_or_else(|| e.to_string())
 }
 
-/// OpenAI messages → what templates expect: `content` always a string (text parts joined
-/// by newlines, null as ""), tool call `arguments` as JSON objects when they parse.
-fn normalize_messages(messages: &Json) -> Result<Vec<Json>> {
-    let list = messages.as_array().ok_or_else(|| anyhow!("messages must be an array"))?;
-    list.iter()
-        .map(|m| {
-            let obj = m.as_object().ok_or_else(|| anyhow!("each message must be an object"))?;
-            let mut out: Map<String, Json> = obj.clone();
-            out.insert("content".into(), Json::String(flatten_content(obj.get("content"))?));
-            if let Some(Json::Array(calls)) = obj.get("tool_calls") {
-                let calls = calls.iter().map(normalize_tool_call).collect();
-                out.insert("tool_calls".into(), Json::Array(calls));
-            }
-            Ok(Json::Object(out))
-        })
-        .collect()
+/// A message as templates expect it (the Hugging Face convention): `content` one string,
+/// tool call `arguments` as JSON objects when they parse.
+fn message_value(m: &Message) -> Json {
+    let mut out = Map::new();
+    out.insert("role".into(), Json::String(m.role.as_str().into()));
+    out.insert("content".into(), Json::String(m.text()));
+    if let Some(name) = &m.name {
+        out.insert("name".into(), Json::String(name.clone()));
+    }
+    if !m.tool_calls.is_empty() {
+        out.insert("tool_calls".into(), Json::Array(m.tool_calls.iter().map(tool_call_value).collect()));
+    }
+    if let Some(id) = &m.tool_call_id {
+        out.insert("tool_call_id".into(), Json::String(id.clone()));
+    }
+    Json::Object(out)
 }
 
-fn flatten_content(content: Option<&Json>) -> Result<String> {
-    match content {
-        None | Some(Json::Null) => Ok(String::new()),
-        Some(Json::String(s)) => Ok(s.clone()),
-        Some(Json::Array(parts)) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter(|p| p.get("type").and_then(Json::as_str).unwrap_or("text") == "text")
-                .filter_map(|p| p.get("text").and_then(Json::as_str))
-                .collect();
-            Ok(texts.join("\n"))
-        }
-        Some(_) => bail!("message content must be a string or an array of content parts"),
-    }
+fn tool_call_value(call: &ToolCall) -> Json {
+    let arguments = serde_json::from_str::<Json>(&call.arguments).unwrap_or_else(|_| Json::String(call.arguments.clone()));
+    json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}})
 }
 
-fn normalize_tool_call(call: &Json) -> Json {
-    let mut call = call.clone();
-    if let Some(Json::String(args)) = call.pointer("/function/arguments") {
-        if let Ok(parsed) = serde_json::from_str::<Json>(args) {
-            if let Some(slot) = call.pointer_mut("/function/arguments") {
-                *slot = parsed;
-            }
-        }
+fn tool_value(tool: &ToolSpec) -> Json {
+    let mut function = Map::new();
+    function.insert("name".into(), Json::String(tool.name.clone()));
+    if let Some(d) = &tool.description {
+        function.insert("description".into(), Json::String(d.clone()));
     }
-    call
+    if let Some(p) = &tool.parameters {
+        function.insert("parameters".into(), p.clone());
+    }
+    if let Some(s) = tool.strict {
+        function.insert("strict".into(), Json::Bool(s));
+    }
+    json!({"type": "function", "function": function})
 }
 
 /// `tojson` as Python's `json.dumps(value, ensure_ascii=False, indent=indent)` writes it,

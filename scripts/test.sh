@@ -17,13 +17,20 @@ if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null || ! ldco
     $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng ffmpeg libopus0 >/dev/null || exit 1
 fi
 
+failed=()
+
+# Lints first: warnings are errors (a failure fails the run, the other parts still run).
+step "cargo clippy --workspace --all-targets --release -- -D warnings"
+if ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add clippy || failed+=("rustup component add clippy")
+fi
+cargo clippy --workspace --all-targets --release -- -D warnings || failed+=("cargo clippy")
+
 step "cargo build --release"
 cargo build --release || exit 1
 
 step "hearth pull (models into $HEARTH_HOME)"
 target/release/hearth pull || exit 1
-
-failed=()
 
 step "cargo test --release --workspace"
 cargo test --release --workspace --no-fail-fast || failed+=("cargo test")

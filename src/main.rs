@@ -85,7 +85,7 @@ fn run() -> Result<()> {
         None => Catalog::builtin(),
     };
     match command {
-        Command::Serve(args) => serve(args, &catalog, home, cli.catalog),
+        Command::Serve(args) => serve(args, catalog, home),
         Command::Pull { models } => pull(&catalog, &models, &home.join("models")),
         Command::Models => {
             print_models(&catalog, &home.join("models"));
@@ -100,7 +100,7 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn serve(args: ServeArgs, catalog: &Catalog, home: PathBuf, catalog_file: Option<PathBuf>) -> Result<()> {
+fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf) -> Result<()> {
     let addr = socket_addr(&args.host, args.port)?;
     // Keys from flags, the environment and a file all count (not one instead of another).
     let from_env = std::env::var("HEARTH_API_KEYS").unwrap_or_default();
@@ -121,13 +121,13 @@ fn serve(args: ServeArgs, catalog: &Catalog, home: PathBuf, catalog_file: Option
     if args.max_batch == 0 {
         bail!("--max-batch must be at least 1");
     }
-    let models = args.models.as_deref().map(|names| model_ids(catalog, names)).transpose()?;
+    let models = args.models.as_deref().map(|names| model_ids(&catalog, names)).transpose()?;
     let config = ServerConfig {
         addr,
         api_keys,
         allow_insecure_no_auth: args.allow_insecure_no_auth,
         home,
-        catalog_file,
+        catalog,
         models,
         engine: TextEngineConfig { max_batch: args.max_batch, queue_capacity: args.queue },
     };

@@ -47,6 +47,60 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// How a model's weights are stored, which says the runtime that loads them (and the
+/// extension of a single-file model).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum Format {
+    /// A GGUF text model (chat / completions).
+    Gguf,
+    /// A sentence-transformers directory: model.safetensors, tokenizer.json, config.json.
+    SentenceTransformers,
+    /// An embedding model's bundle with the compiled-in moderation heads.
+    Moderation,
+    /// A CTranslate2 Whisper bundle.
+    WhisperCt2,
+    /// A format no runtime of this build loads: accepted in the catalog (a file may name
+    /// formats of newer builds), refused when the model is loaded.
+    Other(String),
+}
+
+impl Format {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Format::Gguf => "gguf",
+            Format::SentenceTransformers => "sentence_transformers",
+            Format::Moderation => "moderation",
+            Format::WhisperCt2 => "whisper_ct2",
+            Format::Other(name) => name,
+        }
+    }
+}
+
+impl From<String> for Format {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "gguf" => Format::Gguf,
+            "sentence_transformers" => Format::SentenceTransformers,
+            "moderation" => Format::Moderation,
+            "whisper_ct2" => Format::WhisperCt2,
+            _ => Format::Other(name),
+        }
+    }
+}
+
+impl From<&str> for Format {
+    fn from(name: &str) -> Self {
+        Format::from(name.to_string())
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a model's weights come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -83,8 +137,8 @@ fn default_owner() -> String {
 pub struct ModelEntry {
     pub id: String,
     pub family: String,
-    /// Which runtime loads it: "gguf" for text models; bundles name their own.
-    pub format: String,
+    /// Which runtime loads it.
+    pub format: Format,
     pub source: Source,
     pub context_window: usize,
     pub endpoints: Vec<Endpoint>,

@@ -104,7 +104,7 @@ fn validate(catalog: &Catalog) -> Result<()> {
         if m.family.trim().is_empty() {
             problems.push(format!("{at}: `family` is empty"));
         }
-        if m.format.trim().is_empty() {
+        if m.format.as_str().trim().is_empty() {
             problems.push(format!("{at}: `format` is empty"));
         }
         if m.context_window == 0 {

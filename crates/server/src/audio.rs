@@ -1,7 +1,8 @@
 //! `POST /v1/audio/transcriptions` and `/v1/audio/translations` (multipart).
 //! The uploaded file lives in memory only and is never logged.
 use crate::error::ApiError;
-use crate::state::{AppState, Runtime};
+use crate::limits::FILE_LIMIT;
+use crate::state::AppState;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::header;
@@ -9,13 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_api::audio::{self as wire, AudioRequest, ResponseFormat};
 use hearth_catalog::Endpoint;
-use hearth_engine::audio::{language_name, Task, TranscribeOptions, Transcript};
+use hearth_engine::audio::{language_name, SpeechEngine, Task, TranscribeOptions, Transcript};
 use std::sync::Arc;
-
-/// OpenAI's limit on the uploaded file.
-pub const FILE_LIMIT: usize = 25 * 1024 * 1024;
-/// The request body may hold the file plus the other form fields.
-pub const BODY_LIMIT: usize = FILE_LIMIT + 1024 * 1024;
 
 pub async fn transcriptions(state: State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>) -> Result<Response, ApiError> {
     handle(state, form, Task::Transcribe).await
@@ -58,10 +54,7 @@ async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, Mult
         Task::Transcribe => Endpoint::AudioTranscriptions,
         Task::Translate => Endpoint::AudioTranslations,
     };
-    let (_, runtime) = state.runtime(&req.model, endpoint)?;
-    let Runtime::Speech(engine) = runtime else {
-        return Err(ApiError::model_not_found(&req.model));
-    };
+    let (_, engine) = state.runtime::<SpeechEngine>(&req.model, endpoint)?;
     let Some(file) = file else {
         return Err(ApiError::invalid("you must provide a file parameter", Some("file")));
     };

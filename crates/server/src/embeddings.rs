@@ -1,7 +1,7 @@
 //! `POST /v1/embeddings`: texts or token lists -> the model's token ids ->
 //! batched engine -> vectors, optionally shortened, as floats or base64.
 use crate::error::ApiError;
-use crate::state::{AppState, Runtime};
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -13,10 +13,7 @@ use std::sync::Arc;
 
 pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<EmbeddingResponse>, ApiError> {
     let req = EmbeddingRequest::parse(&crate::body::json(body)?)?;
-    let (resolved, runtime) = state.runtime(&req.model, Endpoint::Embeddings)?;
-    let Runtime::Embed(engine) = runtime else {
-        return Err(ApiError::internal(format!("model `{}` is not loaded as an embedding model", resolved.entry.id)));
-    };
+    let (resolved, engine) = state.runtime::<EmbedEngine>(&req.model, Endpoint::Embeddings)?;
     let native = engine.dimensions();
     let dimensions = match req.dimensions {
         None => native,

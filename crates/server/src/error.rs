@@ -4,6 +4,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use crate::limits::{BODY_LIMIT, FILE_LIMIT};
 use hearth_api::{ErrorResponse, Invalid};
 use hearth_catalog::{Endpoint, ResolveError};
 use axum::extract::multipart::{MultipartError, MultipartRejection};
@@ -288,7 +289,7 @@ impl From<MultipartRejection> for ApiError {
 impl From<MultipartError> for ApiError {
     fn from(e: MultipartError) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::file_too_large(crate::audio::FILE_LIMIT, None)
+            Self::file_too_large(FILE_LIMIT, None)
         } else {
             Self::invalid(format!("Could not parse multipart form: {}", e.body_text()), None)
         }
@@ -298,7 +299,7 @@ impl From<MultipartError> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(e: BytesRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::body_too_large(crate::routes::BODY_LIMIT)
+            Self::body_too_large(BODY_LIMIT)
         } else {
             Self::invalid(format!("Could not read the request body: {}", e.body_text()), None)
         }

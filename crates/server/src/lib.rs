@@ -10,6 +10,7 @@ mod completions;
 mod embeddings;
 pub mod error;
 mod generate;
+mod limits;
 mod logprobs;
 mod models;
 mod moderations;
@@ -19,11 +20,12 @@ mod state;
 mod tools;
 
 pub use error::ApiError;
-pub use routes::{router, BODY_LIMIT};
-pub use state::{AppState, Runtime};
+pub use limits::BODY_LIMIT;
+pub use routes::router;
+pub use state::{AppState, LoadedModel};
 
 use anyhow::{bail, Context};
-use hearth_catalog::{Catalog, ModelEntry, Source};
+use hearth_catalog::{Catalog, Format, ModelEntry, Source};
 use hearth_engine::audio::SpeechEngine;
 use hearth_engine::embed::EmbedEngine;
 use hearth_engine::text::TextEngine;
@@ -41,8 +43,8 @@ pub struct ServerConfig {
     pub allow_insecure_no_auth: bool,
     /// $HEARTH_HOME: weights are cached in its `models/` folder.
     pub home: PathBuf,
-    /// Optional user catalog TOML extending the built-in one.
-    pub catalog_file: Option<PathBuf>,
+    /// The catalog (built-in, or extended by the user's file), read once by the caller.
+    pub catalog: Catalog,
     /// Load only these model ids (None = every model of the catalog).
     pub models: Option<Vec<String>>,
     pub engine: hearth_engine::text::TextEngineConfig,
@@ -51,10 +53,7 @@ pub struct ServerConfig {
 /// Fetches (if needed) and loads the models, then serves until ctrl-c.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     check_exposure(&config)?;
-    let catalog = match &config.catalog_file {
-        Some(path) => Catalog::with_user_file(path).with_context(|| format!("reading the catalog {}", path.display()))?,
-        None => Catalog::builtin(),
-    };
+    let catalog = config.catalog.clone();
     let engines = load_models(&catalog, &config).await?;
     let state = Arc::new(AppState::new(catalog, engines, config.api_keys.clone()));
     let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
@@ -81,7 +80,7 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result<HashMap<String, Runtime>> {
+async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result<HashMap<String, LoadedModel>> {
     let ids: Vec<String> = match &config.models {
         Some(ids) => ids.clone(),
         None => catalog.models().iter().map(|m| m.id.clone()).collect(),
@@ -115,28 +114,28 @@ async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result
 /// embedding model and the moderation model run on one shared MiniLM.
 type Embedders = HashMap<String, EmbedEngine>;
 
-/// Loads one model's weights (a file or a bundle directory) with the runtime its `format` names.
-fn load_runtime(entry: &ModelEntry, path: &Path, config: &ServerConfig, embedders: &mut Embedders) -> anyhow::Result<Runtime> {
-    match entry.format.as_str() {
-        "gguf" => {
+/// Loads one model's weights (a file or a bundle directory) with the runtime its `format` names:
+/// the one place a catalog entry becomes a runtime.
+fn load_runtime(entry: &ModelEntry, path: &Path, config: &ServerConfig, embedders: &mut Embedders) -> anyhow::Result<LoadedModel> {
+    match &entry.format {
+        Format::Gguf => {
             let engine = TextEngine::load(path, config.engine.clone())?;
             let info = engine.info();
             tracing::info!("{}: context {} tokens, vocabulary {}", info.arch, info.context_length, info.vocab_size);
-            Ok(Runtime::Text(engine))
+            Ok(LoadedModel::Text(engine))
         }
         // A moderation model's bundle is its embedding model; the toxicity classifier and heads are compiled in.
-        "moderation" => {
+        Format::Moderation => {
             let embed = embedder(entry, path, embedders)?;
-            Ok(Runtime::Moderate(hearth_engine::moderate::ModerationEngine::new(embed)?))
+            Ok(LoadedModel::Moderate(hearth_engine::moderate::ModerationEngine::new(embed)?))
         }
-        // A sentence-transformers directory: model.safetensors, tokenizer.json, config.json.
-        "sentence_transformers" => {
+        Format::SentenceTransformers => {
             let engine = embedder(entry, path, embedders)?;
             tracing::info!("embedding model: {} dimensions, window {} tokens", engine.dimensions(), engine.max_tokens());
-            Ok(Runtime::Embed(engine))
+            Ok(LoadedModel::Embed(engine))
         }
-        "whisper_ct2" => Ok(Runtime::Speech(SpeechEngine::load(path, config.engine.queue_capacity)?)),
-        other => bail!("unknown model format `{other}`"),
+        Format::WhisperCt2 => Ok(LoadedModel::Speech(SpeechEngine::load(path, config.engine.queue_capacity)?)),
+        Format::Other(other) => bail!("unknown model format `{other}`"),
     }
 }
 
@@ -164,7 +163,7 @@ mod tests {
             api_keys: keys.iter().map(|k| k.to_string()).collect(),
             allow_insecure_no_auth: allow,
             home: PathBuf::from("/tmp"),
-            catalog_file: None,
+            catalog: Catalog::builtin(),
             models: None,
             engine: Default::default(),
         }

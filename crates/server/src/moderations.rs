@@ -1,22 +1,19 @@
 //! `POST /v1/moderations`. Zero retention: the inputs are scored in memory and
 //! dropped; nothing here logs or stores them (only their count is traced).
 use crate::error::ApiError;
-use crate::state::{AppState, Runtime};
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use hearth_api::moderations::{ModerationRequest, ModerationResponse, ModerationResult};
 use hearth_catalog::Endpoint;
-use hearth_engine::moderate::CATEGORIES;
+use hearth_engine::moderate::{ModerationEngine, CATEGORIES};
 use std::sync::Arc;
 
 pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<ModerationResponse>, ApiError> {
     let req = ModerationRequest::parse(&crate::body::json(body)?)?;
-    let (resolved, runtime) = state.runtime(&req.model, Endpoint::Moderations)?;
-    let Runtime::Moderate(engine) = runtime else {
-        return Err(ApiError::internal(format!("model `{}` is not loaded as a moderation model", resolved.entry.id)));
-    };
+    let (resolved, engine) = state.runtime::<ModerationEngine>(&req.model, Endpoint::Moderations)?;
     tracing::debug!(inputs = req.inputs.len(), "moderation request");
     let verdicts = engine.moderate(&req.inputs).await?;
     let results = verdicts

@@ -1,5 +1,6 @@
 //! The routes table and the layers around it (auth, body limit, panics, tracing).
 use crate::error::ApiError;
+use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
 use crate::state::AppState;
 use crate::{audio, auth, chat, completions, embeddings, models, moderations};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -10,9 +11,6 @@ use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-/// Largest request body accepted (413 beyond).
-pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
-
 /// The whole HTTP API as a router, for `serve` or for embedding/tests.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -22,8 +20,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions::create))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/moderations", post(moderations::create))
-        .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(DefaultBodyLimit::max(audio::BODY_LIMIT)))
-        .route("/v1/audio/translations", post(audio::translations).layer(DefaultBodyLimit::max(audio::BODY_LIMIT)))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
+        .route("/v1/audio/translations", post(audio::translations).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
         .fallback(invalid_url)
         .method_not_allowed_fallback(invalid_method)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))

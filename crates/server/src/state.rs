@@ -7,19 +7,41 @@ use hearth_engine::moderate::ModerationEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 
-/// A loaded model, one variant per modality (chosen by the catalog `format`).
+/// A loaded model, one variant per modality (chosen by the catalog `Format`).
 #[derive(Clone)]
-pub enum Runtime {
+pub enum LoadedModel {
     Text(TextEngine),
     Moderate(ModerationEngine),
     Embed(EmbedEngine),
     Speech(SpeechEngine),
 }
 
+/// A runtime type handlers ask the state for (`AppState::runtime`).
+pub trait RuntimeKind {
+    fn of(model: &LoadedModel) -> Option<&Self>;
+}
+
+macro_rules! runtime_kind {
+    ($engine:ty, $variant:ident) => {
+        impl RuntimeKind for $engine {
+            fn of(model: &LoadedModel) -> Option<&Self> {
+                match model {
+                    LoadedModel::$variant(engine) => Some(engine),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+runtime_kind!(TextEngine, Text);
+runtime_kind!(ModerationEngine, Moderate);
+runtime_kind!(EmbedEngine, Embed);
+runtime_kind!(SpeechEngine, Speech);
+
 pub struct AppState {
     pub catalog: Catalog,
     /// Loaded runtimes by catalog model id.
-    pub engines: HashMap<String, Runtime>,
+    pub engines: HashMap<String, LoadedModel>,
     /// Accepted bearer keys; empty = no auth.
     pub api_keys: Vec<String>,
     /// A fixed "YYYY-MM-DD" for deprecation checks (tests); None = today (UTC).
@@ -38,7 +60,7 @@ pub struct TextTarget {
 }
 
 impl AppState {
-    pub fn new(catalog: Catalog, engines: HashMap<String, Runtime>, api_keys: Vec<String>) -> Self {
+    pub fn new(catalog: Catalog, engines: HashMap<String, LoadedModel>, api_keys: Vec<String>) -> Self {
         Self { catalog, engines, api_keys, today: None }
     }
 
@@ -46,24 +68,21 @@ impl AppState {
         self.today.clone().unwrap_or_else(hearth_catalog::today)
     }
 
-    /// Resolves `name` for `endpoint` to a loaded runtime.
-    pub fn runtime(&self, name: &str, endpoint: Endpoint) -> Result<(Resolved<'_>, &Runtime), ApiError> {
+    /// Resolves `name` for `endpoint` to its loaded runtime of kind `R`. A name that
+    /// resolves to no loaded model of that kind (not loaded by this server, `--models`
+    /// chose others) is "model not found", whatever the reason.
+    pub fn runtime<R: RuntimeKind>(&self, name: &str, endpoint: Endpoint) -> Result<(Resolved<'_>, &R), ApiError> {
         let today = self.today();
         let resolved = self.catalog.resolve(name, Some(endpoint), &today)?;
-        match self.engines.get(&resolved.entry.id) {
+        match self.engines.get(&resolved.entry.id).and_then(R::of) {
             Some(runtime) => Ok((resolved, runtime)),
-            // In the catalog but not loaded by this server (`--models` chose others).
             None => Err(ApiError::model_not_found(name)),
         }
     }
 
     /// A text model for chat or completions.
     pub fn text_target(&self, name: &str, endpoint: Endpoint) -> Result<TextTarget, ApiError> {
-        let (resolved, runtime) = self.runtime(name, endpoint)?;
-        let Runtime::Text(engine) = runtime else {
-            // The catalog says this model serves a text endpoint, but its format is not a text one.
-            return Err(ApiError::model_not_found(name));
-        };
+        let (resolved, engine) = self.runtime::<TextEngine>(name, endpoint)?;
         Ok(TextTarget {
             requested: resolved.requested.clone(),
             model_id: resolved.entry.id.clone(),

@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use hearth_catalog::Catalog;
 use hearth_engine::text::{TextEngine, TextEngineConfig};
-use hearth_server::{router, AppState, Runtime};
+use hearth_server::{router, AppState, LoadedModel};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use tower::ServiceExt;
 const SMOLLM2: &str = "smollm2-135m-instruct-q4_1";
 
 fn app(engines: HashMap<String, TextEngine>, keys: &[&str]) -> Router {
-    let runtimes = engines.into_iter().map(|(id, engine)| (id, Runtime::Text(engine))).collect();
+    let runtimes = engines.into_iter().map(|(id, engine)| (id, LoadedModel::Text(engine))).collect();
     router(Arc::new(AppState::new(Catalog::builtin(), runtimes, keys.iter().map(|k| k.to_string()).collect())))
 }
 

@@ -15,6 +15,7 @@ use crate::math::{self, simd_fn};
 use super::gemv;
 use half::{f16, slice::HalfFloatSliceExt};
 use crate::linalg::kernel::{self, Start, MR, NR};
+use crate::linalg::SendPtr;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -30,17 +31,6 @@ struct Line([f32; NR]);
 thread_local! {
     /// Each thread's scores and queries, reused across calls.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-struct SendPtr(*mut f32);
-// SAFETY: shared only with tasks that write disjoint parts of the buffer.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// A method, so closures capture the `Sync` wrapper rather than the pointer.
-    fn at(&self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// Whether [`attention`] handles heads of this size.

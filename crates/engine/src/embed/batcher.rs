@@ -17,11 +17,11 @@ pub(super) type Reply = oneshot::Receiver<Result<Vec<Vec<f32>>, EmbedError>>;
 
 /// The submitting side; dropping it lets the thread finish its work and exit.
 pub(super) struct Handle {
-    queue: Arc<Queue>,
+    queue: Arc<JobQueue>,
     capacity: usize,
 }
 
-struct Queue {
+struct JobQueue {
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -33,7 +33,7 @@ struct State {
     shutdown: bool,
 }
 
-impl Queue {
+impl JobQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the queue inconsistent: keep going with it.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -54,11 +54,11 @@ impl Job {
 }
 
 pub(super) fn start(model: Bert, config: EmbedConfig) -> anyhow::Result<Handle> {
-    let queue = Arc::new(Queue {
+    let queue = Arc::new(JobQueue {
         state: Mutex::new(State { waiting: VecDeque::new(), open: 0, shutdown: false }),
         wake: Condvar::new(),
     });
-    let worker = Worker { model, queue: queue.clone(), max_batch_tokens: config.max_batch_tokens.max(1), active: VecDeque::new() };
+    let worker = Batcher { model, queue: queue.clone(), max_batch_tokens: config.max_batch_tokens.max(1), active: VecDeque::new() };
     std::thread::Builder::new()
         .name("hearth-embed".into())
         .spawn(move || worker.run())
@@ -89,15 +89,15 @@ impl Drop for Handle {
     }
 }
 
-struct Worker {
+struct Batcher {
     model: Bert,
-    queue: Arc<Queue>,
+    queue: Arc<JobQueue>,
     max_batch_tokens: usize,
     /// Requests taken off the queue, oldest first; the front one may be half done.
     active: VecDeque<Job>,
 }
 
-impl Worker {
+impl Batcher {
     fn run(mut self) {
         loop {
             {

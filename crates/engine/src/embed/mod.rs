@@ -43,10 +43,10 @@ pub enum EmbedError {
 /// A loaded embedding model plus its batching thread. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbedEngine {
-    inner: Arc<Shared>,
+    inner: Arc<EmbedShared>,
 }
 
-struct Shared {
+struct EmbedShared {
     tokenizer: tokenizers::Tokenizer,
     /// `[CLS]` and `[SEP]`, wrapped around every input.
     cls: u32,
@@ -74,7 +74,7 @@ impl EmbedEngine {
         let max_tokens = read_max_seq_length(dir)?.unwrap_or(model.max_positions()).min(model.max_positions());
         let (vocab_size, dimensions) = (model.vocab_size(), model.hidden_size());
         let queue = batcher::start(model, config)?;
-        Ok(Self { inner: Arc::new(Shared { tokenizer, cls, sep, vocab_size, max_tokens, dimensions, queue }) })
+        Ok(Self { inner: Arc::new(EmbedShared { tokenizer, cls, sep, vocab_size, max_tokens, dimensions, queue }) })
     }
 
     /// Token ids of `text`, without the special tokens the engine adds itself.

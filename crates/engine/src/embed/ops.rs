@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use crate::attention::{attend, HeadLayout};
+use crate::linalg::SendPtr;
 use crate::math::{simd_fn, sum, sum_squares};
 pub(super) use crate::math::gelu;
 
@@ -95,10 +96,6 @@ thread_local! {
     /// Each thread's copy of one head's queries, keys, values and outputs, reused across calls.
     static HEAD: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: shared only with tasks that write disjoint parts of the buffer.
-unsafe impl Sync for SendPtr {}
 
 /// The mean of a sequence's rows, scaled to unit length (as
 /// sentence-transformers' Pooling + Normalize: norm clamped at 1e-12).

@@ -182,9 +182,19 @@ impl PackedMatrix {
     }
 }
 
-struct SendPtr(*mut f32);
+/// A buffer's base pointer handed to parallel tasks (the one definition the engine's
+/// kernels share).
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: shared only with tasks that write disjoint parts of the buffer.
 unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+impl SendPtr {
+    /// A method, so closures capture the `Sync` wrapper rather than the pointer.
+    pub(crate) fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
 
 #[cfg(test)]
 mod tests;

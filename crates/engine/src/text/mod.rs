@@ -160,7 +160,7 @@ pub enum EngineError {
 /// A loaded text model plus its scheduler thread. Cheap to clone.
 #[derive(Clone)]
 pub struct TextEngine {
-    inner: std::sync::Arc<scheduler::Shared>,
+    inner: std::sync::Arc<scheduler::EngineShared>,
 }
 
 impl TextEngine {

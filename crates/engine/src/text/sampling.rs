@@ -112,7 +112,7 @@ impl Sampler {
         let weights: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
         let total: f32 = weights.iter().sum();
         let top_p = self.params.top_p;
-        if top_p >= 1.0 || !(top_p > 0.0) {
+        if top_p >= 1.0 || top_p.is_nan() || top_p <= 0.0 {
             return pick(&weights, 0..weights.len(), total, self.rng.random::<f32>());
         }
         // Smallest set of most likely tokens whose mass reaches top_p (at least one token).

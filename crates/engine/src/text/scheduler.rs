@@ -4,7 +4,7 @@
 //! Each iteration of the loop:
 //! 1. drops sequences whose client went away (their KV cache is freed with them);
 //! 2. admits waiting requests while fewer than `max_batch` run;
-//! 3. prefills up to `PREFILL_CHUNK` prompt tokens (oldest first), so a long prompt is
+//! 3. prefills up to `PREFILL_BUDGET` prompt tokens (oldest first), so a long prompt is
 //!    spread over several iterations instead of stalling running streams;
 //! 4. runs one batched decode step for every sequence past its prompt.
 
@@ -25,21 +25,23 @@ use super::sampling::{self, Sampler};
 use super::tokenizer::Tokenizer;
 use super::{EngineError, Event, FinishReason, GenerateRequest, ModelInfo, TextEngineConfig, TokenLogprob};
 
-/// Prompt tokens prefilled per loop iteration, across all sequences.
-const PREFILL_CHUNK: usize = 256;
+/// Prompt tokens prefilled per loop iteration, across all sequences: bounds how long
+/// running streams wait for a new prompt (the model splits a call itself, by
+/// `model::MAX_PREFILL_ROWS`, which bounds memory instead).
+const PREFILL_BUDGET: usize = 256;
 /// A prompt's last chunk is not left shorter than this: a few rows run on the slower
 /// per-row kernels, and each chunk reads all the weights (SmolLM2: 519 tokens in one
 /// chunk 3.5% faster than as 512 + 7).
 const MIN_TAIL: usize = 64;
 
-pub(crate) struct Shared {
+pub(crate) struct EngineShared {
     pub(crate) info: ModelInfo,
     pub(crate) tokenizer: Tokenizer,
     queue: Arc<Queue>,
     config: TextEngineConfig,
 }
 
-impl Drop for Shared {
+impl Drop for EngineShared {
     /// The last engine handle is gone: let the scheduler thread finish its work and exit.
     fn drop(&mut self) {
         self.queue.lock().shutdown = true;
@@ -76,7 +78,7 @@ struct Pending {
 }
 
 /// Opens the GGUF at `path`, builds tokenizer and model, and starts the scheduler thread.
-pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<Shared>> {
+pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<EngineShared>> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let content = gguf_file::Content::read(&mut file).with_context(|| format!("reading GGUF {}", path.display()))?;
     let tokenizer = Tokenizer::from_gguf(&content).context("building the tokenizer")?;
@@ -101,11 +103,11 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<Shared>
         .name(format!("hearth-text-{}", info.arch))
         .spawn(move || worker.run())
         .context("starting the scheduler thread")?;
-    Ok(Arc::new(Shared { info, tokenizer, queue, config }))
+    Ok(Arc::new(EngineShared { info, tokenizer, queue, config }))
 }
 
 /// Tokenizer and model facts of the GGUF at `path`, without the weights.
-pub(crate) fn reused_prompt_tokens(shared: &Shared) -> u64 {
+pub(crate) fn reused_prompt_tokens(shared: &EngineShared) -> u64 {
     shared.queue.reused_prompt_tokens.load(Ordering::Relaxed)
 }
 
@@ -141,7 +143,7 @@ fn model_info(content: &gguf_file::Content, tokenizer: &Tokenizer, path: &Path) 
 }
 
 /// Validates and queues a request; answers `Overloaded` at once when the queue is full.
-pub(crate) fn submit(shared: &Arc<Shared>, req: GenerateRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
+pub(crate) fn submit(shared: &Arc<EngineShared>, req: GenerateRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
     validate(&shared.info, &req)?;
     let (tx, rx) = unbounded_channel();
     {
@@ -282,9 +284,9 @@ impl Worker {
         });
     }
 
-    /// Prefills up to `PREFILL_CHUNK` prompt tokens, oldest sequences first.
+    /// Prefills up to `PREFILL_BUDGET` prompt tokens, oldest sequences first.
     fn prefill_step(&mut self) {
-        let mut budget = PREFILL_CHUNK;
+        let mut budget = PREFILL_BUDGET;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let seq = &mut self.running[i];

@@ -78,14 +78,14 @@ impl Block {
 
 /// A read-only run of cached positions: the first `len` positions of `block`.
 #[derive(Clone)]
-struct Shared {
+struct SharedRun {
     block: Arc<Block>,
     len: usize,
 }
 
 /// The cached positions of one sequence: shared runs first, then its own.
 pub struct SeqCache {
-    shared: Vec<Shared>,
+    shared: Vec<SharedRun>,
     own: Block,
     len: usize,
     capacity: usize,
@@ -96,7 +96,7 @@ pub struct SeqCache {
 /// A frozen prefix of a sequence: what the prefix store keeps and hands out.
 #[derive(Clone)]
 pub struct Prefix {
-    runs: Vec<Shared>,
+    runs: Vec<SharedRun>,
     len: usize,
     /// The shape it was made with (a prefix only fits caches of the same model).
     shape: (usize, usize),
@@ -143,7 +143,7 @@ impl SeqCache {
         if own_len > 0 {
             let rest = self.capacity - self.len;
             let block = std::mem::replace(&mut self.own, Block::with_capacity(n_layer, self.row, rest));
-            self.shared.push(Shared { block: Arc::new(block), len: own_len });
+            self.shared.push(SharedRun { block: Arc::new(block), len: own_len });
         }
         Prefix { runs: self.shared.clone(), len: self.len, shape: (n_layer, self.row) }
     }
@@ -158,7 +158,7 @@ impl SeqCache {
             if left == 0 {
                 break;
             }
-            self.shared.push(Shared { block: run.block.clone(), len: run.len.min(left) });
+            self.shared.push(SharedRun { block: run.block.clone(), len: run.len.min(left) });
             left -= run.len.min(left);
         }
         self.len = len;

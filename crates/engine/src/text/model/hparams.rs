@@ -145,7 +145,7 @@ impl Hparams {
     /// Whether layer `il` uses sliding-window (local) attention.
     pub fn is_local_layer(&self, il: usize) -> bool {
         match self.sliding_window {
-            Some(sw) => (il + 1) % sw.global_every != 0,
+            Some(sw) => !(il + 1).is_multiple_of(sw.global_every),
             None => false,
         }
     }

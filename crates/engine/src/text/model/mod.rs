@@ -13,8 +13,9 @@ use candle_core::{bail, Result, Tensor};
 
 pub use cache::{Prefix, SeqCache};
 
-/// Most prompt tokens run through the model at once (bounds the attention scores' size).
-const PREFILL_CHUNK: usize = 512;
+/// Most prompt tokens run through the model at once (bounds the attention scores' size;
+/// the scheduler's `PREFILL_BUDGET` per iteration is smaller, for latency).
+const MAX_PREFILL_ROWS: usize = 512;
 
 pub trait Model: Send + Sync {
     /// A cache for up to `capacity` tokens.
@@ -111,7 +112,7 @@ impl Model for decoder::Decoder {
 /// 512 + a slow 7). Only the rows returned go through the final norm and the lm_head.
 fn prefill_chunks(model: &decoder::Decoder, tokens: &[u32], cache: &mut SeqCache, all_logits: bool) -> Result<Tensor> {
     let mut logits = Vec::new();
-    let size = tokens.len().div_ceil(tokens.len().div_ceil(PREFILL_CHUNK));
+    let size = tokens.len().div_ceil(tokens.len().div_ceil(MAX_PREFILL_ROWS));
     let chunks = tokens.len().div_ceil(size);
     for (i, chunk) in tokens.chunks(size).enumerate() {
         let n = chunk.len() as u32;

@@ -12,6 +12,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{bail, Result};
 use kernels::GroupKernel;
 use pack::{Block32, Layout};
+use crate::linalg::SendPtr;
 use rayon::prelude::*;
 
 pub use kernels::{quantize_row, ActBlock};
@@ -179,10 +180,6 @@ impl PackedWeight {
         Ok(())
     }
 }
-
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 /// Asks the kernel to back `buf` (not yet touched) with 2 MiB pages where it can. A
 /// decode step streams every packed weight: with 4 KiB pages that is a TLB miss every

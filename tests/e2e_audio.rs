@@ -282,7 +282,9 @@ async fn silence_gives_an_empty_transcript() {
 #[tokio::test]
 async fn bad_input_gets_clear_400s() {
     let mp3 = speech("three", "en-us", &SENTENCES[..3].join(" "), "mp3");
-    let cases: Vec<(&str, Vec<u8>, &str, Vec<(&str, &str)>, u16, Option<&str>, Option<&str>)> = vec![
+    // (name, file bytes, file name, fields, status, param, code)
+    type Case<'a> = (&'a str, Vec<u8>, &'a str, Vec<(&'a str, &'a str)>, u16, Option<&'a str>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("empty file", vec![], "a.mp3", vec![], 400, Some("file"), Some("invalid_value")),
         ("text named .mp3", b"Dear diary, today nothing happened at all.\n".repeat(40), "notes.mp3", vec![], 400, Some("file"), Some("invalid_value")),
         ("truncated mp3", mp3[..300].to_vec(), "cut.mp3", vec![], 400, Some("file"), None),

@@ -25,9 +25,9 @@ fn main() -> anyhow::Result<()> {
         let mut cache = model.new_cache(2048)?;
         model.prefill(&prompt, &mut cache, false)?;
         let t = Instant::now();
-        for i in 0..300 {
+        for &token in &prompt[..300] {
             let mut caches = [&mut cache];
-            model.decode(&[prompt[i]], &mut caches)?;
+            model.decode(&[token], &mut caches)?;
         }
         println!("decode at 512: {:.1} tok/s", 300.0 / t.elapsed().as_secs_f64());
         return Ok(());
@@ -55,9 +55,9 @@ fn main() -> anyhow::Result<()> {
         model.prefill(start, &mut cache, false)?;
         let n = 64;
         let t = Instant::now();
-        for i in 0..n {
+        for &token in &prompt[..n] {
             let mut caches = [&mut cache];
-            model.decode(&[prompt[i]], &mut caches)?;
+            model.decode(&[token], &mut caches)?;
         }
         rows.push((format!("decode at {ctx} context tok/s"), n as f64 / t.elapsed().as_secs_f64()));
     }

@@ -297,7 +297,7 @@ mod tests {
                 let lead = if case % 5 == 0 { 10 } else { top(0) };
                 let x = peaked(&dense, k, &[lead, top(1), top(2)], case);
                 let full = head.logits(&x).unwrap();
-                let leader = argmax(&full) as u32;
+                let leader = argmax(&full);
                 let pen = [leader, top(3) as u32];
                 let boosted = [top(2) as u32];
                 let banned = [leader];

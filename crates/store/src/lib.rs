@@ -11,7 +11,7 @@ mod rate;
 mod usage;
 
 pub use files::{FileRecord, ListOrder};
-pub use keys::{ApiKey, NewKey};
+pub use keys::{secret_hash, ApiKey, NewKey};
 pub use log::LoggedRequest;
 pub use rate::Window;
 pub use usage::{UsageBucket, UsageQuery, UsageRecord};

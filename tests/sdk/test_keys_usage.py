@@ -1,7 +1,10 @@
 """Keys made by the CLI, rate limits with OpenAI's 429 and headers, and usage
 read back through the organization usage API, with the official SDK against
 a server with a state directory of its own."""
+import os
+import subprocess
 import time
+import uuid
 
 import httpx
 import openai
@@ -146,3 +149,37 @@ def test_usage_counts_exact_for_embeddings_free_key(hearth):
     )
     mine = [res for b in page["data"] for res in b["results"] if res["api_key_id"] == key_id]
     assert [(m["input_tokens"], m["output_tokens"], m["num_model_requests"]) for m in mine] == [(total_in, total_out, 3)]
+
+
+def test_replicas_share_keys_and_limits_on_postgres(tmp_path):
+    """Two servers on one PostgreSQL database: one minute's requests are
+    counted together, and a key revoked through either fails on both at once."""
+    url = os.environ.get("HEARTH_TEST_DATABASE_URL")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but HEARTH_TEST_DATABASE_URL is not set (scripts/test.sh starts PostgreSQL)")
+        pytest.skip("HEARTH_TEST_DATABASE_URL not set: run scripts/test.sh")
+    name = f"hearth_sdk_{uuid.uuid4().hex[:12]}"
+    subprocess.run(["psql", url, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+    db = url.rsplit("/", 1)[0] + "/" + name
+    replicas = [Hearth(tmp_path / f"replica{i}", env={"HEARTH_DATABASE_URL": db}) for i in range(2)]
+    try:
+        for r in replicas:
+            r.start()
+        a, b = replicas
+        key = a.cli("keys", "create", "--name", "shared", "--rpm", "4").strip()
+        _wait_for_fresh_minute(a, key)
+        left = [int(sdk(r, key).models.with_raw_response.list().headers["x-ratelimit-remaining-requests"]) for r in (b, a, b)]
+        assert left == [2, 1, 0], "one count for both replicas"
+        with pytest.raises(openai.RateLimitError):
+            sdk(a, key).models.list()
+        other = b.cli("keys", "create", "--name", "other").strip()
+        assert sdk(a, other).models.list() and sdk(b, other).models.list(), "a key made through one replica works on both"
+        b.cli("keys", "revoke", "other")
+        for r in replicas:
+            with pytest.raises(openai.AuthenticationError):
+                sdk(r, other).models.list()
+    finally:
+        for r in replicas:
+            r.stop()
+        subprocess.run(["psql", url, "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)

@@ -98,3 +98,54 @@ def test_server_zero_retention_and_purge(fresh):
     time.sleep(1.1)
     assert "purged 1 request log entries" in h.cli("retention", "purge", "--days", "0")
     assert "purged 0 request log entries" in h.cli("retention", "purge", "--days", "0")
+
+
+def test_kill9_keeps_the_request_log_of_answered_requests(tmp_path):
+    """Concurrent chat requests, the server killed -9 while they run: every
+    answered request has its log entry, whole; no entry is half-written."""
+    import sqlite3
+    import threading
+
+    import httpx
+
+    h = Hearth(tmp_path / "state")
+    h.start()
+    markers = [f"m{i}x{uuid.uuid4().hex[:8]}" for i in range(12)]
+    answered = {}
+    lock = threading.Lock()
+
+    def ask(marker):
+        try:
+            r = httpx.post(
+                f"{h.base}/v1/chat/completions",
+                json={"model": SMOL, "messages": [{"role": "user", "content": f"Say {marker}"}], "max_tokens": 24},
+                timeout=60,
+            )
+            if r.status_code == 200:
+                with lock:
+                    answered[marker] = r.json()["id"]
+        except httpx.HTTPError:
+            pass
+
+    threads = [threading.Thread(target=ask, args=(m,)) for m in markers]
+    for t in threads:
+        t.start()
+    for _ in range(3000):
+        with lock:
+            if len(answered) >= 2:
+                break
+        time.sleep(0.01)
+    h.kill9()
+    for t in threads:
+        t.join()
+    h.stop()
+    assert 0 < len(answered) < len(markers), "the kill came while requests were running"
+    with sqlite3.connect(tmp_path / "state" / "hearth.db") as db:
+        rows = db.execute("SELECT request, response FROM request_log").fetchall()
+    import json
+
+    for request, response in rows:
+        json.loads(request)
+        assert json.loads(response)["object"] == "chat.completion", "no half-written entry"
+    for marker, chat_id in answered.items():
+        assert any(marker in req and chat_id in resp for req, resp in rows), f"answered request {marker} is not in the log"

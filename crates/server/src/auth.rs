@@ -46,12 +46,15 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
 
 async fn identify(state: &AppState, given: Option<&str>) -> Result<Caller, ApiError> {
     let store = state.platform.as_ref().map(|p| &p.store);
-    let stored_keys = match store {
-        Some(store) => store.has_active_keys().await.map_err(ApiError::internal)?,
-        None => false,
-    };
-    if state.api_keys.is_empty() && !stored_keys {
-        return Ok(Caller::default());
+    // Without configured keys, requests need one only once the store holds one.
+    if state.api_keys.is_empty() {
+        let stored_keys = match store {
+            Some(store) => store.has_active_keys().await.map_err(ApiError::internal)?,
+            None => false,
+        };
+        if !stored_keys {
+            return Ok(Caller::default());
+        }
     }
     let Some(key) = given else { return Err(ApiError::missing_api_key()) };
     if let Some(k) = state.api_keys.iter().find(|k| same(k.as_bytes(), key.as_bytes())) {

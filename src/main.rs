@@ -1,10 +1,13 @@
-//! The `hearth` binary: `serve` the OpenAI API, `pull` model weights, list `models`.
+//! The `hearth` binary: `serve` the OpenAI API, `pull` model weights, list
+//! `models`; manage `keys`, read `usage`, purge the request log (`retention`).
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use hearth_catalog::{fetch, Catalog, Endpoint, Source};
 use hearth_engine::text::TextEngineConfig;
+use hearth_server::platform::{open_store, PlatformConfig};
 use hearth_server::ServerConfig;
+use hearth_store::{NewKey, Store, UsageQuery};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +21,12 @@ struct Cli {
     /// Data directory; weights are cached in its `models/` folder [default: <user cache dir>/hearth].
     #[arg(long, global = true, env = "HEARTH_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Where state lives: the SQLite store `hearth.db` and uploaded `files/` [default: the data directory].
+    #[arg(long, global = true, env = "HEARTH_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// A PostgreSQL store shared by replicas (postgres://user:pass@host/db) instead of SQLite.
+    #[arg(long, global = true, env = "HEARTH_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -33,6 +42,51 @@ enum Command {
     },
     /// Print the catalog: models, aliases and what they resolve to.
     Models,
+    /// API keys kept in the store (hashed): create, list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Usage per day, key, model and endpoint (the last --days days).
+    Usage {
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+    /// The request log's retention.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key and print it (once: only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Requests per minute [default: the server's --rpm].
+        #[arg(long)]
+        rpm: Option<i64>,
+        /// Tokens per minute [default: the server's --tpm].
+        #[arg(long)]
+        tpm: Option<i64>,
+        /// Store no request content for this key, only usage counts.
+        #[arg(long)]
+        zero_retention: bool,
+        /// May read every key's usage (GET /v1/organization/usage/...).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Every key, revoked ones included.
+    List,
+    /// Revoke a key by id or name; requests with it get 401 at once.
+    Revoke { key: String },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Delete request-log entries older than the retention period now.
+    Purge {
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -59,6 +113,21 @@ struct ServeArgs {
     /// Requests waiting beyond the running batch, per model; more get 429.
     #[arg(long, default_value_t = 64)]
     queue: usize,
+    /// Requests per minute of keys that set none (and of requests without a key).
+    #[arg(long, default_value_t = 10_000)]
+    rpm: i64,
+    /// Tokens per minute of keys that set none (and of requests without a key).
+    #[arg(long, default_value_t = 10_000_000)]
+    tpm: i64,
+    /// Store no request content for any key: usage counts only.
+    #[arg(long)]
+    zero_retention: bool,
+    /// Days the request log keeps text endpoints' inputs and outputs.
+    #[arg(long, default_value_t = 30)]
+    retention_days: i64,
+    /// Largest file accepted by POST /v1/files, in bytes (OpenAI's: 512 MB).
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    max_file_size: usize,
 }
 
 fn main() -> ExitCode {
@@ -84,8 +153,17 @@ fn run() -> Result<()> {
         Some(path) => Catalog::with_user_file(path)?,
         None => Catalog::builtin(),
     };
+    let mut platform = PlatformConfig::new(cli.state_dir.clone().unwrap_or_else(|| home.clone()));
+    platform.database_url = cli.database_url.clone().filter(|u| !u.is_empty());
     match command {
-        Command::Serve(args) => serve(args, catalog, home),
+        Command::Serve(args) => serve(args, catalog, home, platform),
+        Command::Keys(command) => with_store(&platform, |store| keys(store, command)),
+        Command::Usage { days } => with_store(&platform, |store| usage(store, days)),
+        Command::Retention(RetentionCommand::Purge { days }) => with_store(&platform, |store| async move {
+            let removed = store.purge(days * 86_400).await?;
+            println!("purged {removed} request log entries older than {days} days");
+            Ok(())
+        }),
         Command::Pull { models } => pull(&catalog, &models, &home.join("models")),
         Command::Models => {
             print_models(&catalog, &home.join("models"));
@@ -96,11 +174,11 @@ fn run() -> Result<()> {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf) -> Result<()> {
+fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: PlatformConfig) -> Result<()> {
     let addr = socket_addr(&args.host, args.port)?;
     // Keys from flags, the environment and a file all count (not one instead of another).
     let from_env = std::env::var("HEARTH_API_KEYS").unwrap_or_default();
@@ -130,9 +208,87 @@ fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf) -> Result<()> {
         catalog,
         models,
         engine: TextEngineConfig { max_batch: args.max_batch, queue_capacity: args.queue },
+        platform: {
+            platform.default_rpm = args.rpm;
+            platform.default_tpm = args.tpm;
+            platform.zero_retention = args.zero_retention;
+            platform.retention_days = args.retention_days;
+            platform.max_file_bytes = args.max_file_size;
+            platform
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(hearth_server::serve(config))
+}
+
+/// Runs `f` on the store (opened and migrated) in a fresh async runtime.
+fn with_store<F, Fut>(platform: &PlatformConfig, f: F) -> Result<()>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async { f(open_store(platform).await?).await })
+}
+
+async fn keys(store: Store, command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Create { name, rpm, tpm, zero_retention, admin } => {
+            if rpm.is_some_and(|r| r < 1) || tpm.is_some_and(|t| t < 1) {
+                bail!("--rpm and --tpm must be at least 1");
+            }
+            let (key, secret) = store.create_key(&NewKey { name, rpm, tpm, zero_retention, admin }).await?;
+            eprintln!("created {} ({}); the key is shown only now:", key.id, key.name);
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            println!("{:<22} {:<20} {:<28} {:>8} {:>10} {:<5} {:<5} STATUS", "ID", "NAME", "KEY", "RPM", "TPM", "ZDR", "ADMIN");
+            let limit = |l: Option<i64>| l.map_or("default".to_string(), |l| l.to_string());
+            for k in store.list_keys().await? {
+                let status = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                println!(
+                    "{:<22} {:<20} {:<28} {:>8} {:>10} {:<5} {:<5} {status}",
+                    k.id,
+                    k.name,
+                    k.redacted,
+                    limit(k.rpm),
+                    limit(k.tpm),
+                    k.zero_retention,
+                    k.admin
+                );
+            }
+        }
+        KeysCommand::Revoke { key } => {
+            let revoked = store.revoke_key(&key).await?;
+            if revoked.is_empty() {
+                bail!("no active key has the id or name `{key}`");
+            }
+            println!("revoked {}", revoked.join(", "));
+        }
+    }
+    Ok(())
+}
+
+async fn usage(store: Store, days: i64) -> Result<()> {
+    let day = 86_400;
+    let now = hearth_store::now();
+    let start = now - now % day - (days.max(1) - 1) * day;
+    let rows = store.usage(&UsageQuery { start, end: now + 1, width: day, endpoints: vec![] }).await?;
+    println!("{:<10} {:<22} {:<36} {:<26} {:>8} {:>10} {:>10} {:>9}", "DAY", "KEY", "MODEL", "ENDPOINT", "REQUESTS", "PROMPT", "COMPLETION", "AUDIO_S");
+    for r in rows {
+        println!(
+            "{:<10} {:<22} {:<36} {:<26} {:>8} {:>10} {:>10} {:>9.1}",
+            hearth_catalog::date_of(r.start),
+            r.api_key_id.as_deref().unwrap_or("-"),
+            r.model,
+            r.endpoint,
+            r.requests,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.audio_seconds
+        );
+    }
+    Ok(())
 }
 
 fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {

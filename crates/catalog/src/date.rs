@@ -6,7 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Today's date in UTC, "YYYY-MM-DD".
 pub fn today() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    date_of(secs as i64)
+}
+
+/// The UTC date of a Unix time, "YYYY-MM-DD".
+pub fn date_of(unix_secs: i64) -> String {
+    let (y, m, d) = civil_from_days(unix_secs.div_euclid(86_400));
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -7,7 +7,7 @@ pub mod fetch;
 mod date;
 mod load;
 
-pub use date::today;
+pub use date::{date_of, today};
 
 use serde::Deserialize;
 use std::fmt;

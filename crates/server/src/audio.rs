@@ -68,7 +68,10 @@ async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, Mult
     }
     let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature };
     let transcript = engine.clone().transcribe(file.bytes, file.filename, opts).await?;
-    Ok(render(&req, task, transcript))
+    let usage = crate::metering::AudioUsage { model: req.model.clone(), seconds: transcript.duration };
+    let mut response = render(&req, task, transcript);
+    response.extensions_mut().insert(usage);
+    Ok(response)
 }
 
 fn render(req: &AudioRequest, task: Task, t: Transcript) -> Response {

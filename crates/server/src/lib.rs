@@ -8,16 +8,21 @@ mod body;
 mod chat;
 mod completions;
 mod embeddings;
+mod files;
 pub mod error;
 mod generate;
 mod limits;
 mod logprobs;
+mod metering;
 mod models;
 mod moderations;
+pub mod platform;
+mod ratelimit;
 mod routes;
 mod sse;
 mod state;
 mod tools;
+mod usage_api;
 
 pub use error::ApiError;
 pub use limits::BODY_LIMIT;
@@ -48,14 +53,19 @@ pub struct ServerConfig {
     /// Load only these model ids (None = every model of the catalog).
     pub models: Option<Vec<String>>,
     pub engine: hearth_engine::text::TextEngineConfig,
+    /// Where state lives and the retention policy.
+    pub platform: platform::PlatformConfig,
 }
 
 /// Fetches (if needed) and loads the models, then serves until ctrl-c.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     check_exposure(&config)?;
     let catalog = config.catalog.clone();
+    let platform = Arc::new(platform::Platform::open(config.platform.clone()).await?);
+    check_stored_keys(&config, &platform).await?;
+    platform.spawn_retention();
     let engines = load_models(&catalog, &config).await?;
-    let state = Arc::new(AppState::new(catalog, engines, config.api_keys.clone()));
+    let state = Arc::new(AppState::new(catalog, engines, config.api_keys.clone()).with_platform(platform));
     let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
     tracing::info!("hearth is serving the OpenAI API on http://{}/v1", config.addr);
     axum::serve(listener, router(state))
@@ -67,9 +77,15 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .context("serving HTTP")
 }
 
-/// Without keys, only loopback is safe, unless the operator says otherwise.
-fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
-    if config.api_keys.is_empty() && !config.addr.ip().is_loopback() && !config.allow_insecure_no_auth {
+/// Without keys (configured or stored), only loopback is safe, unless the
+/// operator says otherwise.
+async fn check_stored_keys(config: &ServerConfig, platform: &platform::Platform) -> anyhow::Result<()> {
+    let stored = platform.store.has_active_keys().await?;
+    refuse_exposure(config, stored || !config.api_keys.is_empty())
+}
+
+fn refuse_exposure(config: &ServerConfig, has_keys: bool) -> anyhow::Result<()> {
+    if !has_keys && !config.addr.ip().is_loopback() && !config.allow_insecure_no_auth {
         bail!(
             "refusing to listen on {} without API keys: anyone who can reach this address could use the server. \
              Configure API keys, listen on a loopback address (127.0.0.1), or explicitly allow unauthenticated access \
@@ -166,15 +182,18 @@ mod tests {
             catalog: Catalog::builtin(),
             models: None,
             engine: Default::default(),
+            platform: platform::PlatformConfig::new(PathBuf::from("/tmp")),
         }
     }
 
     #[test]
     fn exposure_rules() {
-        assert!(check_exposure(&config("127.0.0.1:8080", &[], false)).is_ok());
-        assert!(check_exposure(&config("[::1]:8080", &[], false)).is_ok());
-        assert!(check_exposure(&config("0.0.0.0:8080", &[], false)).is_err());
-        assert!(check_exposure(&config("0.0.0.0:8080", &["k"], false)).is_ok());
-        assert!(check_exposure(&config("0.0.0.0:8080", &[], true)).is_ok());
+        let check = |c: &ServerConfig, stored: bool| refuse_exposure(c, stored || !c.api_keys.is_empty());
+        assert!(check(&config("127.0.0.1:8080", &[], false), false).is_ok());
+        assert!(check(&config("[::1]:8080", &[], false), false).is_ok());
+        assert!(check(&config("0.0.0.0:8080", &[], false), false).is_err());
+        assert!(check(&config("0.0.0.0:8080", &["k"], false), false).is_ok());
+        assert!(check(&config("0.0.0.0:8080", &[], false), true).is_ok(), "stored keys count");
+        assert!(check(&config("0.0.0.0:8080", &[], true), false).is_ok());
     }
 }

@@ -1,8 +1,9 @@
-//! The routes table and the layers around it (auth, body limit, panics, tracing).
+//! The routes table and the layers around it (auth, rate limits, usage and
+//! request log, body limit, panics, tracing).
 use crate::error::ApiError;
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
 use crate::state::AppState;
-use crate::{audio, auth, chat, completions, embeddings, models, moderations};
+use crate::{audio, auth, chat, completions, embeddings, files, metering, models, moderations, ratelimit, usage_api};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,6 +14,7 @@ use tower_http::trace::TraceLayer;
 
 /// The whole HTTP API as a router, for `serve` or for embedding/tests.
 pub fn router(state: Arc<AppState>) -> Router {
+    let file_limit = state.platform.as_ref().map_or(0, |p| p.config.max_file_bytes);
     Router::new()
         .route("/v1/models", get(models::list))
         .route("/v1/models/{model}", get(models::retrieve))
@@ -22,8 +24,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/moderations", post(moderations::create))
         .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
         .route("/v1/audio/translations", post(audio::translations).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
+        .route("/v1/files", post(files::upload).get(files::list).layer(DefaultBodyLimit::max(file_limit + 1024 * 1024)))
+        .route("/v1/files/{id}", get(files::retrieve).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/organization/usage/{kind}", get(usage_api::usage))
         .fallback(invalid_url)
         .method_not_allowed_fallback(invalid_method)
+        // Outermost first: who is calling, then their rate limit, then metering.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metering::meter))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::enforce))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| ApiError::internal("a handler panicked").into_response()))

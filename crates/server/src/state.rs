@@ -1,11 +1,13 @@
 //! What every handler shares: the catalog, the loaded engines, the keys.
 use crate::error::ApiError;
+use crate::platform::Platform;
 use hearth_catalog::{Catalog, Endpoint, Resolved};
 use hearth_engine::audio::SpeechEngine;
 use hearth_engine::embed::EmbedEngine;
 use hearth_engine::moderate::ModerationEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A loaded model, one variant per modality (chosen by the catalog `Format`).
 #[derive(Clone)]
@@ -46,6 +48,9 @@ pub struct AppState {
     pub api_keys: Vec<String>,
     /// A fixed "YYYY-MM-DD" for deprecation checks (tests); None = today (UTC).
     pub today: Option<String>,
+    /// Persistent state (keys, files, usage, rate limits, request log); None:
+    /// a stateless server (static keys only, no /v1/files).
+    pub platform: Option<Arc<Platform>>,
 }
 
 /// A chat or completions request's model, resolved and loaded.
@@ -61,7 +66,12 @@ pub struct TextTarget {
 
 impl AppState {
     pub fn new(catalog: Catalog, engines: HashMap<String, LoadedModel>, api_keys: Vec<String>) -> Self {
-        Self { catalog, engines, api_keys, today: None }
+        Self { catalog, engines, api_keys, today: None, platform: None }
+    }
+
+    pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {
+        self.platform = Some(platform);
+        self
     }
 
     pub fn today(&self) -> String {

@@ -59,7 +59,6 @@ pub struct ServerConfig {
 
 /// Fetches (if needed) and loads the models, then serves until ctrl-c.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    check_exposure(&config)?;
     let catalog = config.catalog.clone();
     let platform = Arc::new(platform::Platform::open(config.platform.clone()).await?);
     check_stored_keys(&config, &platform).await?;

@@ -104,9 +104,9 @@ impl Meter {
     /// the client did not ask for it).
     async fn text(self, request: Request, next: Next) -> Response {
         let (parts, body) = request.into_parts();
-        let original = match to_bytes(body, crate::routes::BODY_LIMIT).await {
+        let original = match to_bytes(body, crate::limits::BODY_LIMIT).await {
             Ok(b) => b,
-            Err(_) => return ApiError::body_too_large(crate::routes::BODY_LIMIT).into_response(),
+            Err(_) => return ApiError::body_too_large(crate::limits::BODY_LIMIT).into_response(),
         };
         let parsed: Option<Value> = serde_json::from_slice(&original).ok();
         let model = parsed.as_ref().and_then(|v| v.get("model")).and_then(Value::as_str).unwrap_or("").to_string();

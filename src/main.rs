@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use hearth_catalog::{fetch, Catalog, Endpoint, Source};
 use hearth_engine::text::TextEngineConfig;
-use hearth_server::ServerConfig;
+use hearth_server::{HttpLimits, ServerConfig};
+use std::time::Duration;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +60,16 @@ struct ServeArgs {
     /// Requests waiting beyond the running batch, per model; more get 429.
     #[arg(long, default_value_t = 64)]
     queue: usize,
+    /// Seconds a client may take to send a request's headers; also how long a
+    /// kept-alive connection may sit idle.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    header_timeout: u64,
+    /// Longest pause, in seconds, while a client sends a request body.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    body_timeout: u64,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -121,6 +132,9 @@ fn serve(args: ServeArgs, catalog: &Catalog, home: PathBuf, catalog_file: Option
     if args.max_batch == 0 {
         bail!("--max-batch must be at least 1");
     }
+    if args.header_timeout == 0 || args.body_timeout == 0 || args.max_connections == 0 {
+        bail!("--header-timeout, --body-timeout and --max-connections must be at least 1");
+    }
     let models = args.models.as_deref().map(|names| model_ids(catalog, names)).transpose()?;
     let config = ServerConfig {
         addr,
@@ -130,6 +144,11 @@ fn serve(args: ServeArgs, catalog: &Catalog, home: PathBuf, catalog_file: Option
         catalog_file,
         models,
         engine: TextEngineConfig { max_batch: args.max_batch, queue_capacity: args.queue },
+        http: HttpLimits {
+            header_timeout: Duration::from_secs(args.header_timeout),
+            body_timeout: Duration::from_secs(args.body_timeout),
+            max_connections: args.max_connections,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(hearth_server::serve(config))

@@ -7,6 +7,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
+tokio::task_local! {
+    /// The prefix-cache scope of the request being handled: 1 + the index of
+    /// its API key, 0 without keys. Set here, read where text requests are
+    /// submitted, so one key's cached prompts never speed up another's.
+    static CACHE_SCOPE: u64;
+}
+
+/// The current request's prefix-cache scope (0 outside a request).
+pub fn cache_scope() -> u64 {
+    CACHE_SCOPE.try_with(|s| *s).unwrap_or(0)
+}
+
 pub async fn require_key(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if state.api_keys.is_empty() {
         return next.run(request).await;
@@ -15,8 +27,11 @@ pub async fn require_key(State(state): State<Arc<AppState>>, request: Request, n
     let given = bearer(header);
     match given {
         None => ApiError::missing_api_key().into_response(),
-        Some(key) if state.api_keys.iter().any(|k| same(k.as_bytes(), key.as_bytes())) => next.run(request).await,
-        Some(key) => ApiError::incorrect_api_key(key).into_response(),
+        // Every key is compared, so the time taken does not say which one matched.
+        Some(key) => match state.api_keys.iter().enumerate().fold(None, |found, (i, k)| if same(k.as_bytes(), key.as_bytes()) { Some(i) } else { found }) {
+            Some(i) => CACHE_SCOPE.scope(i as u64 + 1, next.run(request)).await,
+            None => ApiError::incorrect_api_key(key).into_response(),
+        },
     }
 }
 

@@ -79,9 +79,12 @@ pub fn choice_stream(index: usize, rx: UnboundedReceiver<Event>, decoder: Increm
 
 /// Submits every request; on any refusal the streams made so far are dropped (cancelled).
 pub fn submit_all(engine: &TextEngine, requests: Vec<GenerateRequest>, stops: &[String]) -> Result<Vec<ChoiceStream>, ApiError> {
+    if requests.len() > engine.capacity() {
+        return Err(ApiError::beyond_capacity(requests.len(), engine.capacity()));
+    }
     let mut streams = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
-        let rx = engine.submit(request)?;
+        let rx = engine.submit_scoped(request, crate::auth::cache_scope())?;
         streams.push(choice_stream(index, rx, engine.decoder(), stops.to_vec()));
     }
     Ok(streams)

@@ -10,6 +10,7 @@ mod completions;
 mod embeddings;
 pub mod error;
 mod generate;
+pub mod listen;
 mod logprobs;
 mod models;
 mod moderations;
@@ -20,6 +21,7 @@ pub mod stop;
 mod tools;
 
 pub use error::ApiError;
+pub use listen::HttpLimits;
 pub use routes::{router, BODY_LIMIT};
 pub use state::{AppState, Runtime};
 
@@ -47,6 +49,7 @@ pub struct ServerConfig {
     /// Load only these model ids (None = every model of the catalog).
     pub models: Option<Vec<String>>,
     pub engine: hearth_engine::text::TextEngineConfig,
+    pub http: HttpLimits,
 }
 
 /// Fetches (if needed) and loads the models, then serves until ctrl-c.
@@ -60,13 +63,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(catalog, engines, config.api_keys.clone()));
     let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
     tracing::info!("hearth is serving the OpenAI API on http://{}/v1", config.addr);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await
-        .context("serving HTTP")
+    listen::serve(listener, router(state), &config.http, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await;
+    Ok(())
 }
 
 /// Without keys, only loopback is safe, unless the operator says otherwise.
@@ -168,6 +170,7 @@ mod tests {
             catalog_file: None,
             models: None,
             engine: Default::default(),
+            http: Default::default(),
         }
     }
 

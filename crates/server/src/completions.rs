@@ -46,7 +46,9 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
                 sampling: sampling(&req.sampling, j),
                 stop_tokens: vec![],
                 logprobs: engine_logprobs,
-                prompt_logprobs: req.echo && req.logprobs.is_some(),
+                // The prompt's logprobs are the same for every candidate: one computes
+                // them (each stream of a streamed answer carries its own).
+                prompt_logprobs: req.echo && req.logprobs.is_some() && (j == 0 || req.stream),
             });
         }
     }
@@ -197,6 +199,7 @@ fn respond(
     let mut choices = Vec::with_capacity(prompts.len() * req.n);
     for p in prompts {
         let mut candidates: Vec<ChoiceResult> = results.by_ref().take(req.best_of).collect();
+        let shared_prompt_logprobs = candidates.iter().find_map(|c| c.prompt_logprobs.clone());
         if req.best_of > req.n {
             candidates.sort_by(|a, b| mean_logprob(b).total_cmp(&mean_logprob(a)));
             candidates.truncate(req.n);
@@ -206,7 +209,8 @@ fn respond(
                 let mut out = CompletionLogprobs::default();
                 let mut builder = CompletionLogprobsBuilder::new(if req.echo { 0 } else { p.text.chars().count() });
                 if req.echo {
-                    prompt_logprobs(engine, p, r.prompt_logprobs.as_deref().unwrap_or(&[]), &mut builder, &mut out);
+                    let lps = r.prompt_logprobs.as_deref().or(shared_prompt_logprobs.as_deref()).unwrap_or(&[]);
+                    prompt_logprobs(engine, p, lps, &mut builder, &mut out);
                 }
                 for t in &r.tokens {
                     builder.push(&mut out, engine, t.id, t.logprob.as_ref());

@@ -112,6 +112,7 @@ async fn an_hour_of_silent_flac_is_transcribed_within_its_memory_bound() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["text"], "", "{body}");
     let (_, peak) = server.rss_mib();
+    eprintln!("one hour of silent FLAC: RSS {before} MiB before, peak {peak} MiB");
     assert!(peak - before.min(peak) < ONE_HOUR_PEAK_MIB, "one hour of audio: RSS {before} MiB -> peak {peak} MiB");
 }
 
@@ -127,6 +128,7 @@ async fn audio_over_the_duration_limit_is_refused_while_decoding() {
     assert_error(status, &body, 400, "invalid_request_error", Some("file"), Some("audio_too_long"));
     assert_eq!(body["error"]["message"], "Audio file is too long. Maximum audio length is 7200 seconds.");
     let (_, peak) = server.rss_mib();
+    eprintln!("7,500 s of silent FLAC (refused): RSS {before} MiB before, peak {peak} MiB");
     assert!(peak - before.min(peak) < OVER_LIMIT_PEAK_MIB, "over the limit: RSS {before} MiB -> peak {peak} MiB");
 }
 

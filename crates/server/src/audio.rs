@@ -16,6 +16,10 @@ use std::sync::Arc;
 pub const FILE_LIMIT: usize = 25 * 1024 * 1024;
 /// The request body may hold the file plus the other form fields.
 pub const BODY_LIMIT: usize = FILE_LIMIT + 1024 * 1024;
+/// Uploads being read at once: each may buffer up to `BODY_LIMIT` before its
+/// job is admitted, so this bounds that memory (8 × 26 MB); more get a 429.
+const UPLOADS_AT_ONCE: usize = 8;
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UPLOADS_AT_ONCE);
 
 pub async fn transcriptions(state: State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>) -> Result<Response, ApiError> {
     handle(state, form, Task::Transcribe).await
@@ -52,7 +56,9 @@ async fn read_form(form: Result<Multipart, MultipartRejection>) -> Result<(Optio
 }
 
 async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>, task: Task) -> Result<Response, ApiError> {
+    let upload = UPLOADS.try_acquire().map_err(|_| ApiError::overloaded())?;
     let (file, fields) = read_form(form).await?;
+    drop(upload);
     let req = AudioRequest::parse(&fields)?;
     let endpoint = match task {
         Task::Transcribe => Endpoint::AudioTranscriptions,

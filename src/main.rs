@@ -6,8 +6,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use hearth_catalog::{fetch, Catalog, Endpoint, Source};
 use hearth_engine::text::TextEngineConfig;
 use hearth_server::platform::{open_store, PlatformConfig};
-use hearth_server::ServerConfig;
+use hearth_server::{HttpLimits, ServerConfig};
 use hearth_store::{NewKey, Store, UsageQuery};
+use std::time::Duration;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -128,6 +129,16 @@ struct ServeArgs {
     /// Largest file accepted by POST /v1/files, in bytes (OpenAI's: 512 MB).
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     max_file_size: usize,
+    /// Seconds a client may take to send a request's headers; also how long a
+    /// kept-alive connection may sit idle.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    header_timeout: u64,
+    /// Longest pause, in seconds, while a client sends a request body.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    body_timeout: u64,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -199,6 +210,9 @@ fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: Platfor
     if args.max_batch == 0 {
         bail!("--max-batch must be at least 1");
     }
+    if args.header_timeout == 0 || args.body_timeout == 0 || args.max_connections == 0 {
+        bail!("--header-timeout, --body-timeout and --max-connections must be at least 1");
+    }
     let models = args.models.as_deref().map(|names| model_ids(&catalog, names)).transpose()?;
     let config = ServerConfig {
         addr,
@@ -215,6 +229,11 @@ fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: Platfor
             platform.retention_days = args.retention_days;
             platform.max_file_bytes = args.max_file_size;
             platform
+        },
+        http: HttpLimits {
+            header_timeout: Duration::from_secs(args.header_timeout),
+            body_timeout: Duration::from_secs(args.body_timeout),
+            max_connections: args.max_connections,
         },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -77,6 +77,11 @@ impl Server {
     /// `hearth serve --host 127.0.0.1 --port P <extra>`; waits until `/v1/models` answers.
     /// `api_key`: sent by the readiness probe when the server requires one.
     pub fn start(extra: &[&str], api_key: Option<&str>) -> Server {
+        Self::start_with_env(extra, api_key, &[])
+    }
+
+    /// As `start`, with extra environment variables for the server (e.g. `RUST_LOG`).
+    pub fn start_with_env(extra: &[&str], api_key: Option<&str>, env: &[(&str, &str)]) -> Server {
         require_models();
         let port = free_port();
         let log = log_path(port);
@@ -96,6 +101,7 @@ impl Server {
             .env_remove("HEARTH_API_KEYS")
             .env_remove("HEARTH_API_KEYS_FILE")
             .env_remove("HEARTH_CATALOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(log_file.try_clone().expect("clone log handle"))
             .stderr(log_file)
@@ -135,6 +141,37 @@ impl Server {
     pub fn exited(&self) -> Option<std::process::ExitStatus> {
         let mut guard = self.process.lock().unwrap_or_else(|e| e.into_inner());
         guard.as_mut().and_then(|(child, _)| child.try_wait().ok().flatten())
+    }
+
+    /// The `hearth` process (the watchdog shell's child).
+    pub fn pid(&self) -> u32 {
+        let guard = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        let shell = guard.as_ref().expect("server running").0.id();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).expect("read the watchdog's children");
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "hearth")))
+            .expect("the hearth process")
+    }
+
+    /// Resident memory now (VmRSS) and at its peak since the last `reset_peak_rss` (VmHWM), in MiB.
+    pub fn rss_mib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc status"))
+                / 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Starts a new peak-memory measurement (Linux: `5` to clear_refs resets VmHWM).
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect("reset the peak RSS");
     }
 
     /// Everything the server printed so far.

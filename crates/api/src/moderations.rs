@@ -28,8 +28,15 @@ impl ModerationRequest {
     }
 }
 
+/// Most inputs in one request (OpenAI documents none; each input costs at least
+/// one model pass, so an unbounded list is unbounded work).
+pub const MAX_INPUTS: usize = 256;
+
 fn inputs(input: &Value) -> Result<Vec<String>, Invalid> {
     match input {
+        Value::Array(items) if items.len() > MAX_INPUTS => {
+            Err(Invalid::new(format!("Too many inputs. The max number of inputs is {MAX_INPUTS}."), Some("input")))
+        }
         Value::String(s) => Ok(vec![s.clone()]),
         Value::Array(items) if items.is_empty() => Err(Invalid::new("[] is too short - 'input'", Some("input"))),
         Value::Array(items) if items.iter().all(Value::is_string) => {

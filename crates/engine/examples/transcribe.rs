@@ -7,7 +7,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().collect();
     let engine = WhisperEngine::load(std::path::Path::new(&args[1]))?;
-    let samples = decode_audio(std::fs::read(&args[2])?, Some(&args[2]))?;
+    let samples = decode_audio(std::fs::read(&args[2])?, Some(&args[2]), &Default::default())?;
     let task = if args.get(3).map(String::as_str) == Some("translate") { Task::Translate } else { Task::Transcribe };
     let opts = TranscribeOptions { task, language: args.get(4).cloned(), ..Default::default() };
     let t = Instant::now();

@@ -13,6 +13,11 @@ use hearth_catalog::Endpoint;
 use hearth_engine::audio::{language_name, SpeechEngine, Task, TranscribeOptions, Transcript};
 use std::sync::Arc;
 
+/// Uploads being read at once: each may buffer up to `AUDIO_BODY_LIMIT` before
+/// its job is admitted, so this bounds that memory (8 × 26 MB); more get a 429.
+const UPLOADS_AT_ONCE: usize = 8;
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UPLOADS_AT_ONCE);
+
 pub async fn transcriptions(state: State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>) -> Result<Response, ApiError> {
     handle(state, form, Task::Transcribe).await
 }
@@ -48,7 +53,9 @@ async fn read_form(form: Result<Multipart, MultipartRejection>) -> Result<(Optio
 }
 
 async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>, task: Task) -> Result<Response, ApiError> {
+    let upload = UPLOADS.try_acquire().map_err(|_| ApiError::overloaded())?;
     let (file, fields) = read_form(form).await?;
+    drop(upload);
     let req = AudioRequest::parse(&fields)?;
     let endpoint = match task {
         Task::Transcribe => Endpoint::AudioTranscriptions,
@@ -66,7 +73,7 @@ async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, Mult
             ));
         }
     }
-    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature };
+    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature, ..Default::default() };
     let transcript = engine.clone().transcribe(file.bytes, file.filename, opts).await?;
     let usage = crate::metering::AudioUsage { model: req.model.clone(), seconds: transcript.duration };
     let mut response = render(&req, task, transcript);

@@ -10,6 +10,18 @@ use axum::response::{IntoResponse, Response};
 use hearth_store::ApiKey;
 use std::sync::Arc;
 
+tokio::task_local! {
+    /// The prefix-cache scope of the request being handled: derived from its
+    /// key's id, 0 without a key. Set here, read where text requests are
+    /// submitted, so one key's cached prompts never speed up another's.
+    static CACHE_SCOPE: u64;
+}
+
+/// The current request's prefix-cache scope (0 outside a request).
+pub fn cache_scope() -> u64 {
+    CACHE_SCOPE.try_with(|s| *s).unwrap_or(0)
+}
+
 /// Who sent the request (a request extension).
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
@@ -32,6 +44,17 @@ impl Caller {
         let hash = hearth_store::secret_hash(key);
         Self { key_id: Some(format!("static_{}", &hash[..12])), ..Self::default() }
     }
+
+    /// The prefix-cache scope of this caller's requests: 0 without a key,
+    /// otherwise a hash of the key's id (never 0).
+    fn cache_scope(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        self.key_id.as_ref().map_or(0, |id| {
+            let mut h = DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish().max(1)
+        })
+    }
 }
 
 pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
@@ -40,8 +63,9 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
+    let scope = caller.cache_scope();
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    CACHE_SCOPE.scope(scope, next.run(request)).await
 }
 
 async fn identify(state: &AppState, given: Option<&str>) -> Result<Caller, ApiError> {
@@ -57,7 +81,9 @@ async fn identify(state: &AppState, given: Option<&str>) -> Result<Caller, ApiEr
         }
     }
     let Some(key) = given else { return Err(ApiError::missing_api_key()) };
-    if let Some(k) = state.api_keys.iter().find(|k| same(k.as_bytes(), key.as_bytes())) {
+    // Every configured key is compared, so the time taken does not say which one matched.
+    let configured = state.api_keys.iter().fold(None, |found, k| if same(k.as_bytes(), key.as_bytes()) { Some(k) } else { found });
+    if let Some(k) = configured {
         return Ok(Caller::configured(k));
     }
     if let Some(store) = store {

@@ -11,6 +11,9 @@ use hearth_catalog::Endpoint;
 use hearth_engine::embed::EmbedEngine;
 use std::sync::Arc;
 
+/// Tokens of all inputs together, as OpenAI limits a request.
+pub const MAX_REQUEST_TOKENS: usize = 300_000;
+
 pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<EmbeddingResponse>, ApiError> {
     let req = EmbeddingRequest::parse(&crate::body::json(body)?)?;
     let (resolved, engine) = state.runtime::<EmbedEngine>(&req.model, Endpoint::Embeddings)?;
@@ -45,7 +48,16 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     if let Some(longest) = inputs.iter().map(framed).max().filter(|&n| n > window) {
         return Err(ApiError::context_exceeded_embedding(window, longest));
     }
-    let prompt_tokens = inputs.iter().map(framed).sum();
+    let prompt_tokens: usize = inputs.iter().map(framed).sum();
+    if prompt_tokens > MAX_REQUEST_TOKENS {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("Requested {prompt_tokens} tokens, max {MAX_REQUEST_TOKENS} tokens per request"),
+            "max_tokens_per_request",
+            None,
+            Some("max_tokens_per_request"),
+        ));
+    }
     let vectors = engine.embed(inputs).await?;
     let data = vectors
         .iter()

@@ -14,6 +14,8 @@ use hearth_engine::text::{ContextExceeded, EngineError, PromptError};
 
 pub const INVALID_REQUEST: &str = "invalid_request_error";
 pub const SERVER_ERROR: &str = "server_error";
+/// What a 429's `retry-after` says.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -130,6 +132,17 @@ impl ApiError {
         }
     }
 
+    /// A request of more sequences than the model can hold, running and queued:
+    /// waiting would not help, so not a 429.
+    pub fn beyond_capacity(sequences: usize, capacity: usize) -> Self {
+        Self::invalid(
+            format!(
+                "This request needs {sequences} sequences (prompts × n, or × best_of for completions), but this server runs and queues at most {capacity} per model (--max-batch + --queue). Send fewer choices or prompts per request."
+            ),
+            Some("n"),
+        )
+    }
+
     /// Prompt + completion over the window (chat wording).
     pub fn context_exceeded_chat(window: usize, prompt: usize, completion: Option<usize>) -> Self {
         let message = match completion {
@@ -191,7 +204,12 @@ pub fn mask_key(key: &str) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        // A 429 means the queue is full now; it drains as requests finish.
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        response
     }
 }
 
@@ -274,6 +292,17 @@ impl From<SpeechError> for ApiError {
             SpeechError::Audio(AudioError::TooShort) => {
                 Self::new(StatusCode::BAD_REQUEST, AudioError::TooShort.to_string(), INVALID_REQUEST, Some("file"), Some("audio_too_short"))
             }
+            SpeechError::Audio(AudioError::TooLong) => {
+                Self::new(StatusCode::BAD_REQUEST, AudioError::TooLong.to_string(), INVALID_REQUEST, Some("file"), Some("audio_too_long"))
+            }
+            // Nobody reads this: the client is gone.
+            SpeechError::Cancelled | SpeechError::Audio(AudioError::Cancelled(_)) => Self::new(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "The request was cancelled.",
+                INVALID_REQUEST,
+                None,
+                None,
+            ),
             SpeechError::Audio(e) => Self::new(StatusCode::BAD_REQUEST, e.to_string(), INVALID_REQUEST, Some("file"), Some("invalid_value")),
             SpeechError::Internal(e) => Self::internal(format!("{e:#}")),
         }

@@ -43,9 +43,13 @@ pub async fn prepare<T: Send + 'static>(
 /// Starts every request's choices, numbered in order; on any refusal the streams made
 /// so far are dropped (cancelled).
 pub fn start(engine: &TextEngine, requests: Vec<TextRequest>) -> Result<Vec<ChoiceStream>, ApiError> {
+    let sequences: usize = requests.iter().map(|r| r.n).sum();
+    if sequences > engine.capacity() {
+        return Err(ApiError::beyond_capacity(sequences, engine.capacity()));
+    }
     let mut streams = Vec::new();
     for request in requests {
-        streams.extend(engine.generate(request)?);
+        streams.extend(engine.generate_scoped(request, crate::auth::cache_scope())?);
     }
     Ok(streams.into_iter().enumerate().map(|(index, s)| indexed(index, s)).collect())
 }

@@ -12,6 +12,7 @@ mod files;
 pub mod error;
 mod generate;
 mod limits;
+pub mod listen;
 mod logprobs;
 mod metering;
 mod models;
@@ -26,6 +27,7 @@ mod usage_api;
 
 pub use error::ApiError;
 pub use limits::BODY_LIMIT;
+pub use listen::HttpLimits;
 pub use routes::router;
 pub use state::{AppState, LoadedModel};
 
@@ -55,6 +57,7 @@ pub struct ServerConfig {
     pub engine: hearth_engine::text::TextEngineConfig,
     /// Where state lives and the retention policy.
     pub platform: platform::PlatformConfig,
+    pub http: HttpLimits,
 }
 
 /// Fetches (if needed) and loads the models, then serves until ctrl-c.
@@ -67,13 +70,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(catalog, engines, config.api_keys.clone()).with_platform(platform));
     let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
     tracing::info!("hearth is serving the OpenAI API on http://{}/v1", config.addr);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await
-        .context("serving HTTP")
+    listen::serve(listener, router(state), &config.http, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await;
+    Ok(())
 }
 
 /// Without keys (configured or stored), only loopback is safe, unless the
@@ -182,6 +184,7 @@ mod tests {
             models: None,
             engine: Default::default(),
             platform: platform::PlatformConfig::new(PathBuf::from("/tmp")),
+            http: Default::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! `GET /v1/models` and `GET /v1/models/{model}`.
 use crate::error::ApiError;
 use crate::state::AppState;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::Uri;
 use axum::Json;
 use hearth_api::models::{ListModelsResponse, Model};
 use std::sync::Arc;
@@ -18,7 +20,12 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<ListModelsResponse
     Json(ListModelsResponse::new(data))
 }
 
-pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
+pub async fn retrieve(State(state): State<Arc<AppState>>, uri: Uri, id: Result<Path<String>, PathRejection>) -> Result<Json<Model>, ApiError> {
+    // An id that does not decode (e.g. `%FF`, not UTF-8) names no model.
+    let Ok(Path(id)) = id else {
+        let raw = uri.path().rsplit('/').next().unwrap_or_default();
+        return Err(ApiError::model_not_found(raw));
+    };
     let today = state.today();
     state.catalog.resolve(&id, None, &today)?;
     if !state.serves(&id) {

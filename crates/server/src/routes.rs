@@ -1,7 +1,8 @@
 //! The routes table and the layers around it (auth, rate limits, usage and
 //! request log, body limit, panics, tracing).
-use crate::error::ApiError;
+use crate::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
+use axum::http::header;
 use crate::state::AppState;
 use crate::{audio, auth, chat, completions, embeddings, files, metering, models, moderations, ratelimit, usage_api};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -34,10 +35,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), metering::meter))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::enforce))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
+        .layer(axum::middleware::map_response(openai_error_body))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| ApiError::internal("a handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Any error answered in plain text (a rejection from an extractor or layer
+/// that no handler mapped) is given OpenAI's error body, its text as the message.
+async fn openai_error_body(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("Error").to_string() } else { text };
+    let kind = if status.is_server_error() { SERVER_ERROR } else { INVALID_REQUEST };
+    let mut shaped = ApiError::new(status, message, kind, None, None).into_response();
+    // Keep what the original said besides its body (allow, retry-after, ...).
+    for (name, value) in parts.headers.iter().filter(|(n, _)| *n != header::CONTENT_TYPE && *n != header::CONTENT_LENGTH) {
+        shaped.headers_mut().insert(name.clone(), value.clone());
+    }
+    shaped
 }
 
 async fn invalid_url(request: Request) -> Response {

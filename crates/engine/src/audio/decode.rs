@@ -52,6 +52,7 @@ impl WhisperEngine {
         let mut segments: Vec<Segment> = Vec::new();
         let mut seek = 0usize;
         while seek < content_frames {
+            opts.cancel.check()?;
             let segment_frames = WINDOW_FRAMES.min(content_frames - seek);
             let time_offset = seek as f64 * HOP as f64 / SAMPLE_RATE as f64;
             let window_samples = &samples[seek * HOP..((seek + segment_frames) * HOP).min(samples.len())];

@@ -1,9 +1,15 @@
 //! Uploaded audio → 16 kHz mono f32, in memory only: container and codec
 //! decoding with symphonia (Opus with libopus, see opus.rs), channel averaging,
-//! windowed-sinc resampling.
+//! windowed-sinc resampling. Packets are downmixed and resampled as they are
+//! decoded, so nothing but the 16 kHz result grows with the audio's length, and
+//! that result stops at `MAX_SECONDS`: a tiny file declaring hours of audio (or a
+//! long silence, which compresses to almost nothing) costs at most the limit.
+use super::cancel::{Cancel, Cancelled};
 use super::mel::SAMPLE_RATE;
 use super::opus;
+use super::resample::Resampler;
 use std::io::Cursor;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL, CODEC_TYPE_OPUS};
 use symphonia::core::errors::Error as SymError;
@@ -17,6 +23,15 @@ pub const SUPPORTED_FORMATS: &str = "flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, 
 
 /// Shortest audio accepted, as OpenAI.
 pub const MIN_SECONDS: f64 = 0.1;
+/// Longest audio accepted (2 hours: a 25 MB upload of 32 kbit/s speech is ~1¾ h).
+/// Bounds a request's memory: 16 kHz f32 samples plus the spectrogram are
+/// ~345 MB per hour of audio (80 mel bands).
+pub const MAX_SECONDS: u32 = 7200;
+/// Sample rates accepted: telephone speech (8 kHz) and below, to studio rates.
+/// A header declaring 1 Hz or 4 MHz is a lie or an attack, not speech.
+pub const MIN_RATE: u32 = 1_000;
+pub const MAX_RATE: u32 = 384_000;
+pub const MAX_CHANNELS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
@@ -26,20 +41,79 @@ pub enum AudioError {
     Undecodable(String),
     #[error("Audio file is too short. Minimum audio length is {MIN_SECONDS} seconds.")]
     TooShort,
+    #[error("Audio file is too long. Maximum audio length is {MAX_SECONDS} seconds.")]
+    TooLong,
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
 }
 
 /// Decodes a whole audio file (any supported container/codec) to 16 kHz mono.
-/// `filename` only hints at the container; the bytes decide.
-pub fn decode_audio(bytes: Vec<u8>, filename: Option<&str>) -> Result<Vec<f32>, AudioError> {
+/// `filename` only hints at the container; the bytes decide. `cancel` is
+/// checked between packets.
+pub fn decode_audio(bytes: Vec<u8>, filename: Option<&str>, cancel: &Cancel) -> Result<Vec<f32>, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
-    let (samples, rate, channels) = decode_interleaved(bytes, filename)?;
-    let mono: Vec<f32> = samples.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect();
-    if (mono.len() as f64) < MIN_SECONDS * rate as f64 {
+    check_wav_header(&bytes)?;
+    // symphonia asserts on some impossible header values (a sample rate of 0
+    // divides by it); whatever slips past the checks is still a bad file, not a crash.
+    let samples = catch_unwind(AssertUnwindSafe(|| decode_mono_16k(bytes, filename, cancel)))
+        .map_err(|_| AudioError::Undecodable("the file's headers are inconsistent".into()))??;
+    if (samples.len() as f64) < MIN_SECONDS * SAMPLE_RATE as f64 {
         return Err(AudioError::TooShort);
     }
-    Ok(resample(&mono, rate, SAMPLE_RATE as u32))
+    Ok(samples)
+}
+
+fn check_rate(rate: u32) -> Result<(), AudioError> {
+    if (MIN_RATE..=MAX_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(AudioError::Undecodable(format!("sample rate {rate} Hz is outside {MIN_RATE}–{MAX_RATE} Hz")))
+    }
+}
+
+fn check_channels(channels: usize) -> Result<(), AudioError> {
+    if (1..=MAX_CHANNELS).contains(&channels) {
+        Ok(())
+    } else {
+        Err(AudioError::Undecodable(format!("{channels} channels; 1 to {MAX_CHANNELS} are supported")))
+    }
+}
+
+/// A RIFF/WAVE file's `fmt ` chunk, checked before symphonia reads it.
+fn check_wav_header(bytes: &[u8]) -> Result<(), AudioError> {
+    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Ok(());
+    }
+    let bad = |why: &str| AudioError::Undecodable(format!("WAV header: {why}"));
+    let mut at = 12usize;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = &bytes[at + 8..];
+        if id == b"fmt " {
+            if size < 16 || body.len() < 16 {
+                return Err(bad("the fmt chunk is shorter than 16 bytes"));
+            }
+            let u16_at = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
+            let channels = u16_at(2) as usize;
+            let rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
+            let (block_align, bits) = (u16_at(12), u16_at(14));
+            check_channels(channels)?;
+            check_rate(rate)?;
+            if block_align == 0 {
+                return Err(bad("block alignment 0"));
+            }
+            if bits > 64 {
+                return Err(bad(&format!("{bits} bits per sample")));
+            }
+            return Ok(());
+        }
+        // Chunks are padded to an even size.
+        at = at.saturating_add(8).saturating_add(size).saturating_add(size & 1);
+    }
+    Err(bad("no fmt chunk"))
 }
 
 /// A track's decoder: symphonia's, or libopus for the codec symphonia lacks.
@@ -48,7 +122,45 @@ enum Codec {
     Opus(opus::Decoder),
 }
 
-fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32>, u32, usize), AudioError> {
+/// The 16 kHz mono output, built packet by packet.
+struct Output {
+    samples: Vec<f32>,
+    resampler: Option<Resampler>,
+    /// One packet downmixed, at its own rate.
+    mono: Vec<f32>,
+    limit: usize,
+}
+
+impl Output {
+    fn push(&mut self, interleaved: &[f32], rate: u32, channels: usize) -> Result<(), AudioError> {
+        check_rate(rate)?;
+        check_channels(channels)?;
+        self.mono.clear();
+        self.mono.extend(interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32));
+        if self.resampler.as_ref().is_some_and(|r| r.from() != rate) {
+            // A stream whose rate changes (chained files): finish the first part.
+            self.resampler.take().unwrap().finish(&mut self.samples);
+        }
+        let resampler = self.resampler.get_or_insert_with(|| Resampler::new(rate, SAMPLE_RATE as u32));
+        resampler.push(&self.mono, &mut self.samples);
+        if self.samples.len() > self.limit {
+            return Err(AudioError::TooLong);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<f32>, AudioError> {
+        if let Some(r) = self.resampler.take() {
+            r.finish(&mut self.samples);
+        }
+        if self.samples.len() > self.limit {
+            return Err(AudioError::TooLong);
+        }
+        Ok(self.samples)
+    }
+}
+
+fn decode_mono_16k(bytes: Vec<u8>, filename: Option<&str>, cancel: &Cancel) -> Result<Vec<f32>, AudioError> {
     let mut hint = Hint::new();
     if let Some(ext) = filename.and_then(|f| f.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase()) {
         hint.with_extension(&ext);
@@ -64,21 +176,25 @@ fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(|| AudioError::Undecodable("no audio track".into()))?
         .clone();
-    let mut rate = track.codec_params.sample_rate.unwrap_or(0);
-    let mut channels = track.codec_params.channels.map(|c| c.count()).unwrap_or(0);
+    if let Some(rate) = track.codec_params.sample_rate {
+        check_rate(rate)?;
+    }
+    if let Some(channels) = track.codec_params.channels {
+        check_channels(channels.count())?;
+    }
     let mut codec = if track.codec_params.codec == CODEC_TYPE_OPUS {
         let header = track.codec_params.extra_data.as_deref().unwrap_or_default();
-        let decoder = opus::Decoder::new(header)?;
-        (rate, channels) = (opus::RATE, decoder.channels());
-        Codec::Opus(decoder)
+        Codec::Opus(opus::Decoder::new(header)?)
     } else {
         let decoder = symphonia::default::get_codecs()
             .make(&track.codec_params, &DecoderOptions::default())
             .map_err(|e| AudioError::Undecodable(format!("unsupported audio codec: {e}")))?;
         Codec::Symphonia(decoder, None)
     };
-    let mut samples = Vec::new();
+    let mut out = Output { samples: Vec::new(), resampler: None, mono: Vec::new(), limit: MAX_SECONDS as usize * SAMPLE_RATE };
+    let mut opus_pcm = Vec::new();
     loop {
+        cancel.check()?;
         let packet = match format.next_packet() {
             Ok(p) => p,
             // End of stream, or a truncated file: keep what was decoded.
@@ -90,7 +206,9 @@ fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32
         }
         let (decoder, buffer) = match &mut codec {
             Codec::Opus(decoder) => {
-                decoder.decode(&packet.data, &mut samples);
+                opus_pcm.clear();
+                decoder.decode(&packet.data, &mut opus_pcm);
+                out.push(&opus_pcm, opus::RATE, decoder.channels())?;
                 continue;
             }
             Codec::Symphonia(decoder, buffer) => (decoder, buffer),
@@ -101,111 +219,67 @@ fn decode_interleaved(bytes: Vec<u8>, filename: Option<&str>) -> Result<(Vec<f32
             Err(e) => return Err(AudioError::Undecodable(e.to_string())),
         };
         let spec = *decoded.spec();
-        rate = spec.rate;
-        channels = spec.channels.count();
+        let channels = spec.channels.count();
         let buf = match buffer {
             Some(b) if b.capacity() >= decoded.capacity() * channels => b,
             _ => buffer.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
         };
         buf.copy_interleaved_ref(decoded);
-        samples.extend_from_slice(buf.samples());
+        out.push(buf.samples(), spec.rate, channels)?;
     }
-    if samples.is_empty() || rate == 0 || channels == 0 {
+    let samples = out.finish()?;
+    if samples.is_empty() {
         return Err(AudioError::Undecodable("no decodable audio in the file".into()));
     }
-    Ok((samples, rate, channels))
-}
-
-/// Band-limited resampling: a Hann-windowed sinc with 16 zero crossings each
-/// side, cut off just under the lower Nyquist frequency, precomputed per phase
-/// (the ratio reduced to `up / down`, so each output sample uses one table row).
-pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to || input.is_empty() {
-        return input.to_vec();
-    }
-    let g = gcd(from as u64, to as u64);
-    let (up, down) = (to as u64 / g, from as u64 / g);
-    let cutoff = 0.97 * (to as f64 / from as f64).min(1.0);
-    let half = (16.0 / cutoff).ceil() as i64; // taps each side, in input samples
-    let taps = (2 * half) as usize;
-    let mut table = vec![0f32; up as usize * taps];
-    for phase in 0..up as usize {
-        let frac = phase as f64 / up as f64;
-        let row = &mut table[phase * taps..(phase + 1) * taps];
-        let mut sum = 0.0;
-        for (k, w) in row.iter_mut().enumerate() {
-            let x = (k as i64 - half + 1) as f64 - frac; // input offset from the output position
-            let window = if x.abs() < half as f64 { 0.5 + 0.5 * (std::f64::consts::PI * x / half as f64).cos() } else { 0.0 };
-            let v = cutoff * sinc(cutoff * x) * window;
-            *w = v as f32;
-            sum += v;
-        }
-        row.iter_mut().for_each(|w| *w = (*w as f64 / sum) as f32);
-    }
-    let out_len = (input.len() as u64 * up / down) as usize;
-    let n = input.len() as i64;
-    (0..out_len as u64)
-        .map(|j| {
-            let pos = j * down;
-            let base = (pos / up) as i64;
-            let row = &table[(pos % up) as usize * taps..][..taps];
-            let first = base - half + 1;
-            if first >= 0 && first + taps as i64 <= n {
-                let src = &input[first as usize..first as usize + taps];
-                src.iter().zip(row).map(|(s, w)| s * w).sum()
-            } else {
-                row.iter().enumerate().map(|(k, w)| {
-                    let i = first + k as i64;
-                    if (0..n).contains(&i) { input[i as usize] * w } else { 0.0 }
-                }).sum()
-            }
-        })
-        .collect()
-}
-
-fn sinc(x: f64) -> f64 {
-    if x.abs() < 1e-12 {
-        1.0
-    } else {
-        let px = std::f64::consts::PI * x;
-        px.sin() / px
-    }
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    Ok(samples)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tone(freq: f64, rate: u32, seconds: f64) -> Vec<f32> {
-        (0..(rate as f64 * seconds) as usize).map(|i| (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() as f32).collect()
-    }
-
-    fn rms(x: &[f32]) -> f64 {
-        (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
-    }
-
-    #[test]
-    fn keeps_passband_and_removes_aliases() {
-        for from in [44_100, 48_000, 22_050, 8_000] {
-            let kept = resample(&tone(1000.0, from, 1.0), from, 16_000);
-            assert_eq!(kept.len(), 16_000);
-            assert!((rms(&kept[1000..15_000]) - std::f64::consts::FRAC_1_SQRT_2).abs() < 0.01, "{from}: 1 kHz level {}", rms(&kept));
-            if from > 16_000 {
-                // 12 kHz would fold to 4 kHz without the low-pass.
-                let alias = resample(&tone(12_000.0, from, 1.0), from, 16_000);
-                assert!(rms(&alias[1000..15_000]) < 0.01, "{from}: alias level {}", rms(&alias));
-            }
-        }
-    }
-
     #[test]
     fn rejects_what_is_not_audio() {
-        assert!(matches!(decode_audio(Vec::new(), Some("a.mp3")), Err(AudioError::Empty)));
+        let cancel = Cancel::default();
+        assert!(matches!(decode_audio(Vec::new(), Some("a.mp3"), &cancel), Err(AudioError::Empty)));
         let text = b"This is a text file, not an mp3 at all.\n".repeat(50);
-        assert!(matches!(decode_audio(text, Some("notes.mp3")), Err(AudioError::Undecodable(_))));
+        assert!(matches!(decode_audio(text, Some("notes.mp3"), &cancel), Err(AudioError::Undecodable(_))));
+    }
+
+    /// A 16-bit mono PCM WAV header declaring `rate`, then `data`.
+    fn wav(rate: u32, channels: u16, data: &[u8]) -> Vec<u8> {
+        let mut w = b"RIFF".to_vec();
+        w.extend((36 + data.len() as u32).to_le_bytes());
+        w.extend(b"WAVEfmt ");
+        w.extend(16u32.to_le_bytes());
+        w.extend(1u16.to_le_bytes());
+        w.extend(channels.to_le_bytes());
+        w.extend(rate.to_le_bytes());
+        w.extend((rate * 2 * channels as u32).to_le_bytes());
+        w.extend((2 * channels).to_le_bytes());
+        w.extend(16u16.to_le_bytes());
+        w.extend(b"data");
+        w.extend((data.len() as u32).to_le_bytes());
+        w.extend(data);
+        w
+    }
+
+    #[test]
+    fn impossible_wav_headers_are_refused() {
+        let cancel = Cancel::default();
+        let data = vec![0u8; 64_000];
+        for (rate, channels) in [(0, 1), (1, 1), (4_000_000, 1), (16_000, 0), (16_000, 200)] {
+            let got = decode_audio(wav(rate, channels, &data), Some("a.wav"), &cancel);
+            assert!(matches!(got, Err(AudioError::Undecodable(_))), "{rate} Hz {channels} ch: {got:?}");
+        }
+        assert_eq!(decode_audio(wav(16_000, 1, &data), Some("a.wav"), &cancel).unwrap().len(), 32_000);
+    }
+
+    #[test]
+    fn a_cancelled_decode_stops() {
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let got = decode_audio(wav(16_000, 1, &[0u8; 64_000]), Some("a.wav"), &cancel);
+        assert!(matches!(got, Err(AudioError::Cancelled(_))), "{got:?}");
     }
 }

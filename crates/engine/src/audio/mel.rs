@@ -54,35 +54,47 @@ impl MelFrontend {
 
     /// Log-mel `[n_mels, frames]` of 16 kHz `samples` followed by 30 s of
     /// silence (as Whisper pads, so the last window is complete); the frames
-    /// holding content are the first `samples.len() / HOP`.
+    /// holding content are the first `samples.len() / HOP`. Computed one
+    /// window of frames at a time, so the framed signal and the spectra never
+    /// exist for the whole audio at once: only the result grows with its length.
     pub fn log_mel(&self, samples: &[f32]) -> Result<Tensor> {
-        let mut padded = samples.to_vec();
-        padded.resize(samples.len() + WINDOW_SAMPLES, 0.0);
         let half = N_FFT / 2;
-        // Reflect padding (without repeating the edge sample), as torch.stft(center=True).
-        let n = padded.len();
+        // Reflect padding (without repeating the edge sample), as torch.stft(center=True),
+        // of the samples followed by the silence.
+        let n = samples.len() + WINDOW_SAMPLES;
         let at = |i: isize| -> f32 {
             let j = if i < 0 { -i } else if i as usize >= n { 2 * (n as isize - 1) - i } else { i };
-            padded[j.clamp(0, n as isize - 1) as usize]
+            samples.get(j.clamp(0, n as isize - 1) as usize).copied().unwrap_or(0.0)
         };
         // torch.stft yields 1 + n / HOP frames; Whisper drops the last one.
         let frames = n / HOP;
-        let mut framed = Vec::with_capacity(frames * N_FFT);
-        for f in 0..frames {
-            let start = (f * HOP) as isize - half as isize;
-            framed.extend((0..N_FFT as isize).map(|i| at(start + i)));
+        let mut out = vec![0f32; self.n_mels * frames];
+        let mut max = f32::NEG_INFINITY;
+        let mut framed = Vec::with_capacity(WINDOW_FRAMES * N_FFT);
+        for first in (0..frames).step_by(WINDOW_FRAMES) {
+            let count = WINDOW_FRAMES.min(frames - first);
+            framed.clear();
+            for f in first..first + count {
+                let start = (f * HOP) as isize - half as isize;
+                framed.extend((0..N_FFT as isize).map(|i| at(start + i)));
+            }
+            let chunk = Tensor::from_slice(&framed, (count, N_FFT), &Device::Cpu)?;
+            let re = chunk.matmul(&self.dft_cos)?;
+            let im = chunk.matmul(&self.dft_sin)?;
+            let power = (re.sqr()? + im.sqr()?)?;
+            let mel = power.matmul(&self.filters_t)?; // [count, n_mels]
+            let log = mel.clamp(1e-10f32, f32::MAX)?.log()?.affine(1.0 / std::f64::consts::LN_10, 0.0)?;
+            let log: Vec<f32> = log.flatten_all()?.to_vec1()?;
+            for (i, row) in log.chunks_exact(self.n_mels).enumerate() {
+                for (m, &v) in row.iter().enumerate() {
+                    out[m * frames + first + i] = v;
+                    max = max.max(v);
+                }
+            }
         }
-        let framed = Tensor::from_vec(framed, (frames, N_FFT), &Device::Cpu)?;
-        let re = framed.matmul(&self.dft_cos)?;
-        let im = framed.matmul(&self.dft_sin)?;
-        let power = (re.sqr()? + im.sqr()?)?;
-        let mel = power.matmul(&self.filters_t)?; // [frames, n_mels]
-        let log = mel.clamp(1e-10f32, f32::MAX)?.log()?.affine(1.0 / std::f64::consts::LN_10, 0.0)?;
-        let max = log.max_all()?.to_scalar::<f32>()?;
-        let log = log.maximum(max - 8.0)?;
-        let out = ((log + 4.0)? / 4.0)?;
-        debug_assert_eq!(out.dim(1)?, self.n_mels);
-        Ok(out.t()?.contiguous()?)
+        let floor = max - 8.0;
+        out.iter_mut().for_each(|v| *v = (v.max(floor) + 4.0) / 4.0);
+        Ok(Tensor::from_vec(out, (self.n_mels, frames), &Device::Cpu)?)
     }
 }
 

@@ -2,6 +2,7 @@
 //! (`model.bin`, `tokenizer.json`, `config.json` in one directory).
 //! `transcribe` is synchronous and CPU heavy: callers run it on a blocking thread.
 mod attention;
+pub mod cancel;
 mod ct2;
 mod decode;
 mod fastmath;
@@ -11,10 +12,12 @@ mod languages;
 mod mel;
 mod model;
 mod opus;
+mod resample;
 mod tokens;
 mod worker;
 
-pub use input::{decode_audio, AudioError};
+pub use cancel::{Cancel, Cancelled};
+pub use input::{decode_audio, AudioError, MAX_SECONDS};
 pub use languages::language_name;
 pub use mel::SAMPLE_RATE;
 pub use worker::{SpeechEngine, SpeechError};
@@ -38,11 +41,13 @@ pub struct TranscribeOptions {
     pub prompt: Option<String>,
     /// First temperature tried; fallback raises it by 0.2 up to 1.0.
     pub temperature: f32,
+    /// Raised when the client is gone: the window loop stops.
+    pub cancel: Cancel,
 }
 
 impl Default for TranscribeOptions {
     fn default() -> Self {
-        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0 }
+        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0, cancel: Cancel::default() }
     }
 }
 

@@ -1,6 +1,9 @@
 //! The async face of a Whisper model: one job decodes and transcribes at a
 //! time on a blocking thread (each uses every core through candle), with a
 //! bounded number waiting; beyond that, callers are told to retry.
+//! A job's permits travel with its blocking work, so a client that disconnects
+//! frees its place only once that work has noticed and stopped.
+use super::cancel::{Cancel, Cancelled};
 use super::{decode_audio, AudioError, Transcript, TranscribeOptions, WhisperEngine};
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +15,8 @@ pub enum SpeechError {
     Overloaded,
     #[error(transparent)]
     Audio(#[from] AudioError),
+    #[error("the request was cancelled")]
+    Cancelled,
     #[error("transcription failed: {0:#}")]
     Internal(anyhow::Error),
 }
@@ -38,13 +43,28 @@ impl SpeechEngine {
     }
 
     /// Decodes the uploaded file (kept in memory only) and transcribes it.
-    pub async fn transcribe(&self, file: Vec<u8>, filename: Option<String>, opts: TranscribeOptions) -> Result<Transcript, SpeechError> {
-        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| SpeechError::Overloaded)?;
-        let _running = self.running.clone().acquire_owned().await.map_err(|e| SpeechError::Internal(e.into()))?;
+    /// Dropping the returned future cancels the work.
+    pub async fn transcribe(&self, file: Vec<u8>, filename: Option<String>, mut opts: TranscribeOptions) -> Result<Transcript, SpeechError> {
+        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| SpeechError::Overloaded)?;
+        let running = self.running.clone().acquire_owned().await.map_err(|e| SpeechError::Internal(e.into()))?;
+        let cancel = Cancel::default();
+        opts.cancel = cancel.clone();
+        let _cancel_when_dropped = cancel.on_drop();
         let model = self.model.clone();
         tokio::task::spawn_blocking(move || {
-            let samples = decode_audio(file, filename.as_deref())?;
-            model.transcribe(&samples, &opts).map_err(SpeechError::Internal)
+            let _permits = (admitted, running);
+            let result = decode_audio(file, filename.as_deref(), &opts.cancel)
+                .map_err(|e| match e {
+                    AudioError::Cancelled(_) => SpeechError::Cancelled,
+                    e => SpeechError::Audio(e),
+                })
+                .and_then(|samples| {
+                    model.transcribe(&samples, &opts).map_err(|e| if e.is::<Cancelled>() { SpeechError::Cancelled } else { SpeechError::Internal(e) })
+                });
+            if matches!(result, Err(SpeechError::Cancelled)) {
+                tracing::info!("audio job stopped: its client disconnected");
+            }
+            result
         })
         .await
         .map_err(|e| SpeechError::Internal(e.into()))?

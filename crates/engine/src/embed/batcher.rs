@@ -1,8 +1,10 @@
 //! The batching thread. Requests wait in a bounded queue; each iteration packs
-//! the inputs of the oldest requests, in order, into one forward pass of at
-//! most `max_batch_tokens` tokens (a large request spans several passes, small
-//! concurrent ones share a pass) and answers every request once all its inputs
-//! are done. A request whose caller went away is dropped unprocessed.
+//! inputs into one forward pass of at most `max_batch_tokens` tokens, taking
+//! one input from each request in turn (round robin, starting one request
+//! further each pass), so a one-line request shares the next pass with a
+//! request of thousands of inputs instead of waiting for all of them. A
+//! request is answered once all its inputs are done; one whose caller went
+//! away is dropped unprocessed.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -93,7 +95,7 @@ struct Batcher {
     model: Bert,
     queue: Arc<JobQueue>,
     max_batch_tokens: usize,
-    /// Requests taken off the queue, oldest first; the front one may be half done.
+    /// Requests taken off the queue, in round-robin order; any may be part done.
     active: VecDeque<Job>,
 }
 
@@ -124,15 +126,23 @@ impl Batcher {
         // Which job each input of the batch belongs to, and the inputs themselves.
         let mut owners = Vec::new();
         let mut batch: Vec<&[u32]> = Vec::new();
+        let mut taken = vec![0usize; self.active.len()];
         let mut tokens = 0;
-        'fill: for (j, job) in self.active.iter().enumerate() {
-            for seq in job.remaining() {
+        'fill: loop {
+            let mut added = false;
+            for (j, job) in self.active.iter().enumerate() {
+                let Some(seq) = job.remaining().get(taken[j]) else { continue };
                 if !batch.is_empty() && tokens + seq.len() > self.max_batch_tokens {
                     break 'fill;
                 }
                 tokens += seq.len();
                 owners.push(j);
                 batch.push(seq);
+                taken[j] += 1;
+                added = true;
+            }
+            if !added {
+                break;
             }
         }
         if batch.is_empty() {
@@ -140,26 +150,36 @@ impl Batcher {
         }
         match self.model.embed(&batch) {
             Ok(vectors) => {
+                // A job's inputs were taken in order, so its vectors arrive in order.
                 for (j, v) in owners.into_iter().zip(vectors) {
                     self.active[j].vectors.push(v);
                 }
             }
             Err(e) => {
                 tracing::error!("embedding forward pass failed: {e:#}");
-                let failed = owners.last().map_or(0, |&j| j + 1);
-                for job in self.active.drain(..failed) {
-                    let _ = job.reply.send(Err(EmbedError::Internal(e.to_string())));
+                let mut failed = 0;
+                for (j, job) in std::mem::take(&mut self.active).into_iter().enumerate() {
+                    if taken[j] > 0 {
+                        let _ = job.reply.send(Err(EmbedError::Internal(e.to_string())));
+                        failed += 1;
+                    } else {
+                        self.active.push_back(job);
+                    }
                 }
                 return failed;
             }
         }
-        // Jobs finish in order: every job before the last one touched is complete.
         let mut finished = 0;
-        while self.active.front().is_some_and(|job| job.remaining().is_empty()) {
-            let job = self.active.pop_front().expect("checked above");
-            let _ = job.reply.send(Ok(job.vectors));
-            finished += 1;
+        for job in std::mem::take(&mut self.active) {
+            if job.remaining().is_empty() {
+                let _ = job.reply.send(Ok(job.vectors));
+                finished += 1;
+            } else {
+                self.active.push_back(job);
+            }
         }
+        // The next pass starts with the next request.
+        self.active.rotate_left(1.min(self.active.len()));
         finished
     }
 }

@@ -54,6 +54,10 @@ impl ModerationEngine {
         let (owners, chunks) = blocking(move || {
             let (mut owners, mut chunks) = (Vec::new(), Vec::new());
             for (i, text) in owned.iter().enumerate() {
+                // Nothing to score: an empty text keeps its zero scores, without a model pass.
+                if text.trim().is_empty() {
+                    continue;
+                }
                 for c in chunk::split(text, &limits, |s| this.embed.tokenize(s), |s| this.toxic.tokenize(s)) {
                     owners.push(i);
                     chunks.push(c);

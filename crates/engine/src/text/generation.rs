@@ -165,19 +165,19 @@ impl TextStream {
 
 /// Submits the request's `n` choices; on any refusal the ones submitted so far are
 /// dropped (cancelled).
-pub(crate) fn generate(engine: &TextEngine, req: TextRequest) -> Result<Vec<TextStream>, EngineError> {
+pub(crate) fn generate(engine: &TextEngine, req: TextRequest, scope: u64) -> Result<Vec<TextStream>, EngineError> {
     let mut streams = Vec::with_capacity(req.n);
     for choice in 0..req.n {
         let mut sampling = req.sampling.clone();
         sampling.seed = sampling.seed.map(|seed| seed.wrapping_add(choice as u64));
-        let rx = engine.submit(GenerateRequest {
+        let rx = engine.submit_scoped(GenerateRequest {
             prompt: req.prompt.ids.clone(),
             max_tokens: req.max_tokens,
             sampling,
             stop_tokens: vec![],
             logprobs: req.logprobs,
             prompt_logprobs: req.prompt_logprobs,
-        })?;
+        }, scope)?;
         streams.push(TextStream {
             rx: Some(rx),
             decoder: engine.tokenizer().incremental(),

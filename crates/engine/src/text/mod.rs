@@ -201,14 +201,28 @@ impl TextEngine {
     }
     /// Starts the request's choices; each stream's events are that choice's text.
     pub fn generate(&self, req: TextRequest) -> Result<Vec<TextStream>, EngineError> {
-        generation::generate(self, req)
+        generation::generate(self, req, 0)
+    }
+    /// As `generate`, reusing cached prompt prefixes only of requests of the same
+    /// `scope` (the server's per-API-key scope).
+    pub fn generate_scoped(&self, req: TextRequest, scope: u64) -> Result<Vec<TextStream>, EngineError> {
+        generation::generate(self, req, scope)
     }
     /// Prompt tokens served from the prefix cache (not prefilled again) since load.
     pub fn reused_prompt_tokens(&self) -> u64 {
         scheduler::reused_prompt_tokens(&self.inner)
     }
+    /// Most sequences running and waiting at once (`max_batch` + `queue_capacity`).
+    pub fn capacity(&self) -> usize {
+        scheduler::capacity(&self.inner)
+    }
     /// Queues a request. Events arrive on the receiver; dropping it cancels the sequence.
     pub fn submit(&self, req: GenerateRequest) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, EngineError> {
-        scheduler::submit(&self.inner, req)
+        scheduler::submit(&self.inner, req, 0)
+    }
+    /// As `submit`, reusing cached prompt prefixes only of requests of the same
+    /// `scope` (the server's per-API-key scope).
+    pub fn submit_scoped(&self, req: GenerateRequest, scope: u64) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, EngineError> {
+        scheduler::submit(&self.inner, req, scope)
     }
 }

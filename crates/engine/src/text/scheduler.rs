@@ -74,6 +74,8 @@ impl Queue {
 
 struct Pending {
     req: GenerateRequest,
+    /// Whose prefix-cache entries it may reuse.
+    scope: u64,
     tx: UnboundedSender<Event>,
 }
 
@@ -142,8 +144,13 @@ fn model_info(content: &gguf_file::Content, tokenizer: &Tokenizer, path: &Path) 
     }
 }
 
+/// Sequences that can be running or waiting at once: a request of more can never be served.
+pub(crate) fn capacity(shared: &EngineShared) -> usize {
+    shared.config.max_batch + shared.config.queue_capacity
+}
+
 /// Validates and queues a request; answers `Overloaded` at once when the queue is full.
-pub(crate) fn submit(shared: &Arc<EngineShared>, req: GenerateRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
+pub(crate) fn submit(shared: &Arc<EngineShared>, req: GenerateRequest, scope: u64) -> Result<UnboundedReceiver<Event>, EngineError> {
     validate(&shared.info, &req)?;
     let (tx, rx) = unbounded_channel();
     {
@@ -151,7 +158,7 @@ pub(crate) fn submit(shared: &Arc<EngineShared>, req: GenerateRequest) -> Result
         if q.waiting.len() >= shared.config.queue_capacity + q.free_slots {
             return Err(EngineError::Overloaded);
         }
-        q.waiting.push_back(Pending { req, tx });
+        q.waiting.push_back(Pending { req, scope, tx });
     }
     shared.queue.wake.notify_one();
     Ok(rx)
@@ -184,6 +191,8 @@ fn validate(info: &ModelInfo, req: &GenerateRequest) -> Result<(), EngineError> 
 struct Sequence {
     tx: UnboundedSender<Event>,
     prompt: Vec<u32>,
+    /// Prefix-cache scope (see `prefix`).
+    scope: u64,
     max_tokens: usize,
     extra_stops: Vec<u32>,
     want_prompt_logprobs: bool,
@@ -256,7 +265,7 @@ impl Worker {
         Some(admitted)
     }
 
-    fn admit(&mut self, Pending { req, tx }: Pending) {
+    fn admit(&mut self, Pending { req, scope, tx }: Pending) {
         let capacity = req.prompt.len() + req.max_tokens;
         let mut cache = match self.model.new_cache(capacity) {
             Ok(cache) => cache,
@@ -266,8 +275,11 @@ impl Worker {
             }
         };
         // Prompt logprobs need every prompt row's logits: such a request prefills it all.
-        let prefilled = if req.prompt_logprobs { 0 } else { self.prefixes.reuse(&req.prompt, &mut cache) };
+        let prefilled = if req.prompt_logprobs { 0 } else { self.prefixes.reuse(scope, &req.prompt, &mut cache) };
         self.queue.reused_prompt_tokens.fetch_add(prefilled as u64, Ordering::Relaxed);
+        if prefilled > 0 {
+            tracing::debug!(tokens = prefilled, "prompt prefix reused from the cache");
+        }
         self.running.push(Sequence {
             tx,
             max_tokens: req.max_tokens,
@@ -277,6 +289,7 @@ impl Worker {
             sampler: Sampler::new(req.sampling, req.logprobs),
             prompt_logprobs: Vec::new(),
             prompt: req.prompt,
+            scope,
             cache,
             prefilled,
             last: None,
@@ -335,7 +348,7 @@ impl Worker {
         if end < seq.prompt.len() {
             return Step::Continue;
         }
-        self.prefixes.insert(&seq.prompt, &mut seq.cache);
+        self.prefixes.insert(seq.scope, &seq.prompt, &mut seq.cache);
         if seq.want_prompt_logprobs {
             let all = std::mem::take(&mut seq.prompt_logprobs);
             if seq.tx.send(Event::PromptLogprobs(all)).is_err() {

@@ -1,5 +1,6 @@
 //! `cargo run --release -p hearth-engine --example transcribe -- MODEL_DIR AUDIO [translate] [lang]`:
 //! prints the segments and the real-time factor (`RUST_LOG=debug` adds per-window timings).
+//! `BEAM=1` decodes greedily (default 5 beams).
 use hearth_engine::audio::{decode_audio, Task, TranscribeOptions, WhisperEngine};
 use std::time::Instant;
 
@@ -9,7 +10,8 @@ fn main() -> anyhow::Result<()> {
     let engine = WhisperEngine::load(std::path::Path::new(&args[1]))?;
     let samples = decode_audio(std::fs::read(&args[2])?, Some(&args[2]))?;
     let task = if args.get(3).map(String::as_str) == Some("translate") { Task::Translate } else { Task::Transcribe };
-    let opts = TranscribeOptions { task, language: args.get(4).cloned(), ..Default::default() };
+    let beam_size = std::env::var("BEAM").ok().and_then(|b| b.parse().ok()).unwrap_or(5);
+    let opts = TranscribeOptions { task, language: args.get(4).cloned(), beam_size, ..Default::default() };
     let t = Instant::now();
     let out = engine.transcribe(&samples, &opts)?;
     let secs = t.elapsed().as_secs_f64();

@@ -73,7 +73,7 @@ async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, Mult
             ));
         }
     }
-    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature };
+    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature, ..Default::default() };
     let transcript = engine.clone().transcribe(file.bytes, file.filename, opts).await?;
     Ok(render(&req, task, transcript))
 }

@@ -11,6 +11,7 @@ mod languages;
 mod mel;
 mod model;
 mod opus;
+mod search;
 mod tokens;
 mod worker;
 
@@ -38,11 +39,15 @@ pub struct TranscribeOptions {
     pub prompt: Option<String>,
     /// First temperature tried; fallback raises it by 0.2 up to 1.0.
     pub temperature: f32,
+    /// Beams searched at temperature 0 (1: greedy).
+    pub beam_size: usize,
+    /// Samples drawn at a temperature above 0, the best kept.
+    pub best_of: usize,
 }
 
 impl Default for TranscribeOptions {
     fn default() -> Self {
-        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0 }
+        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0, beam_size: 5, best_of: 5 }
     }
 }
 

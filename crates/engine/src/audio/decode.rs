@@ -5,6 +5,7 @@
 //! the model calls silent are skipped; earlier text conditions the next window.
 use super::mel::{HOP, SAMPLE_RATE, WINDOW_FRAMES};
 use super::model::{CrossKv, DecoderCache};
+use super::align::fit_segment;
 use super::search::softmax;
 use super::{Segment, Task, TranscribeOptions, Transcript, WhisperEngine};
 use anyhow::Result;
@@ -50,6 +51,8 @@ impl WhisperEngine {
         let mut prompt_since = 0;
         let mut segments: Vec<Segment> = Vec::new();
         let mut seek = 0usize;
+        // Where the last segment's speech ended (word timing).
+        let mut last_speech = 0.0;
         while seek < content_frames {
             let segment_frames = WINDOW_FRAMES.min(content_frames - seek);
             let time_offset = seek as f64 * HOP as f64 / SAMPLE_RATE as f64;
@@ -59,7 +62,10 @@ impl WhisperEngine {
                 continue;
             }
             let started = Instant::now();
-            let audio = self.model.encode(&mel.narrow(1, seek, WINDOW_FRAMES)?)?;
+            // Past the audio, the window is zeros (as the reference and
+            // faster-whisper pad it), not the log-mel of silence.
+            let window = mel.narrow(1, seek, segment_frames)?.pad_with_zeros(1, 0, WINDOW_FRAMES - segment_frames)?;
+            let audio = self.model.encode(&window)?;
             let cross = self.model.cross_kv(&audio)?;
             let encoded = started.elapsed();
             let lang = match &language {
@@ -131,10 +137,24 @@ impl WhisperEngine {
             // A window that ends on <|0.00|> would not move: take it whole.
             seek += if advance == 0 { segment_frames } else { advance.min(segment_frames) };
 
-            for (start, end, seg_tokens) in new_segments {
+            let (mut words, median) = if opts.word_timestamps {
+                let pieces: Vec<Vec<u32>> = new_segments.iter().map(|s| s.2.clone()).collect();
+                self.align_words(&cross, &prefix[sot_index..], &pieces, segment_frames, &lang)?
+            } else {
+                (vec![Vec::new(); new_segments.len()], 0.0)
+            };
+            for ((mut start, mut end, seg_tokens), words) in new_segments.into_iter().zip(words.iter_mut()) {
                 let text = tk.decode(&seg_tokens)?;
                 if text.trim().is_empty() || start >= end {
                     continue;
+                }
+                let mut words = std::mem::take(words);
+                if opts.word_timestamps {
+                    for w in &mut words {
+                        w.start += time_offset;
+                        w.end += time_offset;
+                    }
+                    fit_segment(&mut words, &mut start, &mut end, median, &mut last_speech);
                 }
                 // Timestamps stay in the context (as Whisper does): a text-only
                 // context makes the model continue without timestamps, so the
@@ -151,6 +171,7 @@ impl WhisperEngine {
                     avg_logprob: attempt.avg_logprob,
                     compression_ratio: attempt.compression_ratio,
                     no_speech_prob: attempt.no_speech_prob,
+                    words,
                 });
             }
             if attempt.temperature > 0.5 {

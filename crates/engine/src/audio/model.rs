@@ -394,9 +394,9 @@ impl Whisper {
         Ok(self.logits.apply(&x, b)?.chunks_exact(self.dims.vocab).map(<[f32]>::to_vec).collect())
     }
 
-    /// Cross-attention weights of `heads` (`(layer, head)` pairs) for `tokens`
-    /// run from position 0: per head `[tokens, frames]`, each row a softmax
-    /// over the audio frames. Word timing reads them.
+    /// Cross-attention scores (before the softmax) of `heads` (`(layer, head)`
+    /// pairs) for `tokens` run from position 0: per head `[tokens, frames]`.
+    /// Word timing reads them.
     pub fn cross_attention_weights(&self, tokens: &[u32], cross: &CrossKv, heads: &[(usize, usize)]) -> Result<Vec<Vec<f32>>> {
         let mut captured = vec![Vec::new(); heads.len()];
         self.forward(tokens, &mut DecoderCache::default(), cross, Some((heads, &mut captured)))?;
@@ -459,8 +459,8 @@ pub struct CrossKv {
 }
 
 impl CrossKv {
-    /// Softmax(q kᵀ / √hd) of head `head` of `layer` for every row of `q`
-    /// (`[t, d]`, that layer's queries): `[t, frames]`.
+    /// q kᵀ / √hd of head `head` of `layer` for every row of `q` (`[t, d]`,
+    /// that layer's queries): `[t, frames]`, before the softmax.
     fn head_weights(&self, layer: usize, q: &[f32], d: usize, head: usize, hd: usize) -> Vec<f32> {
         let keys = &self.layers[layer].0[head * self.frames * hd..][..self.frames * hd];
         let scale = 1.0 / (hd as f32).sqrt();
@@ -468,7 +468,6 @@ impl CrossKv {
         for (row, weights) in q.chunks_exact(d).zip(out.chunks_exact_mut(self.frames)) {
             let scaled: Vec<f32> = row[head * hd..][..hd].iter().map(|v| v * scale).collect();
             gemv::rows_dot(keys, hd, &scaled, weights);
-            math::softmax_in_place(weights);
         }
         out
     }

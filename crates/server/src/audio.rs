@@ -73,7 +73,9 @@ async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, Mult
             ));
         }
     }
-    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature, ..Default::default() };
+    // Subtitles and word granularity take their times from word timing.
+    let word_timestamps = (req.words && req.response_format == ResponseFormat::VerboseJson) || matches!(req.response_format, ResponseFormat::Srt | ResponseFormat::Vtt);
+    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature, word_timestamps, ..Default::default() };
     let transcript = engine.clone().transcribe(file.bytes, file.filename, opts).await?;
     let usage = crate::metering::AudioUsage { model: req.model.clone(), seconds: transcript.duration };
     let mut response = render(&req, task, transcript);
@@ -105,12 +107,11 @@ fn render(req: &AudioRequest, task: Task, t: Transcript) -> Response {
         ResponseFormat::Srt => plain(wire::srt(&segments), "text/plain; charset=utf-8"),
         ResponseFormat::Vtt => plain(wire::vtt(&segments), "text/vtt; charset=utf-8"),
         ResponseFormat::VerboseJson => {
-            // Word times are approximated within each segment (see `Segment::words`).
             let words = req.words.then(|| {
                 t.segments
                     .iter()
-                    .flat_map(|s| s.words())
-                    .map(|w| wire::Word { word: w.word, start: round2(w.start), end: round2(w.end) })
+                    .flat_map(|s| &s.words)
+                    .map(|w| wire::Word { word: bare_word(&w.word), start: round2(w.start), end: round2(w.end) })
                     .collect()
             });
             Json(wire::VerboseTranscription {
@@ -124,6 +125,14 @@ fn render(req: &AudioRequest, task: Task, t: Transcript) -> Response {
             .into_response()
         }
     }
+}
+
+/// A word as OpenAI lists it: no surrounding space or punctuation (kept
+/// inside: "don't"), unless it is nothing but punctuation.
+fn bare_word(word: &str) -> String {
+    let trimmed = word.trim();
+    let bare = trimmed.trim_matches(|c: char| c.is_ascii_punctuation() || "“”¿¡。，！？：、".contains(c));
+    if bare.is_empty() { trimmed } else { bare }.to_string()
 }
 
 fn round2(x: f64) -> f64 {

@@ -5,6 +5,8 @@
 //! the model calls silent are skipped; earlier text conditions the next window.
 use super::mel::{HOP, SAMPLE_RATE, WINDOW_FRAMES};
 use super::model::{CrossKv, DecoderCache};
+use super::align::fit_segment;
+use super::search::softmax;
 use super::{Segment, Task, TranscribeOptions, Transcript, WhisperEngine};
 use anyhow::Result;
 use rand::Rng;
@@ -17,8 +19,6 @@ const NO_SPEECH_LIMIT: f64 = 0.6;
 const TEMPERATURE_STEP: f32 = 0.2;
 /// Seconds per timestamp token.
 const TIME_PRECISION: f64 = 0.02;
-/// The first timestamp may be at most 1 s into the window.
-const MAX_INITIAL_TIMESTAMP_TOKENS: u32 = 50;
 /// Peak amplitude under which a window is silence without asking the model (−60 dBFS).
 const SILENCE_PEAK: f32 = 1e-3;
 
@@ -51,6 +51,8 @@ impl WhisperEngine {
         let mut prompt_since = 0;
         let mut segments: Vec<Segment> = Vec::new();
         let mut seek = 0usize;
+        // Where the last segment's speech ended (word timing).
+        let mut last_speech = 0.0;
         while seek < content_frames {
             opts.cancel.check()?;
             let segment_frames = WINDOW_FRAMES.min(content_frames - seek);
@@ -61,7 +63,10 @@ impl WhisperEngine {
                 continue;
             }
             let started = Instant::now();
-            let audio = self.model.encode(&mel.narrow(1, seek, WINDOW_FRAMES)?)?;
+            // Past the audio, the window is zeros (as the reference and
+            // faster-whisper pad it), not the log-mel of silence.
+            let window = mel.narrow(1, seek, segment_frames)?.pad_with_zeros(1, 0, WINDOW_FRAMES - segment_frames)?;
+            let audio = self.model.encode(&window)?;
             let cross = self.model.cross_kv(&audio)?;
             let encoded = started.elapsed();
             let lang = match &language {
@@ -86,7 +91,7 @@ impl WhisperEngine {
                 prefix.push(if opts.task == Task::Translate { tk.translate } else { tk.transcribe });
             }
 
-            let attempt = self.decode_with_fallback(&cross, &prefix, sot_index, opts.temperature, &mut rng)?;
+            let attempt = self.decode_with_fallback(&cross, &prefix, sot_index, opts, &mut rng)?;
             tracing::debug!(
                 seek,
                 encode_ms = encoded.as_millis() as u64,
@@ -133,10 +138,24 @@ impl WhisperEngine {
             // A window that ends on <|0.00|> would not move: take it whole.
             seek += if advance == 0 { segment_frames } else { advance.min(segment_frames) };
 
-            for (start, end, seg_tokens) in new_segments {
+            let (mut words, median) = if opts.word_timestamps {
+                let pieces: Vec<Vec<u32>> = new_segments.iter().map(|s| s.2.clone()).collect();
+                self.align_words(&cross, &prefix[sot_index..], &pieces, segment_frames, &lang)?
+            } else {
+                (vec![Vec::new(); new_segments.len()], 0.0)
+            };
+            for ((mut start, mut end, seg_tokens), words) in new_segments.into_iter().zip(words.iter_mut()) {
                 let text = tk.decode(&seg_tokens)?;
                 if text.trim().is_empty() || start >= end {
                     continue;
+                }
+                let mut words = std::mem::take(words);
+                if opts.word_timestamps {
+                    for w in &mut words {
+                        w.start += time_offset;
+                        w.end += time_offset;
+                    }
+                    fit_segment(&mut words, &mut start, &mut end, median, &mut last_speech);
                 }
                 // Timestamps stay in the context (as Whisper does): a text-only
                 // context makes the model continue without timestamps, so the
@@ -153,6 +172,7 @@ impl WhisperEngine {
                     avg_logprob: attempt.avg_logprob,
                     compression_ratio: attempt.compression_ratio,
                     no_speech_prob: attempt.no_speech_prob,
+                    words,
                 });
             }
             if attempt.temperature > 0.5 {
@@ -164,20 +184,25 @@ impl WhisperEngine {
         Ok(Transcript { language: language.unwrap_or_else(|| "en".into()), duration, text, segments })
     }
 
-    /// The most likely language token after <|startoftranscript|>.
+    /// The language whose token is most likely after <|startoftranscript|>,
+    /// as Whisper detects it: a softmax over the language tokens alone.
     fn detect_language(&self, cross: &CrossKv) -> Result<String> {
         let tk = &self.tokenizer;
         let mut cache = DecoderCache::default();
         let logits = self.model.decode(&[tk.sot], &mut cache, cross, &[0])?.swap_remove(0);
-        let best = tk.languages.iter().max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]));
-        Ok(best.map(|(c, _)| c.clone()).unwrap_or_else(|| "en".into()))
+        let scores: Vec<f32> = tk.languages.iter().map(|&(_, t)| logits[t as usize]).collect();
+        let probs = softmax(&scores);
+        let mut ranked: Vec<(&str, f32)> = tk.languages.iter().map(|(c, _)| c.as_str()).zip(probs).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        tracing::debug!(top = ?&ranked[..ranked.len().min(3)], "whisper language");
+        Ok(ranked.first().map_or("en", |(c, _)| c).to_string())
     }
 
-    fn decode_with_fallback(&self, cross: &CrossKv, prefix: &[u32], sot_index: usize, start: f32, rng: &mut impl Rng) -> Result<Attempt> {
-        let mut temperature = start.clamp(0.0, 1.0);
+    fn decode_with_fallback(&self, cross: &CrossKv, prefix: &[u32], sot_index: usize, opts: &TranscribeOptions, rng: &mut impl Rng) -> Result<Attempt> {
+        let mut temperature = opts.temperature.clamp(0.0, 1.0);
         let mut attempts = Vec::new();
         loop {
-            let attempt = self.decode_once(cross, prefix, sot_index, temperature, rng)?;
+            let attempt = self.decode_once(cross, prefix, sot_index, temperature, opts, rng)?;
             let poor = attempt.compression_ratio > COMPRESSION_RATIO_LIMIT || attempt.avg_logprob < LOGPROB_LIMIT;
             let silent = attempt.no_speech_prob > NO_SPEECH_LIMIT;
             if !poor || silent {
@@ -195,122 +220,27 @@ impl WhisperEngine {
         Ok(attempts.into_iter().max_by(|a, b| score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal)).expect("at least one attempt"))
     }
 
-    fn decode_once(&self, cross: &CrossKv, prefix: &[u32], sot_index: usize, temperature: f32, rng: &mut impl Rng) -> Result<Attempt> {
-        let tk = &self.tokenizer;
-        let dims = &self.model.dims;
-        let max_new = (dims.text_ctx / 2).min(dims.text_ctx - prefix.len());
-        let mut cache = DecoderCache::default();
-        let mut first = self.model.decode(prefix, &mut cache, cross, &[sot_index, prefix.len() - 1])?;
-        let mut logits = first.swap_remove(1);
-        let no_speech_prob = softmax(&first[0])[tk.no_speech as usize] as f64;
-        let mut tokens: Vec<u32> = Vec::new();
-        let mut sum_logprob = 0f64;
-        for _ in 0..max_new {
-            self.apply_rules(&mut logits, &tokens);
-            let logprobs = log_softmax(&logits);
-            let next = if temperature == 0.0 { argmax(&logits) } else { sample(&logits, temperature, rng) };
-            sum_logprob += logprobs[next as usize] as f64;
-            if next == tk.eot {
-                break;
-            }
-            tokens.push(next);
-            if cache.len >= dims.text_ctx {
-                break;
-            }
-            logits = self.model.decode(&[next], &mut cache, cross, &[0])?.swap_remove(0);
-        }
-        let text = tk.decode(&tokens)?;
+    fn decode_once(&self, cross: &CrossKv, prefix: &[u32], sot_index: usize, temperature: f32, opts: &TranscribeOptions, rng: &mut impl Rng) -> Result<Attempt> {
+        let (cache, logits, no_speech_prob) = self.start(cross, prefix, sot_index)?;
+        let decoded = if temperature == 0.0 {
+            self.beam_search(cross, cache, logits, opts.beam_size)?
+        } else {
+            self.best_of(cross, cache, logits, temperature, opts.best_of, rng)?
+        };
+        let text = self.tokenizer.decode(&decoded.tokens)?;
         Ok(Attempt {
-            avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
+            avg_logprob: decoded.sum_logprob / (decoded.tokens.len() + 1) as f64,
             compression_ratio: compression_ratio(&text),
-            tokens,
+            tokens: decoded.tokens,
             temperature,
             no_speech_prob,
         })
-    }
-
-    /// Whisper's logit filters: no blank start, suppressed tokens, and the
-    /// timestamp grammar (pairs close segments, times never go back, the first
-    /// token is a timestamp ≤ 1 s, and a timestamp wins when its total
-    /// probability beats every single text token).
-    fn apply_rules(&self, logits: &mut [f32], sampled: &[u32]) {
-        let tk = &self.tokenizer;
-        let ninf = f32::NEG_INFINITY;
-        let tb = tk.timestamp_begin as usize;
-        if sampled.is_empty() {
-            for &t in &self.blank {
-                logits[t as usize] = ninf;
-            }
-            logits[tk.eot as usize] = ninf;
-        }
-        for &t in &self.suppress {
-            logits[t as usize] = ninf;
-        }
-        logits[tk.no_timestamps as usize] = ninf;
-
-        let last_ts = sampled.last().is_some_and(|&t| t >= tk.timestamp_begin);
-        let penultimate_ts = sampled.len() < 2 || sampled[sampled.len() - 2] >= tk.timestamp_begin;
-        if last_ts {
-            if penultimate_ts {
-                logits[tb..].fill(ninf);
-            } else {
-                logits[..tk.eot as usize].fill(ninf);
-            }
-        }
-        if let Some(&last) = sampled.iter().rev().find(|&&t| t >= tk.timestamp_begin) {
-            let floor = if last_ts && !penultimate_ts { last } else { last + 1 };
-            logits[tb..floor as usize].fill(ninf);
-        }
-        if sampled.is_empty() {
-            logits[..tb].fill(ninf);
-            logits[tb + MAX_INITIAL_TIMESTAMP_TOKENS as usize + 1..].fill(ninf);
-        }
-        let logprobs = log_softmax(logits);
-        let ts_mass = log_sum_exp(&logprobs[tb..]);
-        let best_text = logprobs[..tb].iter().copied().fold(ninf, f32::max);
-        if ts_mass > best_text {
-            logits[..tb].fill(ninf);
-        }
     }
 }
 
 /// Frame offset (10 ms units) of a time, as OpenAI's `seek`.
 fn seek_of(seconds: f64) -> usize {
     (seconds * 100.0).round() as usize
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0)
-}
-
-fn log_sum_exp(x: &[f32]) -> f32 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f32> {
-    let lse = log_sum_exp(x);
-    x.iter().map(|v| v - lse).collect()
-}
-
-fn softmax(x: &[f32]) -> Vec<f32> {
-    log_softmax(x).into_iter().map(f32::exp).collect()
-}
-
-fn sample(logits: &[f32], temperature: f32, rng: &mut impl Rng) -> u32 {
-    let scaled: Vec<f32> = logits.iter().map(|l| l / temperature).collect();
-    let probs = softmax(&scaled);
-    let mut r: f32 = rng.random();
-    for (i, p) in probs.iter().enumerate() {
-        r -= p;
-        if r <= 0.0 {
-            return i as u32;
-        }
-    }
-    argmax(logits)
 }
 
 /// How much zlib shrinks the text: repetitive hallucinations compress well.
@@ -332,12 +262,5 @@ mod tests {
     fn repetition_compresses() {
         assert!(compression_ratio(&"the same words again ".repeat(20)) > COMPRESSION_RATIO_LIMIT);
         assert!(compression_ratio("A short, ordinary sentence about the weather today.") < COMPRESSION_RATIO_LIMIT);
-    }
-
-    #[test]
-    fn log_softmax_normalises() {
-        let lp = log_softmax(&[1.0, 2.0, f32::NEG_INFINITY, 3.0]);
-        let total: f32 = lp.iter().map(|v| v.exp()).sum();
-        assert!((total - 1.0).abs() < 1e-5);
     }
 }

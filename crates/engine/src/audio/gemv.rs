@@ -48,6 +48,38 @@ impl HalfRows {
     }
 }
 
+impl HalfRows {
+    /// `W x (+ b)` for the `m` rows of `x` (`[m, k]`) into `out` (`[m, n]`):
+    /// each weight row is read once for all of them (a few beams' step).
+    pub fn gemm_rows(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let (k, n) = (self.k, self.n());
+        assert!(x.len() == m * k && out.len() == m * n, "shapes");
+        let dot = dot_fn();
+        let per = rows_per_task(k);
+        let parts: Vec<Vec<f32>> = (0..n.div_ceil(per))
+            .into_par_iter()
+            .map(|t| {
+                let rows = t * per..((t + 1) * per).min(n);
+                let mut part = Vec::with_capacity(rows.len() * m);
+                for r in rows {
+                    let w = &self.w[r * k..][..k];
+                    let b = self.bias.as_ref().map_or(0.0, |b| b[r]);
+                    // SAFETY: `dot_fn` picked a kernel this CPU supports; both are `k` long.
+                    part.extend(x.chunks_exact(k).map(|xi| unsafe { dot(w, xi) } + b));
+                }
+                part
+            })
+            .collect();
+        for (t, part) in parts.iter().enumerate() {
+            for (j, values) in part.chunks_exact(m).enumerate() {
+                for (i, &v) in values.iter().enumerate() {
+                    out[i * n + t * per + j] = v;
+                }
+            }
+        }
+    }
+}
+
 /// `y[j] = W[j] · x` for `y.len()` rows of `w`, `row` apart, each `x.len()` long.
 pub fn rows_dot(w: &[f16], row: usize, x: &[f32], y: &mut [f32]) {
     let (dot, k) = (dot_fn(), x.len());
@@ -147,6 +179,15 @@ mod tests {
         for (r, got) in y.iter().enumerate() {
             let want = bias[r] + (0..k).map(|c| w[r * k + c] * x[c]).sum::<f32>();
             assert!((got - want).abs() < 1e-4, "row {r}: {got} vs {want}");
+        }
+        let rows = HalfRows::new(&w, k, Some(&bias)).unwrap();
+        let xs: Vec<f32> = (0..3 * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut out = vec![0f32; 3 * n];
+        rows.gemm_rows(&xs, 3, &mut out);
+        for i in 0..3 {
+            for (r, (got, want)) in out[i * n..][..n].iter().zip(rows.gemv(&xs[i * k..][..k])).enumerate() {
+                assert!((got - want).abs() < 1e-5, "x {i} row {r}: {got} vs {want}");
+            }
         }
     }
 

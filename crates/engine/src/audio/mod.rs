@@ -1,6 +1,7 @@
 //! Speech recognition with Whisper, loaded from CTranslate2 files
 //! (`model.bin`, `tokenizer.json`, `config.json` in one directory).
 //! `transcribe` is synchronous and CPU heavy: callers run it on a blocking thread.
+mod align;
 mod attention;
 pub mod cancel;
 mod ct2;
@@ -13,6 +14,7 @@ mod mel;
 mod model;
 mod opus;
 mod resample;
+mod search;
 mod tokens;
 mod worker;
 
@@ -43,11 +45,18 @@ pub struct TranscribeOptions {
     pub temperature: f32,
     /// Raised when the client is gone: the window loop stops.
     pub cancel: Cancel,
+    /// Beams searched at temperature 0 (1: greedy).
+    pub beam_size: usize,
+    /// Samples drawn at a temperature above 0, the best kept.
+    pub best_of: usize,
+    /// Time each word from the model's cross-attention (and fit the
+    /// segments' times to their words).
+    pub word_timestamps: bool,
 }
 
 impl Default for TranscribeOptions {
     fn default() -> Self {
-        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0, cancel: Cancel::default() }
+        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0, cancel: Cancel::default(), beam_size: 5, best_of: 5, word_timestamps: false }
     }
 }
 
@@ -64,33 +73,16 @@ pub struct Segment {
     pub avg_logprob: f64,
     pub compression_ratio: f64,
     pub no_speech_prob: f64,
+    /// With `word_timestamps`: its words, punctuation joined to them.
+    pub words: Vec<Word>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Word {
+    /// As the text spells it, with its leading space and punctuation.
     pub word: String,
     pub start: f64,
     pub end: f64,
-}
-
-impl Segment {
-    /// Word times, approximated: the decoder gives timestamps per segment
-    /// only, so the segment's span is shared among its words by character count.
-    pub fn words(&self) -> Vec<Word> {
-        let words: Vec<&str> = self.text.split_whitespace().collect();
-        let total: usize = words.iter().map(|w| w.chars().count()).sum();
-        let span = self.end - self.start;
-        let mut at = self.start;
-        words
-            .into_iter()
-            .map(|w| {
-                let len = span * w.chars().count() as f64 / total.max(1) as f64;
-                let word = Word { word: w.to_string(), start: at, end: at + len };
-                at += len;
-                word
-            })
-            .collect()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +103,9 @@ pub struct WhisperEngine {
     suppress: Vec<u32>,
     /// Not allowed as the first token: the space (from `suppress_ids_begin`).
     blank: Vec<u32>,
+    /// `(decoder layer, head)` pairs whose cross-attention follows the speech
+    /// (config.json's `alignment_heads`): word timing reads them.
+    alignment_heads: Vec<(usize, usize)>,
 }
 
 impl WhisperEngine {
@@ -129,8 +124,12 @@ impl WhisperEngine {
         suppress.extend([t.transcribe, t.translate, t.sot, t.sot_prev, t.sot_lm, t.no_speech]);
         suppress.retain(|&id| (id as usize) < model.dims.vocab);
         let blank: Vec<u32> = ids("suppress_ids_begin").into_iter().filter(|&id| id != t.eot && (id as usize) < model.dims.vocab).collect();
+        let alignment_heads = config["alignment_heads"]
+            .as_array()
+            .map(|pairs| pairs.iter().filter_map(|p| Some((p[0].as_u64()? as usize, p[1].as_u64()? as usize))).filter(|&(_, h)| h < model.dims.heads).collect())
+            .unwrap_or_default();
         let mel = mel::MelFrontend::new(model.dims.n_mels)?;
-        Ok(Self { model, tokenizer, mel, suppress, blank })
+        Ok(Self { model, tokenizer, mel, suppress, blank, alignment_heads })
     }
 
     /// Whether the model knows languages other than English (and can translate).

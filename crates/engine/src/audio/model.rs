@@ -4,13 +4,16 @@
 use super::attention::{self, Layout, Mask};
 use super::ct2::Ct2Model;
 use super::fastmath;
-use super::gemv::HalfRows;
+use super::gemv::{self, HalfRows};
 use crate::linalg::PackedMatrix;
 use crate::math;
 use anyhow::{bail, Context, Result};
 use half::f16;
 use candle_core::Tensor;
 use rayon::prelude::*;
+
+/// Up to this many rows, a product streams the f16 rows rather than run the GEMM.
+const FEW_ROWS: usize = 8;
 
 /// What a linear layer is used for, hence how its weights are kept.
 #[derive(Clone, Copy, PartialEq)]
@@ -71,11 +74,9 @@ impl Linear {
 
     fn apply_into(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         match (&self.step, &self.packed) {
-            (Some(step), packed) if m == 1 || packed.is_none() => {
-                for (row, y) in x.chunks_exact(x.len() / m.max(1)).zip(out.chunks_exact_mut(step.n())) {
-                    y.copy_from_slice(&step.gemv(row));
-                }
-            }
+            (Some(step), _) if m == 1 => out.copy_from_slice(&step.gemv(x)),
+            // A few rows (beams): stream the f16 rows once for all of them.
+            (Some(step), packed) if m <= FEW_ROWS || packed.is_none() => step.gemm_rows(x, m, out),
             (_, Some(packed)) => packed.matmul(x, m, out),
             (_, None) => bail!("a linear without weights"),
         }
@@ -337,6 +338,75 @@ impl Whisper {
     /// Runs `tokens` (positions `cache.len..`) through the decoder, extending
     /// the cache; returns the logits (`vocab` each) of the rows in `rows`.
     pub fn decode(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &CrossKv, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let x = self.forward(tokens, cache, cross, None)?;
+        let d = self.dec_norm.gamma.len();
+        rows.iter()
+            .map(|&r| {
+                let row = x.get(r * d..(r + 1) * d).context("a logits row past the tokens")?;
+                self.logits.apply(&self.dec_norm.normed(row), 1).context("output projection")
+            })
+            .collect()
+    }
+
+    /// One decoder step for several sequences at once (beams, samples): token
+    /// `i` extends `caches[i]`. The projections run on all rows together, so
+    /// the weights are streamed once per step rather than once per sequence.
+    pub fn decode_batch(&self, tokens: &[u32], caches: &mut [DecoderCache], cross: &CrossKv) -> Result<Vec<Vec<f32>>> {
+        let (b, d, h) = (tokens.len(), self.dec_norm.gamma.len(), self.dims.heads);
+        if b != caches.len() || b == 0 {
+            bail!("{b} tokens for {} sequences", caches.len());
+        }
+        if cross.layers.len() != self.dec_layers.len() || caches.iter().any(|c| c.kv.len() != self.dec_layers.len()) {
+            bail!("a batch step needs caches filled by `decode` with this model");
+        }
+        let mut x = Vec::with_capacity(b * d);
+        for (&token, cache) in tokens.iter().zip(caches.iter()) {
+            if cache.len >= self.dims.text_ctx {
+                bail!("the decoder context of {} is full", self.dims.text_ctx);
+            }
+            let Some(embedding) = self.embed.get(token as usize * d..(token as usize + 1) * d) else { bail!("token {token} is outside the vocabulary") };
+            x.extend(embedding.iter().zip(&self.dec_pos[cache.len * d..][..d]).map(|(e, p)| e + p));
+        }
+        let cross_layout = Layout::by_head(cross.frames, d / h);
+        for (l, (layer, (cross_k, cross_v))) in self.dec_layers.iter().zip(&cross.layers).enumerate() {
+            let a = &layer.attn;
+            let qkv = a.qkv.apply(&a.norm.normed(&x), b)?;
+            let mut mixed = vec![0f32; b * d];
+            for ((row, cache), out) in qkv.chunks_exact(3 * d).zip(caches.iter_mut()).zip(mixed.chunks_exact_mut(d)) {
+                let (keys, values) = &mut cache.kv[l];
+                keys.extend_from_slice(&row[d..2 * d]);
+                values.extend_from_slice(&row[2 * d..]);
+                attention::attention_one(&row[..d], keys, values, cache.len + 1, h, Layout::interleaved(d, h), out);
+            }
+            add(&mut x, &a.out.apply(&mixed, b)?);
+            let c = &layer.cross;
+            let q = c.q.apply(&c.norm.normed(&x), b)?;
+            for (q, out) in q.chunks_exact(d).zip(mixed.chunks_exact_mut(d)) {
+                attention::attention_one(q, cross_k, cross_v, cross.frames, h, cross_layout, out);
+            }
+            add(&mut x, &c.out.apply(&mixed, b)?);
+            layer.ffn.apply(&mut x, b)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.dec_norm.apply(&mut x);
+        Ok(self.logits.apply(&x, b)?.chunks_exact(self.dims.vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Cross-attention scores (before the softmax) of `heads` (`(layer, head)`
+    /// pairs) for `tokens` run from position 0: per head `[tokens, frames]`.
+    /// Word timing reads them.
+    pub fn cross_attention_weights(&self, tokens: &[u32], cross: &CrossKv, heads: &[(usize, usize)]) -> Result<Vec<Vec<f32>>> {
+        let mut captured = vec![Vec::new(); heads.len()];
+        self.forward(tokens, &mut DecoderCache::default(), cross, Some((heads, &mut captured)))?;
+        Ok(captured)
+    }
+
+    /// The decoder stack over `tokens` after the cached ones; returns the
+    /// hidden states `[tokens, d]` before the final norm. `capture` collects
+    /// the cross-attention weights of some heads.
+    fn forward(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &CrossKv, mut capture: Option<(&[(usize, usize)], &mut Vec<Vec<f32>>)>) -> Result<Vec<f32>> {
         let (offset, t) = (cache.len, tokens.len());
         let (d, h) = (self.dec_norm.gamma.len(), self.dims.heads);
         if t == 0 || offset + t > self.dims.text_ctx {
@@ -354,7 +424,7 @@ impl Whisper {
             let empty = || Vec::with_capacity(self.dims.text_ctx * d);
             cache.kv = self.dec_layers.iter().map(|_| (empty(), empty())).collect();
         }
-        for ((layer, (keys, values)), (cross_k, cross_v)) in self.dec_layers.iter().zip(&mut cache.kv).zip(&cross.layers) {
+        for (l, ((layer, (keys, values)), (cross_k, cross_v))) in self.dec_layers.iter().zip(&mut cache.kv).zip(&cross.layers).enumerate() {
             let a = &layer.attn;
             let qkv = a.qkv.apply(&a.norm.normed(&x), t)?;
             let mut q = Vec::with_capacity(t * d);
@@ -367,17 +437,17 @@ impl Whisper {
             add(&mut x, &a.out.apply(&mixed, t)?);
             let c = &layer.cross;
             let q = c.q.apply(&c.norm.normed(&x), t)?;
+            if let Some((heads, out)) = capture.as_mut() {
+                for (&(_, head), weights) in heads.iter().zip(out.iter_mut()).filter(|((layer, _), _)| *layer == l) {
+                    *weights = cross.head_weights(l, &q, d, head, d / h);
+                }
+            }
             let mixed = attention::attention(&q, cross_k, cross_v, t, cross.frames, d, h, Layout::by_head(cross.frames, d / h), Mask::All);
             add(&mut x, &c.out.apply(&mixed, t)?);
             layer.ffn.apply(&mut x, t)?;
         }
         cache.len += t;
-        rows.iter()
-            .map(|&r| {
-                let row = x.get(r * d..(r + 1) * d).context("a logits row past the tokens")?;
-                self.logits.apply(&self.dec_norm.normed(row), 1).context("output projection")
-            })
-            .collect()
+        Ok(x)
     }
 }
 
@@ -386,6 +456,21 @@ impl Whisper {
 pub struct CrossKv {
     layers: Vec<(Vec<f16>, Vec<f16>)>,
     frames: usize,
+}
+
+impl CrossKv {
+    /// q kᵀ / √hd of head `head` of `layer` for every row of `q` (`[t, d]`,
+    /// that layer's queries): `[t, frames]`, before the softmax.
+    fn head_weights(&self, layer: usize, q: &[f32], d: usize, head: usize, hd: usize) -> Vec<f32> {
+        let keys = &self.layers[layer].0[head * self.frames * hd..][..self.frames * hd];
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; q.len() / d * self.frames];
+        for (row, weights) in q.chunks_exact(d).zip(out.chunks_exact_mut(self.frames)) {
+            let scaled: Vec<f32> = row[head * hd..][..hd].iter().map(|v| v * scale).collect();
+            gemv::rows_dot(keys, hd, &scaled, weights);
+        }
+        out
+    }
 }
 
 /// Self-attention keys and values of the tokens decoded so far, per layer

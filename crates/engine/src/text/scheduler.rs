@@ -173,7 +173,7 @@ fn validate(info: &ModelInfo, req: &GenerateRequest) -> Result<(), EngineError> 
         return invalid(e.to_string());
     }
     if let Err(e) = check_vocabulary(req.sampling.logit_bias.iter().map(|&(id, _)| id), info.vocab_size) {
-        return invalid(format!("logit_bias: {e}"));
+        return invalid(format!("logit_bias {e}"));
     }
     // The model's own window (the server checks the catalog's, which is never larger).
     if let Err(e) = completion_budget(info.context_length, req.prompt.len(), Some(req.max_tokens)) {

@@ -18,11 +18,16 @@ use serde_json::Value;
 use std::sync::Arc;
 
 pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req = ChatCompletionRequest::parse(&crate::body::json(body)?)?;
+    let body = crate::body::json(body)?;
+    let req = ChatCompletionRequest::parse(&body)?;
+    let structure = crate::structured::requested(&body, &req)?;
     let target = state.target(&req.model, Endpoint::ChatCompletions)?;
+    let constraint = crate::structured::constraint(&target.engine, structure).await?;
     let prompt = render_prompt(&target.engine, &req).await?;
     let max_tokens = completion_budget(target.context_window, prompt.len(), req.max_tokens)?;
-    let requests = (0..req.n).map(|i| generate_request(&req, &prompt, max_tokens, i)).collect();
+    let requests = (0..req.n)
+        .map(|i| GenerateRequest { constraint: constraint.clone(), ..generate_request(&req, &prompt, max_tokens, i) })
+        .collect();
     let choices = generate::submit_all(&target.engine, requests, &req.stop)?;
     let header = ResponseHeader::new(&target);
     if req.stream {
@@ -85,6 +90,7 @@ fn generate_request(req: &ChatCompletionRequest, prompt: &[u32], max_tokens: usi
         stop_tokens: vec![],
         logprobs: req.logprobs.then(|| req.top_logprobs.unwrap_or(0)),
         prompt_logprobs: false,
+        constraint: None,
     }
 }
 

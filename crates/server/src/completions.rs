@@ -47,6 +47,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
                 stop_tokens: vec![],
                 logprobs: engine_logprobs,
                 prompt_logprobs: req.echo && req.logprobs.is_some(),
+                constraint: None,
             });
         }
     }

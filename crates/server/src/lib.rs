@@ -17,6 +17,7 @@ mod routes;
 mod sse;
 mod state;
 pub mod stop;
+mod structured;
 mod tools;
 
 pub use error::ApiError;

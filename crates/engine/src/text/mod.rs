@@ -4,6 +4,7 @@
 //! The public items below are what the server uses;
 //! the modules fill in their bodies.
 
+pub mod constraint; // JSON Schema / tool-call grammars -> per-step token masks
 mod model;      // architectures: forward pass over a preallocated KV cache
 mod prefix;     // KV caches of recent prompts, reused by requests sharing their prefix
 mod sampling;   // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs
@@ -98,6 +99,8 @@ pub struct GenerateRequest {
     pub logprobs: Option<usize>,
     /// Report logprobs of the prompt tokens too (completions `echo` + `logprobs`).
     pub prompt_logprobs: bool,
+    /// Some: the output is held to this grammar and ends when it is complete.
+    pub constraint: Option<constraint::Constraint>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +127,17 @@ pub enum Event {
     Error(String),
 }
 
+/// Why [`TextEngine::constraint`] gave no constraint.
+#[derive(Debug, thiserror::Error)]
+pub enum ConstraintFailure {
+    /// The request's schema or tools: the client's to fix.
+    #[error("{0}")]
+    Spec(constraint::ConstraintError),
+    /// This model's vocabulary could not be compiled.
+    #[error("constrained decoding is unavailable for this model: {0}")]
+    Vocabulary(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("the engine is at capacity; retry later")]
@@ -138,12 +152,14 @@ pub enum EngineError {
 #[derive(Clone)]
 pub struct TextEngine {
     inner: std::sync::Arc<scheduler::Shared>,
+    /// The vocabulary compiled for constrained decoding, on first use.
+    grammars: std::sync::Arc<std::sync::OnceLock<Result<constraint::Grammars, String>>>,
 }
 
 impl TextEngine {
     /// Loads the GGUF at `path` and starts the scheduler thread.
     pub fn load(path: &Path, config: TextEngineConfig) -> anyhow::Result<Self> {
-        scheduler::start(path, config).map(|inner| Self { inner })
+        scheduler::start(path, config).map(|inner| Self { inner, grammars: Default::default() })
     }
     pub fn info(&self) -> &ModelInfo {
         &self.inner.info
@@ -171,6 +187,15 @@ impl TextEngine {
     /// Prompt tokens served from the prefix cache (not prefilled again) since load.
     pub fn reused_prompt_tokens(&self) -> u64 {
         scheduler::reused_prompt_tokens(&self.inner)
+    }
+    /// Compiles `spec` over this model's vocabulary for one sequence (CPU work: the first
+    /// call builds the vocabulary's tables).
+    pub fn constraint(&self, spec: &constraint::ConstraintSpec) -> Result<constraint::Constraint, ConstraintFailure> {
+        let grammars = self.grammars.get_or_init(|| constraint::Grammars::new(&self.inner.tokenizer).map_err(|e| format!("{e:#}")));
+        match grammars {
+            Ok(g) => g.compile(spec).map_err(ConstraintFailure::Spec),
+            Err(e) => Err(ConstraintFailure::Vocabulary(e.clone())),
+        }
     }
     /// Queues a request. Events arrive on the receiver; dropping it cancels the sequence.
     pub fn submit(&self, req: GenerateRequest) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, EngineError> {

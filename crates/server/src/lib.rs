@@ -18,6 +18,7 @@ mod sse;
 mod state;
 pub mod stop;
 mod structured;
+mod tool_stream;
 mod tools;
 
 pub use error::ApiError;

@@ -34,7 +34,7 @@ fn chat_prompt(engine: &TextEngine, user: &str) -> Vec<u32> {
 }
 
 fn request(prompt: Vec<u32>, max_tokens: usize, sampling: SamplingParams) -> GenerateRequest {
-    GenerateRequest { prompt, max_tokens, sampling, stop_tokens: vec![], logprobs: None, prompt_logprobs: false }
+    GenerateRequest { prompt, max_tokens, sampling, stop_tokens: vec![], logprobs: None, prompt_logprobs: false, constraint: None }
 }
 
 fn greedy() -> SamplingParams {

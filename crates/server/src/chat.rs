@@ -17,8 +17,11 @@ use hearth_engine::text::{self as engine, completion_budget, GeneratedToken, Mes
 use std::sync::Arc;
 
 pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req = ChatCompletionRequest::parse(&crate::body::json(body)?)?;
+    let body = crate::body::json(body)?;
+    let req = ChatCompletionRequest::parse(&body)?;
+    let structure = crate::structured::requested(&body, &req)?;
     let target = state.text_target(&req.model, Endpoint::ChatCompletions)?;
+    let constraint = crate::structured::constraint(&target.engine, structure).await?;
     let (messages, tools) = (engine_messages(&req), engine_tools(&req));
     let prompt = generate::prepare(&target.engine, move |e| e.prepare_chat(&messages, &tools)).await?;
     let max_tokens = completion_budget(target.context_window, prompt.ids.len(), req.max_tokens)
@@ -32,11 +35,13 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
         stop: req.stop.clone(),
         logprobs: req.logprobs.then(|| req.top_logprobs.unwrap_or(0)),
         prompt_logprobs: false,
+        constraint,
     };
     let choices = generate::start(&target.engine, vec![request])?;
     let header = Header::new(&target, "chatcmpl-");
     if req.stream {
-        let chunker = ChatChunker { header, n: req.n, include_usage: req.include_usage(), logprobs: req.logprobs, prompt_tokens };
+        let calls = crate::tool_stream::for_request(&req);
+        let chunker = ChatChunker { header, n: req.n, include_usage: req.include_usage(), logprobs: req.logprobs, prompt_tokens, calls };
         return Ok(sse::response(chunker, choices));
     }
     let results = generate::collect(choices).await?;
@@ -114,11 +119,17 @@ struct ChatChunker {
     include_usage: bool,
     logprobs: bool,
     prompt_tokens: usize,
+    /// Per choice, when tool calls are parsed: text inside `<tool_call>` becomes call deltas.
+    calls: Option<Vec<crate::tool_stream::CallStream>>,
 }
 
 impl ChatChunker {
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> String {
-        frame(&ChatCompletionChunk {
+        frame(&self.payload(choices, usage))
+    }
+
+    fn payload(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
             id: self.header.id.clone(),
             object: "chat.completion.chunk".into(),
             created: self.header.created,
@@ -126,7 +137,40 @@ impl ChatChunker {
             system_fingerprint: Some(self.header.system_fingerprint.clone()),
             choices,
             usage: self.include_usage.then_some(usage),
-        })
+        }
+    }
+
+    fn delta(&self, index: usize, delta: Delta, logprobs: Option<ChatLogprobs>) -> String {
+        self.chunk(vec![ChunkChoice { index, delta, logprobs, finish_reason: None }], None)
+    }
+
+    fn finish(&self, index: usize, reason: String) -> String {
+        self.chunk(vec![ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: Some(reason) }], None)
+    }
+
+    /// A choice whose tool calls are parsed: its text as content or `delta.tool_calls` frames.
+    fn call_frames(&mut self, index: usize, chunk: TextChunk) -> Vec<String> {
+        let Some(stream) = self.calls.as_mut().map(|calls| &mut calls[index]) else { return vec![] };
+        let mut pieces = stream.push(&chunk.text);
+        let finished = chunk.finish.map(|reason| {
+            pieces.extend(stream.finish());
+            if stream.called() { "tool_calls".to_string() } else { generate::finish_reason(reason).to_string() }
+        });
+        let mut frames: Vec<String> = pieces
+            .into_iter()
+            .map(|piece| match piece {
+                crate::tool_stream::Piece::Content(text) => self.delta(index, Delta { content: Some(text), ..Delta::default() }, None),
+                crate::tool_stream::Piece::Call(call) => {
+                    // The call delta is OpenAI's JSON shape already: set it into the chunk as is.
+                    let choice = ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: None };
+                    let mut value = serde_json::to_value(self.payload(vec![choice], None)).unwrap_or_default();
+                    value["choices"][0]["delta"]["tool_calls"] = serde_json::Value::Array(vec![call]);
+                    frame(&value)
+                }
+            })
+            .collect();
+        frames.extend(finished.map(|reason| self.finish(index, reason)));
+        frames
     }
 }
 
@@ -145,16 +189,17 @@ impl Chunker for ChatChunker {
     }
 
     fn text(&mut self, index: usize, chunk: TextChunk) -> Vec<String> {
+        if self.calls.is_some() {
+            return self.call_frames(index, chunk);
+        }
         let mut frames = Vec::new();
         // Text held back for a possible stop string sends nothing, unless its token's logprob is asked.
         if !chunk.text.is_empty() || !chunk.tokens.is_empty() && self.logprobs {
             let logprobs = self.logprobs.then(|| logprobs(&chunk.tokens));
-            let delta = Delta { content: Some(chunk.text), ..Delta::default() };
-            frames.push(self.chunk(vec![ChunkChoice { index, delta, logprobs, finish_reason: None }], None));
+            frames.push(self.delta(index, Delta { content: Some(chunk.text), ..Delta::default() }, logprobs));
         }
         if let Some(reason) = chunk.finish {
-            let finish = ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: Some(generate::finish_reason(reason).into()) };
-            frames.push(self.chunk(vec![finish], None));
+            frames.push(self.finish(index, generate::finish_reason(reason).into()));
         }
         frames
     }

@@ -41,6 +41,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
             stop: req.stop.clone(),
             logprobs: engine_logprobs,
             prompt_logprobs: req.echo && req.logprobs.is_some(),
+            constraint: None,
         })
         .collect();
     let choices = generate::start(&target.engine, requests)?;

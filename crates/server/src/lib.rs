@@ -22,6 +22,8 @@ mod ratelimit;
 mod routes;
 mod sse;
 mod state;
+mod structured;
+mod tool_stream;
 mod tools;
 mod usage_api;
 

@@ -5,6 +5,7 @@
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::constraint::Constraint;
 use super::prompt::PreparedPrompt;
 use super::stop::StopMatcher;
 use super::tokenizer::IncrementalDecoder;
@@ -26,6 +27,9 @@ pub struct TextRequest {
     pub logprobs: Option<usize>,
     /// Logprobs of the prompt's tokens too, sent first (completions `echo`).
     pub prompt_logprobs: bool,
+    /// Some: every choice is held to this grammar (each gets its own copy) and
+    /// ends when its output is complete.
+    pub constraint: Option<Constraint>,
 }
 
 /// A token's text as OpenAI reports it (`bytes:\xe2\x80` for part of a character) and its bytes.
@@ -177,6 +181,7 @@ pub(crate) fn generate(engine: &TextEngine, req: TextRequest, scope: u64) -> Res
             stop_tokens: vec![],
             logprobs: req.logprobs,
             prompt_logprobs: req.prompt_logprobs,
+            constraint: req.constraint.clone(),
         }, scope)?;
         streams.push(TextStream {
             rx: Some(rx),

@@ -14,6 +14,7 @@
 
 mod generation; // TextRequest -> n TextStreams: ids to text, stop strings, logprobs as text
 mod message;    // typed chat messages and tools, what templates render
+pub mod constraint; // JSON Schema / tool-call grammars -> per-step token masks
 mod model;      // architectures: forward pass over a preallocated KV cache
 mod prefix;     // KV caches of recent prompts, reused by requests sharing their prefix
 mod prompt;     // messages / completion prompts -> token ids; context budget
@@ -104,12 +105,9 @@ impl Default for SamplingParams {
     }
 }
 
-/// One sequence for the scheduler: prompt ids in, token ids out.
-///
-/// This is where a per-sequence `constraint` (issue 17: a token mask for tools and
-/// structured outputs) belongs: the scheduler would apply it to the logits right before
-/// sampling (`Worker::emit` / the greedy `Want`), next to the stop-token check in
-/// `Worker::send`, and advance it with each chosen token.
+/// One sequence for the scheduler: prompt ids in, token ids out. A `constraint`
+/// masks the logits right before sampling (a constrained row always takes the full
+/// logits, never the greedy shortcut) and ends the sequence once its output is complete.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
     pub prompt: Vec<u32>,
@@ -121,6 +119,8 @@ pub struct GenerateRequest {
     pub logprobs: Option<usize>,
     /// Report logprobs of the prompt tokens too (completions `echo` + `logprobs`).
     pub prompt_logprobs: bool,
+    /// Some: the output is held to this grammar and ends when it is complete.
+    pub constraint: Option<constraint::Constraint>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +147,17 @@ pub enum Event {
     Error(String),
 }
 
+/// Why [`TextEngine::constraint`] gave no constraint.
+#[derive(Debug, thiserror::Error)]
+pub enum ConstraintFailure {
+    /// The request's schema or tools: the client's to fix.
+    #[error("{0}")]
+    Spec(constraint::ConstraintError),
+    /// This model's vocabulary could not be compiled.
+    #[error("constrained decoding is unavailable for this model: {0}")]
+    Vocabulary(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("the engine is at capacity; retry later")]
@@ -161,12 +172,14 @@ pub enum EngineError {
 #[derive(Clone)]
 pub struct TextEngine {
     inner: std::sync::Arc<scheduler::EngineShared>,
+    /// The vocabulary compiled for constrained decoding, on first use.
+    grammars: std::sync::Arc<std::sync::OnceLock<Result<constraint::Grammars, String>>>,
 }
 
 impl TextEngine {
     /// Loads the GGUF at `path` and starts the scheduler thread.
     pub fn load(path: &Path, config: TextEngineConfig) -> anyhow::Result<Self> {
-        scheduler::start(path, config).map(|inner| Self { inner })
+        scheduler::start(path, config).map(|inner| Self { inner, grammars: Default::default() })
     }
     pub fn info(&self) -> &ModelInfo {
         &self.inner.info
@@ -215,6 +228,15 @@ impl TextEngine {
     /// Most sequences running and waiting at once (`max_batch` + `queue_capacity`).
     pub fn capacity(&self) -> usize {
         scheduler::capacity(&self.inner)
+    }
+    /// Compiles `spec` over this model's vocabulary for one sequence (CPU work: the first
+    /// call builds the vocabulary's tables).
+    pub fn constraint(&self, spec: &constraint::ConstraintSpec) -> Result<constraint::Constraint, ConstraintFailure> {
+        let grammars = self.grammars.get_or_init(|| constraint::Grammars::new(&self.inner.tokenizer).map_err(|e| format!("{e:#}")));
+        match grammars {
+            Ok(g) => g.compile(spec).map_err(ConstraintFailure::Spec),
+            Err(e) => Err(ConstraintFailure::Vocabulary(e.clone())),
+        }
     }
     /// Queues a request. Events arrive on the receiver; dropping it cancels the sequence.
     pub fn submit(&self, req: GenerateRequest) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, EngineError> {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::constraint::Constraint;
 use super::{SamplingParams, TokenLogprob};
 
 /// Below this temperature sampling is greedy (argmax), hence deterministic.
@@ -20,6 +21,8 @@ pub struct Sampler {
     counts: HashMap<u32, u32>,
     /// Some(k): report the chosen token's logprob and the k best alternatives.
     logprobs: Option<usize>,
+    /// Some: only tokens that continue a valid output may be picked.
+    constraint: Option<Constraint>,
 }
 
 impl Sampler {
@@ -30,11 +33,25 @@ impl Sampler {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        Self { params, rng, counts: HashMap::new(), logprobs }
+        Self { params, rng, counts: HashMap::new(), logprobs, constraint: None }
+    }
+
+    /// Restricts the tokens this sampler may pick to those `constraint` allows.
+    pub fn constrained(mut self, constraint: Option<Constraint>) -> Self {
+        self.constraint = constraint;
+        self
+    }
+
+    /// Whether the constraint's output is complete: nothing may follow.
+    pub fn constraint_complete(&self) -> bool {
+        self.constraint.as_ref().is_some_and(Constraint::is_complete)
     }
 
     /// Picks the next token from `logits` (one row, modified in place) and records it.
     pub fn sample(&mut self, logits: &mut [f32]) -> (u32, Option<TokenLogprob>) {
+        if let Some(c) = &mut self.constraint {
+            c.mask_logits(logits);
+        }
         self.adjust(logits);
         let id = if self.params.temperature <= GREEDY_TEMPERATURE {
             argmax(logits)
@@ -48,13 +65,18 @@ impl Sampler {
 
     /// Whether the next token is the argmax of the adjusted logits and nothing else is
     /// reported of them: the model may then find it without most logits (`Want::Greedy`).
+    /// A constrained row needs all its logits: the mask may rule out the model's favourites.
     pub fn greedy_only(&self) -> bool {
-        self.params.temperature <= GREEDY_TEMPERATURE && self.logprobs.is_none()
+        self.params.temperature <= GREEDY_TEMPERATURE && self.logprobs.is_none() && self.constraint.is_none()
     }
 
-    /// Records a token picked by the model itself (`Want::Greedy`).
+    /// Records a token picked by the model itself (`Want::Greedy`), and moves the
+    /// constraint past it.
     pub fn record(&mut self, id: u32) {
         *self.counts.entry(id).or_insert(0) += 1;
+        if let Some(c) = &mut self.constraint {
+            c.advance(id);
+        }
     }
 
     /// The ids whose logit [`Self::adjust_one`] changes, ascending.

@@ -286,7 +286,7 @@ impl Worker {
             extra_stops: req.stop_tokens,
             want_prompt_logprobs: req.prompt_logprobs,
             logprobs_k: req.logprobs,
-            sampler: Sampler::new(req.sampling, req.logprobs),
+            sampler: Sampler::new(req.sampling, req.logprobs).constrained(req.constraint),
             prompt_logprobs: Vec::new(),
             prompt: req.prompt,
             scope,
@@ -450,6 +450,10 @@ impl Worker {
         }
         seq.generated += 1;
         seq.last = Some(id);
+        if seq.sampler.constraint_complete() {
+            let _ = seq.tx.send(Event::Finished { reason: FinishReason::Stop });
+            return Step::Done;
+        }
         if seq.generated >= seq.max_tokens {
             let _ = seq.tx.send(Event::Finished { reason: FinishReason::Length });
             return Step::Done;

@@ -58,6 +58,8 @@ pub struct Tokenizer {
     add_bos: bool,
     stop_tokens: Vec<u32>,
     fim: Option<FimTokens>,
+    /// Control and unknown tokens: markers, never text (constrained decoding keeps them out).
+    control: Vec<u32>,
 }
 
 impl Tokenizer {
@@ -148,7 +150,11 @@ impl Tokenizer {
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
 
-        Ok(Self { inner, pieces: Arc::new(pieces), bos, eos, add_bos, stop_tokens, fim })
+        let control = (0..types.len() as u32)
+            .filter(|&id| matches!(types[id as usize], token_type::CONTROL | token_type::UNKNOWN))
+            .collect();
+
+        Ok(Self { inner, pieces: Arc::new(pieces), bos, eos, add_bos, stop_tokens, fim, control })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -169,6 +175,10 @@ impl Tokenizer {
     }
     pub fn fim(&self) -> Option<FimTokens> {
         self.fim
+    }
+    /// Ids of control and unknown tokens, ascending.
+    pub fn control_tokens(&self) -> &[u32] {
+        &self.control
     }
 
     /// Encodes `text`; special tokens written in it map to their ids. BOS is prepended when

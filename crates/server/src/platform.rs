@@ -3,7 +3,7 @@
 use hearth_store::blobs::{BlobStore, DirBlobs};
 use hearth_store::Store;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,9 +90,4 @@ impl Platform {
             }
         });
     }
-}
-
-/// The default state directory: `$HEARTH_HOME` itself.
-pub fn default_state_dir(home: &Path) -> PathBuf {
-    home.to_path_buf()
 }

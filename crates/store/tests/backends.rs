@@ -118,6 +118,9 @@ async fn keys(store: &Store) {
     assert!(listed.iter().any(|k| k.id == boss.id && k.revoked_at.is_none()));
 }
 
+/// bucket, key, model, endpoint, requests, prompt tokens, completion tokens
+type SumRow<'a> = (i64, Option<&'a str>, &'a str, &'a str, i64, i64, i64);
+
 async fn usage(store: &Store) {
     let day = 86_400;
     let start = 1_700_006_400 - 1_700_006_400 % day; // a midnight
@@ -147,7 +150,7 @@ async fn usage(store: &Store) {
         endpoints: vec!["/v1/chat/completions".into(), "/v1/completions".into()],
     };
     let buckets = store.usage(&q).await.unwrap();
-    let sums: Vec<(i64, Option<&str>, &str, &str, i64, i64, i64)> = buckets
+    let sums: Vec<SumRow> = buckets
         .iter()
         .map(|b| (b.start, b.api_key_id.as_deref(), b.model.as_str(), b.endpoint.as_str(), b.requests, b.prompt_tokens, b.completion_tokens))
         .collect();

@@ -2,21 +2,22 @@
 //! how long a client may take to send a request's headers, how long it may
 //! pause while sending a body, and how many connections are open at once.
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     /// Time to send a request's headers. hyper starts this clock whenever it
-    /// waits for a request, so it also closes kept-alive connections idle this long.
+    /// waits for a request (a new connection included), so it also closes
+    /// kept-alive connections idle this long and connections that send nothing.
     pub header_timeout: Duration,
     /// Longest pause while sending a request body.
     pub body_timeout: Duration,
@@ -35,10 +36,8 @@ impl Default for HttpLimits {
 pub async fn serve(listener: TcpListener, app: Router, limits: &HttpLimits, shutdown: impl Future<Output = ()>) {
     let app = app.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    // HTTP/2 pings find dead peers; an idle h2 connection is kept (it costs one task).
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_timeout).keep_alive_timeout(limits.header_timeout);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -59,40 +58,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: &HttpLimits, shut
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, app, watcher, header_timeout) = (builder.clone(), app.clone(), graceful.watcher(), limits.header_timeout);
+        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
-            if !protocol_known(&stream, header_timeout).await {
-                return; // silent, or gone, for the whole header timeout
-            }
             let service = TowerToHyperService::new(app);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
                 tracing::debug!("connection ended: {e}");
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// The HTTP/2 connection preface; anything else is taken for HTTP/1.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Waits, at most `limit`, until the first bytes tell HTTP/1 from HTTP/2.
-/// hyper's header timeout starts only after that choice, so without this a
-/// client that connects and sends nothing would hold its slot forever.
-async fn protocol_known(stream: &TcpStream, limit: Duration) -> bool {
-    let wait = async {
-        let mut head = [0u8; H2_PREFACE.len()];
-        loop {
-            match stream.peek(&mut head).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n == head.len() || head[..n] != H2_PREFACE[..n] => return true,
-                // A prefix of the preface so far: peek again once more may have come.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    };
-    tokio::time::timeout(limit, wait).await.unwrap_or(false)
 }

@@ -9,12 +9,12 @@ export HEARTH_TEST_MODELS="$HEARTH_HOME/models"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The audio tests synthesise speech (espeak-ng) and convert it (ffmpeg); the
-# server decodes Opus with the system's libopus.
-if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null || ! ldconfig -p | grep -q libopus.so.0; then
-    step "apt-get install espeak-ng ffmpeg libopus0"
+# The audio tests synthesise speech (espeak-ng), convert it (ffmpeg) and
+# insert pauses (sox); the server decodes Opus with the system's libopus.
+if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null || ! command -v sox >/dev/null || ! ldconfig -p | grep -q libopus.so.0; then
+    step "apt-get install espeak-ng ffmpeg sox libopus0"
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng ffmpeg libopus0 >/dev/null || exit 1
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng ffmpeg sox libopus0 >/dev/null || exit 1
 fi
 
 # The store suite runs on PostgreSQL as well as SQLite: a throwaway cluster

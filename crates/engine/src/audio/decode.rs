@@ -5,7 +5,7 @@
 //! the model calls silent are skipped; earlier text conditions the next window.
 use super::mel::{HOP, SAMPLE_RATE, WINDOW_FRAMES};
 use super::model::{CrossKv, DecoderCache};
-use super::align::fit_segment;
+use super::align::{fit_segment, snap_to_sound};
 use super::search::softmax;
 use super::{Segment, Task, TranscribeOptions, Transcript, WhisperEngine};
 use anyhow::Result;
@@ -156,6 +156,10 @@ impl WhisperEngine {
                         w.end += time_offset;
                     }
                     fit_segment(&mut words, &mut start, &mut end, median, &mut last_speech);
+                    snap_to_sound(&mut words, samples, SAMPLE_RATE);
+                    if let (Some(first), Some(last)) = (words.first(), words.last()) {
+                        (start, end) = (first.start, last.end);
+                    }
                 }
                 // Timestamps stay in the context (as Whisper does): a text-only
                 // context makes the model continue without timestamps, so the

@@ -406,7 +406,7 @@ impl Whisper {
     /// The decoder stack over `tokens` after the cached ones; returns the
     /// hidden states `[tokens, d]` before the final norm. `capture` collects
     /// the cross-attention weights of some heads.
-    fn forward(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &CrossKv, mut capture: Option<(&[(usize, usize)], &mut Vec<Vec<f32>>)>) -> Result<Vec<f32>> {
+    fn forward(&self, tokens: &[u32], cache: &mut DecoderCache, cross: &CrossKv, mut capture: Option<Capture>) -> Result<Vec<f32>> {
         let (offset, t) = (cache.len, tokens.len());
         let (d, h) = (self.dec_norm.gamma.len(), self.dims.heads);
         if t == 0 || offset + t > self.dims.text_ctx {
@@ -450,6 +450,9 @@ impl Whisper {
         Ok(x)
     }
 }
+
+/// Heads whose cross-attention scores a forward pass collects, and where.
+type Capture<'a> = (&'a [(usize, usize)], &'a mut Vec<Vec<f32>>);
 
 /// Cross-attention keys and values of one window's audio, per decoder layer,
 /// head by head (`[heads, frames, hd]`) in f16: every decoder step streams all of them.

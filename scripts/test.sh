@@ -62,6 +62,11 @@ if ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add clippy || failed+=("rustup component add clippy")
 fi
 cargo clippy --workspace --all-targets --release -- -D warnings || failed+=("cargo clippy")
+step "cargo fmt --check"
+if ! cargo fmt --version >/dev/null 2>&1; then
+    rustup component add rustfmt || failed+=("rustup component add rustfmt")
+fi
+cargo fmt --check || failed+=("cargo fmt --check")
 
 step "cargo build --release"
 cargo build --release || exit 1

@@ -8,10 +8,10 @@ use hearth_engine::text::TextEngineConfig;
 use hearth_server::platform::{open_store, PlatformConfig};
 use hearth_server::{HttpLimits, ServerConfig};
 use hearth_store::{NewKey, Store, UsageQuery};
-use std::time::Duration;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "Serves the OpenAI HTTP API from local models")]
@@ -184,8 +184,7 @@ fn run() -> Result<()> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -193,15 +192,8 @@ fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: Platfor
     let addr = socket_addr(&args.host, args.port)?;
     // Keys from flags, the environment and a file all count (not one instead of another).
     let from_env = std::env::var("HEARTH_API_KEYS").unwrap_or_default();
-    let mut api_keys: Vec<String> = args
-        .api_keys
-        .iter()
-        .map(String::as_str)
-        .chain(from_env.split(','))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(String::from)
-        .collect();
+    let mut api_keys: Vec<String> =
+        args.api_keys.iter().map(String::as_str).chain(from_env.split(',')).map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
     if let Some(path) = &args.api_keys_file {
         api_keys.extend(read_keys_file(path)?);
     }
@@ -311,21 +303,12 @@ async fn usage(store: Store, days: i64) -> Result<()> {
 }
 
 fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {
-    (host, port)
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve --host {host}"))?
-        .next()
-        .with_context(|| format!("--host {host} has no address"))
+    (host, port).to_socket_addrs().with_context(|| format!("cannot resolve --host {host}"))?.next().with_context(|| format!("--host {host} has no address"))
 }
 
 fn read_keys_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading API keys file {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
 }
 
 /// Model ids for names that may be aliases (`gpt-4` means the model it resolves to today).
@@ -342,11 +325,7 @@ fn model_ids(catalog: &Catalog, names: &[String]) -> Result<Vec<String>> {
 }
 
 fn pull(catalog: &Catalog, names: &[String], models_dir: &Path) -> Result<()> {
-    let ids = if names.is_empty() {
-        catalog.models().iter().map(|m| m.id.clone()).collect()
-    } else {
-        model_ids(catalog, names)?
-    };
+    let ids = if names.is_empty() { catalog.models().iter().map(|m| m.id.clone()).collect() } else { model_ids(catalog, names)? };
     for id in ids {
         let Some(entry) = catalog.model(&id) else { continue };
         let path = fetch::ensure(entry, models_dir).with_context(|| format!("fetching model `{id}`"))?;
@@ -371,24 +350,13 @@ fn print_models(catalog: &Catalog, models_dir: &Path) {
             (Some(d), None) => format!("  deprecated {d}"),
             _ => String::new(),
         };
-        println!(
-            "  {:<36} family {:<14} window {:>6}  {}  [{cached}; {source}]{deprecation}",
-            m.id,
-            m.family,
-            m.context_window,
-            endpoints(&m.endpoints)
-        );
+        println!("  {:<36} family {:<14} window {:>6}  {}  [{cached}; {source}]{deprecation}", m.id, m.family, m.context_window, endpoints(&m.endpoints));
     }
     println!("ALIASES");
     for a in catalog.aliases() {
         let arrow = format!("{:<18} -> {}", a.id, a.target);
         match catalog.resolve(&a.id, None, &today) {
-            Ok(r) => println!(
-                "  {arrow:<56} = {:<36} window {:>6}  {}",
-                r.entry.id,
-                r.context_window,
-                endpoints(&r.endpoints)
-            ),
+            Ok(r) => println!("  {arrow:<56} = {:<36} window {:>6}  {}", r.entry.id, r.context_window, endpoints(&r.endpoints)),
             Err(e) => println!("  {arrow:<56} ({e})"),
         }
     }

@@ -100,11 +100,7 @@ async fn json_ok(path: &str, model: &str, file: Vec<u8>, filename: &str, fields:
 }
 
 fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).map(str::to_string).collect()
 }
 
 /// Word-level Levenshtein distance over the reference length.
@@ -166,7 +162,14 @@ fn clock(s: &str, sep: char) -> f64 {
 async fn subtitle_and_verbose_formats_have_their_shapes_and_times() {
     let text = SENTENCES[3..6].join(" ");
     let audio = speech("formats", "en-us", &text, "wav");
-    let verbose = json_ok(TRANSCRIBE, TINY, audio.clone(), "a.wav", &[("response_format", "verbose_json"), ("timestamp_granularities[]", "word"), ("timestamp_granularities[]", "segment")]).await;
+    let verbose = json_ok(
+        TRANSCRIBE,
+        TINY,
+        audio.clone(),
+        "a.wav",
+        &[("response_format", "verbose_json"), ("timestamp_granularities[]", "word"), ("timestamp_granularities[]", "segment")],
+    )
+    .await;
     assert_eq!(verbose["task"], "transcribe");
     assert_eq!(verbose["language"], "english");
     let duration = verbose["duration"].as_f64().unwrap();
@@ -259,7 +262,8 @@ async fn translates_german_french_and_spanish_speech_into_english() {
         ("es", "spanish", "Mi hermana trabaja en un hospital grande en el centro de la ciudad."),
     ];
     for (voice, language, sentence) in cases {
-        let body = json_ok(TRANSLATE, "whisper-1", speech(&format!("tr-{voice}"), voice, sentence, "wav"), "x.wav", &[("response_format", "verbose_json")]).await;
+        let body =
+            json_ok(TRANSLATE, "whisper-1", speech(&format!("tr-{voice}"), voice, sentence, "wav"), "x.wav", &[("response_format", "verbose_json")]).await;
         assert_eq!(body["task"], "translate");
         assert_eq!(body["language"], language, "{body}");
         // Base does not translate espeak's synthetic voice faithfully (faster-whisper
@@ -281,7 +285,11 @@ async fn detects_the_spoken_language() {
     let cases = [
         ("en-us", "english", "The lighthouse keeper painted the railings before winter came. Our cousins arrived late because the ferry was cancelled."),
         ("de", "german", "Meine Schwester wohnt seit drei Jahren in einer kleinen Wohnung am Stadtrand. Am Wochenende fahren wir mit dem Fahrrad an den See."),
-        ("fr", "french", "Ma grand-mère prépare toujours une tarte aux pommes quand nous venons la voir. Il pleut depuis trois jours et la rivière commence à déborder."),
+        (
+            "fr",
+            "french",
+            "Ma grand-mère prépare toujours une tarte aux pommes quand nous venons la voir. Il pleut depuis trois jours et la rivière commence à déborder.",
+        ),
         ("es", "spanish", "El tren de la mañana llega siempre con diez minutos de retraso. Los niños juegan al fútbol en el parque después de la escuela."),
         ("it", "italian", "Ogni mattina mio padre compra il giornale e beve un caffè al bar. Domani andremo al mare con i nostri amici di Napoli."),
     ];
@@ -334,7 +342,14 @@ async fn word_times_follow_inserted_pauses() {
     let onsets = onsets_after_pauses(&std::fs::read(&raw).unwrap(), 1.2);
     assert_eq!(onsets.len(), 2, "two inserted pauses: {onsets:?}");
     for model in [BASE, TINY] {
-        let body = json_ok(TRANSCRIBE, model, std::fs::read(&joined).unwrap(), "pauses.wav", &[("response_format", "verbose_json"), ("timestamp_granularities[]", "word")]).await;
+        let body = json_ok(
+            TRANSCRIBE,
+            model,
+            std::fs::read(&joined).unwrap(),
+            "pauses.wav",
+            &[("response_format", "verbose_json"), ("timestamp_granularities[]", "word")],
+        )
+        .await;
         let words = body["words"].as_array().unwrap_or_else(|| panic!("{body}"));
         let times: Vec<(f64, f64)> = words.iter().map(|w| (w["start"].as_f64().unwrap(), w["end"].as_f64().unwrap())).collect();
         assert_cue_times(&times, body["duration"].as_f64().unwrap());
@@ -344,7 +359,8 @@ async fn word_times_follow_inserted_pauses() {
         }
         for &onset in &onsets {
             // The first word still being spoken once the pause is over.
-            let (i, start) = times.iter().enumerate().find(|(_, t)| t.1 > onset).map(|(i, t)| (i, t.0)).unwrap_or_else(|| panic!("{model}: no word after {onset}: {body}"));
+            let (i, start) =
+                times.iter().enumerate().find(|(_, t)| t.1 > onset).map(|(i, t)| (i, t.0)).unwrap_or_else(|| panic!("{model}: no word after {onset}: {body}"));
             assert!((start - onset).abs() <= 0.2, "{model}: {} starts at {start}, the speech at {onset:.2}: {body}", words[i]);
         }
     }

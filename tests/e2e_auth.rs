@@ -42,13 +42,7 @@ async fn keys_are_required_and_checked() {
     let resp = client().post(server.url("/v1/chat/completions")).json(&chat(SMOL, "Hi", 1)).send().await.expect("send");
     let (status, body) = read_json(resp).await;
     assert_eq!(status, 401, "{body}");
-    let resp = client()
-        .post(server.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .json(&chat(SMOL, "Hi", 1))
-        .send()
-        .await
-        .expect("send");
+    let resp = client().post(server.url("/v1/chat/completions")).bearer_auth(KEY).json(&chat(SMOL, "Hi", 1)).send().await.expect("send");
     let (status, body) = read_json(resp).await;
     assert_eq!(status, 200, "{body}");
 }

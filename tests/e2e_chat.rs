@@ -5,10 +5,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn content(body: &Value, i: usize) -> String {
-    body["choices"][i]["message"]["content"]
-        .as_str()
-        .unwrap_or_else(|| panic!("choice {i} has no content: {body}"))
-        .to_string()
+    body["choices"][i]["message"]["content"].as_str().unwrap_or_else(|| panic!("choice {i} has no content: {body}")).to_string()
 }
 
 #[tokio::test]
@@ -51,8 +48,7 @@ async fn temperature_zero_is_deterministic_and_stream_matches() {
     let b = ok(server, "/v1/chat/completions", &req).await;
     assert_eq!(content(&a, 0), content(&b, 0));
     let events = stream(server, "/v1/chat/completions", &with(req, json!({"stream": true}))).await;
-    let streamed: String =
-        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    let streamed: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(streamed, content(&a, 0), "streamed text must equal the non-stream text");
 }
 
@@ -162,8 +158,7 @@ async fn n_stream_has_every_index() {
                      "max_tokens": 3, "n": 2, "temperature": 1.0, "stream": true});
     let events = stream(server, "/v1/chat/completions", &req).await;
     for index in 0..2 {
-        let mine: Vec<&Value> =
-            events.iter().filter(|e| e["choices"][0]["index"] == index).collect();
+        let mine: Vec<&Value> = events.iter().filter(|e| e["choices"][0]["index"] == index).collect();
         assert!(mine.len() >= 2, "index {index}: {events:?}");
         assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant");
         assert!(mine.last().unwrap()["choices"][0]["finish_reason"].is_string());
@@ -184,8 +179,7 @@ async fn stop_string_cuts_output() {
     // A list works too, and streaming never leaks the stop string either.
     let req = with(base, json!({"stop": ["@@never@@", stop.clone()], "stream": true}));
     let events = stream(server, "/v1/chat/completions", &req).await;
-    let streamed: String =
-        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    let streamed: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(streamed, text);
 }
 
@@ -220,7 +214,8 @@ async fn penalties_are_accepted() {
     let req = with(chat(SMOL, "Repeat: a a a a a", 8), json!({"presence_penalty": 1.5, "frequency_penalty": 2.0}));
     let body = ok(server, "/v1/chat/completions", &req).await;
     assert!(usage(&body).1 >= 1);
-    let req = with(chat(SMOL, "Repeat: a a a a a", 8), json!({"presence_penalty": -2, "frequency_penalty": -2, "top_p": 0.5, "temperature": 0.7, "user": "u-1"}));
+    let req =
+        with(chat(SMOL, "Repeat: a a a a a", 8), json!({"presence_penalty": -2, "frequency_penalty": -2, "top_p": 0.5, "temperature": 0.7, "user": "u-1"}));
     ok(server, "/v1/chat/completions", &req).await;
 }
 
@@ -258,11 +253,7 @@ async fn stream_logprobs() {
     let server = shared();
     let req = with(chat(SMOL, "Hi there", 3), json!({"logprobs": true, "top_logprobs": 2, "stream": true}));
     let events = stream(server, "/v1/chat/completions", &req).await;
-    let count: usize = events
-        .iter()
-        .filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array())
-        .map(Vec::len)
-        .sum();
+    let count: usize = events.iter().filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array()).map(Vec::len).sum();
     assert!((1..=3).contains(&count), "streamed logprobs entries: {events:?}");
 }
 

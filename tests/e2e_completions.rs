@@ -190,10 +190,7 @@ async fn logit_bias_forces_a_token() {
     let other = 1001;
     let echo = ok(server, "/v1/completions", &with(completion(SMOL, json!([other]), 0), json!({"echo": true}))).await;
     let other_text = text(&echo, 0);
-    let req = with(
-        completion(SMOL, json!("The weather today"), 3),
-        json!({"logit_bias": {forced.to_string(): -100, other.to_string(): 100}}),
-    );
+    let req = with(completion(SMOL, json!("The weather today"), 3), json!({"logit_bias": {forced.to_string(): -100, other.to_string(): 100}}));
     let body = ok(server, "/v1/completions", &req).await;
     assert_eq!(text(&body, 0), other_text.repeat(3), "{body}");
     let req = with(completion(SMOL, json!("The weather today"), 4), json!({"logit_bias": {forced.to_string(): -100}}));
@@ -212,10 +209,7 @@ async fn penalties_accepted() {
 async fn suffix_on_qwen_inserts() {
     let server = shared();
     for model in [QWEN, "code-davinci-002"] {
-        let req = with(
-            completion(model, json!("def add(a, b):\n    "), 6),
-            json!({"suffix": "\n\nprint(add(1, 2))\n"}),
-        );
+        let req = with(completion(model, json!("def add(a, b):\n    "), 6), json!({"suffix": "\n\nprint(add(1, 2))\n"}));
         let body = ok(server, "/v1/completions", &req).await;
         let t = text(&body, 0);
         assert!(!t.contains("<|fim"), "FIM tokens never leak into text: {t:?}");

@@ -13,13 +13,7 @@ async fn eight_concurrent_requests_match_solo_runs() {
     let requests: Vec<(&str, Value)> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            if i % 2 == 0 {
-                ("/v1/chat/completions", chat(SMOL, p, 6))
-            } else {
-                ("/v1/completions", completion(SMOL, json!(p), 6))
-            }
-        })
+        .map(|(i, p)| if i % 2 == 0 { ("/v1/chat/completions", chat(SMOL, p, 6)) } else { ("/v1/completions", completion(SMOL, json!(p), 6)) })
         .collect();
     let together = futures::future::join_all(requests.iter().map(|(path, body)| post(server, path, body))).await;
     for ((path, body), (status, resp)) in requests.iter().zip(&together) {

@@ -50,7 +50,13 @@ fn cases() -> Vec<Case> {
         bad("temperature wrong type", CHAT, chat_with(json!({"temperature": "hot"})), Some("temperature"), "'hot' is not of type 'number' - 'temperature'"),
         bad("messages wrong type", CHAT, chat_with(json!({"messages": "Hi"})), Some("messages"), "'Hi' is not of type 'array' - 'messages'"),
         bad("stream wrong type", CHAT, chat_with(json!({"stream": "yes"})), Some("stream"), "is not of type 'boolean'"),
-        bad("max_tokens wrong type", COMPLETIONS, completion_with(json!({"max_tokens": "many"})), Some("max_tokens"), "'many' is not of type 'integer' - 'max_tokens'"),
+        bad(
+            "max_tokens wrong type",
+            COMPLETIONS,
+            completion_with(json!({"max_tokens": "many"})),
+            Some("max_tokens"),
+            "'many' is not of type 'integer' - 'max_tokens'",
+        ),
         bad("n fractional", CHAT, chat_with(json!({"n": 1.5})), Some("n"), "is not of type 'integer'"),
         bad("prompt wrong type", COMPLETIONS, completion_with(json!({"prompt": 42})), Some("prompt"), "is not valid under any of the given schemas - 'prompt'"),
         bad("prompt mixed list", COMPLETIONS, completion_with(json!({"prompt": [1, "a"]})), Some("prompt"), ""),
@@ -61,10 +67,22 @@ fn cases() -> Vec<Case> {
         bad("missing content", CHAT, chat_with(json!({"messages": [{"role": "user"}]})), Some("messages.0"), "'content' is a required property"),
         bad("missing role", CHAT, chat_with(json!({"messages": [{"content": "Hi"}]})), Some("messages.0"), "'role' is a required property"),
         bad("temperature too high", CHAT, chat_with(json!({"temperature": 2.5})), Some("temperature"), "2.5 is greater than the maximum of 2 - 'temperature'"),
-        bad("temperature negative", COMPLETIONS, completion_with(json!({"temperature": -0.5})), Some("temperature"), "-0.5 is less than the minimum of 0 - 'temperature'"),
+        bad(
+            "temperature negative",
+            COMPLETIONS,
+            completion_with(json!({"temperature": -0.5})),
+            Some("temperature"),
+            "-0.5 is less than the minimum of 0 - 'temperature'",
+        ),
         bad("top_p too high", CHAT, chat_with(json!({"top_p": 1.5})), Some("top_p"), "greater than the maximum of 1"),
         bad("presence_penalty too high", CHAT, chat_with(json!({"presence_penalty": 3})), Some("presence_penalty"), "greater than the maximum of 2"),
-        bad("frequency_penalty too low", COMPLETIONS, completion_with(json!({"frequency_penalty": -3})), Some("frequency_penalty"), "less than the minimum of -2"),
+        bad(
+            "frequency_penalty too low",
+            COMPLETIONS,
+            completion_with(json!({"frequency_penalty": -3})),
+            Some("frequency_penalty"),
+            "less than the minimum of -2",
+        ),
         bad("n zero", CHAT, chat_with(json!({"n": 0})), Some("n"), "0 is less than the minimum of 1 - 'n'"),
         bad("n too high", COMPLETIONS, completion_with(json!({"n": 129})), Some("n"), "greater than the maximum of 128"),
         bad("max_tokens negative", COMPLETIONS, completion_with(json!({"max_tokens": -1})), Some("max_tokens"), "less than the minimum of 0"),
@@ -109,13 +127,7 @@ async fn bad_inputs_table() {
     let http = client();
     let mut failures = Vec::new();
     for c in cases() {
-        let resp = http
-            .post(server.url(c.path))
-            .header("content-type", "application/json")
-            .body(c.body.clone())
-            .send()
-            .await
-            .expect("send");
+        let resp = http.post(server.url(c.path)).header("content-type", "application/json").body(c.body.clone()).send().await.expect("send");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let outcome = std::panic::catch_unwind(|| {
@@ -145,12 +157,7 @@ async fn oversized_body_is_413() {
     let server = shared();
     let huge = "a".repeat(10 * 1024 * 1024);
     let body = json!({"model": SMOL, "prompt": huge, "max_tokens": 1}).to_string();
-    let resp = client()
-        .post(server.url(COMPLETIONS))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await;
+    let resp = client().post(server.url(COMPLETIONS)).header("content-type", "application/json").body(body).send().await;
     // The server may cut the upload short; if it answered, it answered OpenAI's error.
     if let Ok(resp) = resp {
         let (status, body) = read_json(resp).await;
@@ -162,13 +169,7 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn wrong_content_type_is_openai_error() {
     let server = shared();
-    let resp = client()
-        .post(server.url(CHAT))
-        .header("content-type", "text/plain")
-        .body(chat(SMOL, "Hi", 1).to_string())
-        .send()
-        .await
-        .expect("send");
+    let resp = client().post(server.url(CHAT)).header("content-type", "text/plain").body(chat(SMOL, "Hi", 1).to_string()).send().await.expect("send");
     let (status, body) = read_json(resp).await;
     assert!(status == 400 || status == 415 || status == 200, "{status} {body}");
     if status != 200 {

@@ -39,6 +39,25 @@ fn synthesize(name: &str, source: &str, seconds: u32) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
+/// `seconds` of English speech (espeak-ng, looped by ffmpeg) as 16 kHz FLAC: audio the
+/// model must decode token by token in every window, so its job runs for a long time.
+fn speech(name: &str, seconds: u32) -> Vec<u8> {
+    let wav = work_dir().join(format!("{name}.wav"));
+    let text = "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step.";
+    let spoken = Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&wav).arg(text).output().expect("espeak-ng (scripts/test.sh installs it)");
+    assert!(spoken.status.success(), "espeak-ng: {}", String::from_utf8_lossy(&spoken.stderr));
+    let path = work_dir().join(name);
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-stream_loop", "-1", "-i"])
+        .arg(&wav)
+        .args(["-t", &seconds.to_string(), "-ar", "16000", "-ac", "1"])
+        .arg(&path)
+        .output()
+        .expect("ffmpeg (install the Debian package; scripts/test.sh does)");
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(&path).unwrap()
+}
+
 /// A 16-bit PCM WAV whose header says `rate` Hz and `channels`, with `data` as samples.
 fn wav(rate: u32, channels: u16, data: &[u8]) -> Vec<u8> {
     let mut w = b"RIFF".to_vec();
@@ -136,9 +155,10 @@ async fn audio_over_the_duration_limit_is_refused_while_decoding() {
 async fn a_disconnected_client_stops_its_audio_job() {
     let _one = AUDIO.lock().await;
     let server = audio_server();
-    // Ten minutes of a tone: twenty windows, none skipped as silence.
-    let flac = synthesize("tone.flac", "sine=frequency=440:sample_rate=16000", 600);
-    let request = tokio::spawn(transcribe(server, flac, "tone.flac"));
+    // Ten minutes of speech: twenty windows, each decoded token by token (a pure tone
+    // is answered as no speech, window after window, and may finish before the hang-up).
+    let flac = speech("speech.flac", 600);
+    let request = tokio::spawn(transcribe(server, flac, "speech.flac"));
     // Let the upload arrive and the work start, then hang up.
     let mut waited = 0;
     while !server.log().contains("POST /v1/audio/transcriptions") && waited < 50 {
@@ -238,9 +258,7 @@ async fn moderation_caps_its_inputs_and_scores_empty_text_without_the_model() {
 
 fn http_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        Server::start(&["--models", SMOL, "--header-timeout", "2", "--body-timeout", "2", "--max-connections", "3"], None)
-    })
+    SERVER.get_or_init(|| Server::start(&["--models", SMOL, "--header-timeout", "2", "--body-timeout", "2", "--max-connections", "3"], None))
 }
 
 /// Reads until the server closes the connection; panics if it is still open after `limit`.
@@ -316,7 +334,11 @@ async fn undecodable_path_parameters_get_openais_error_body() {
 async fn one_keys_cached_prompt_prefix_does_not_serve_another_key() {
     static SERVER: OnceLock<Server> = OnceLock::new();
     let server = SERVER.get_or_init(|| {
-        Server::start_with_env(&["--models", SMOL, "--api-key", "sk-key-a-0001", "--api-key", "sk-key-b-0002"], Some("sk-key-a-0001"), &[("RUST_LOG", "info,hearth_engine=debug")])
+        Server::start_with_env(
+            &["--models", SMOL, "--api-key", "sk-key-a-0001", "--api-key", "sk-key-b-0002"],
+            Some("sk-key-a-0001"),
+            &[("RUST_LOG", "info,hearth_engine=debug")],
+        )
     });
     let prompt = "The quick brown fox jumps over the lazy dog near the riverbank. ".repeat(12);
     let send = |key: &'static str| {
@@ -346,7 +368,11 @@ async fn best_of_candidates_share_one_computation_of_the_prompts_logprobs() {
     let prompt_part = |choice: &Value| {
         let lp = &choice["logprobs"];
         let n = alone["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
-        (lp["tokens"].as_array().unwrap()[..n].to_vec(), lp["token_logprobs"].as_array().unwrap()[..n].to_vec(), lp["top_logprobs"].as_array().unwrap()[..n].to_vec())
+        (
+            lp["tokens"].as_array().unwrap()[..n].to_vec(),
+            lp["token_logprobs"].as_array().unwrap()[..n].to_vec(),
+            lp["top_logprobs"].as_array().unwrap()[..n].to_vec(),
+        )
     };
     let expected = prompt_part(&alone["choices"][0]);
     for choice in ranked["choices"].as_array().unwrap() {

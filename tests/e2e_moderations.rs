@@ -107,7 +107,12 @@ async fn list_input_gives_one_result_per_item_in_order() {
     assert_eq!(results[0]["flagged"], false, "{body}");
     assert_eq!(results[1]["flagged"], true, "{body}");
     // Today's SDKs default to omni-moderation-latest and may send text parts.
-    let body = ok(server(), "/v1/moderations", &json!({"model": "omni-moderation-latest", "input": [{"type": "text", "text": "I will stab you to death when you get home."}]})).await;
+    let body = ok(
+        server(),
+        "/v1/moderations",
+        &json!({"model": "omni-moderation-latest", "input": [{"type": "text", "text": "I will stab you to death when you get home."}]}),
+    )
+    .await;
     assert_eq!(body["results"][0]["flagged"], true, "{body}");
     let body = ok(server(), "/v1/moderations", &json!({"model": "text-moderation-stable", "input": "Nice weather."})).await;
     assert_eq!(body["model"], MODEL);

@@ -27,18 +27,15 @@ pub fn hearth_home() -> PathBuf {
     if let Some(home) = std::env::var_os("HEARTH_HOME") {
         return PathBuf::from(home);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+    let cache =
+        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
     cache.join("hearth")
 }
 
 /// Panics with a clear hint when the weights are not in the cache: the tests
 /// must never start a download of their own.
 fn require_models() {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| hearth_home().join("models"));
+    let dir = std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| hearth_home().join("models"));
     let missing: Vec<String> = ALL_MODELS
         .iter()
         .map(|id| dir.join(format!("{id}.gguf")))
@@ -86,8 +83,7 @@ impl Server {
         let port = free_port();
         let log = log_path(port);
         let log_file = std::fs::File::create(&log).expect("create server log");
-        let mut args: Vec<String> =
-            vec!["serve".into(), "--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()];
+        let mut args: Vec<String> = vec!["serve".into(), "--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new("sh")
             .arg("-c")
@@ -108,12 +104,7 @@ impl Server {
             .spawn()
             .expect("spawn the hearth binary");
         let stdin = child.stdin.take().expect("watchdog stdin");
-        let server = Server {
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-            process: Mutex::new(Some((child, stdin))),
-        };
+        let server = Server { port, base: format!("http://127.0.0.1:{port}"), log, process: Mutex::new(Some((child, stdin))) };
         server.wait_ready(api_key);
         server
     }
@@ -128,10 +119,7 @@ impl Server {
                 return;
             }
             if started.elapsed() > READY_TIMEOUT {
-                panic!(
-                    "hearth serve did not answer GET /v1/models within {READY_TIMEOUT:?}; its output:\n{}",
-                    self.log()
-                );
+                panic!("hearth serve did not answer GET /v1/models within {READY_TIMEOUT:?}; its output:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -248,8 +236,7 @@ pub async fn get(server: &Server, path: &str) -> (u16, Value) {
 pub async fn read_json(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("read body");
-    let body: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
     (status, body)
 }
 
@@ -265,10 +252,7 @@ pub async fn ok(server: &Server, path: &str, body: &Value) -> Value {
 pub fn assert_error_shape(body: &Value) {
     let obj = body.as_object().unwrap_or_else(|| panic!("error body is not an object: {body}"));
     assert_eq!(obj.len(), 1, "error body must only hold `error`: {body}");
-    let err = obj
-        .get("error")
-        .and_then(Value::as_object)
-        .unwrap_or_else(|| panic!("no `error` object: {body}"));
+    let err = obj.get("error").and_then(Value::as_object).unwrap_or_else(|| panic!("no `error` object: {body}"));
     let mut keys: Vec<&str> = err.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["code", "message", "param", "type"], "error keys: {body}");
@@ -296,16 +280,13 @@ pub fn parse_sse(text: &str) -> Vec<Value> {
     let mut events = Vec::new();
     let blocks: Vec<&str> = text.split("\n\n").filter(|b| !b.is_empty()).collect();
     for (i, block) in blocks.iter().enumerate() {
-        let payload = block
-            .strip_prefix("data: ")
-            .unwrap_or_else(|| panic!("every event must be one `data: ` line, got {block:?}"));
+        let payload = block.strip_prefix("data: ").unwrap_or_else(|| panic!("every event must be one `data: ` line, got {block:?}"));
         assert!(!payload.contains('\n'), "an event must be a single line: {block:?}");
         if payload == "[DONE]" {
             assert_eq!(i, blocks.len() - 1, "[DONE] must be the last event");
             break;
         }
-        let value: Value =
-            serde_json::from_str(payload).unwrap_or_else(|e| panic!("event is not JSON ({e}): {payload:?}"));
+        let value: Value = serde_json::from_str(payload).unwrap_or_else(|e| panic!("event is not JSON ({e}): {payload:?}"));
         events.push(value);
     }
     events
@@ -315,12 +296,7 @@ pub fn parse_sse(text: &str) -> Vec<Value> {
 pub async fn stream(server: &Server, path: &str, body: &Value) -> Vec<Value> {
     let resp = client().post(server.url(path)).json(body).send().await.expect("send request");
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let text = resp.text().await.expect("read stream");
     assert_eq!(status, 200, "stream answered {status}: {text}");
     assert!(content_type.starts_with("text/event-stream"), "content-type {content_type:?}");

@@ -131,11 +131,7 @@ fn clock(seconds: f64, sep: char) -> String {
 
 /// SubRip: numbered cues, comma before milliseconds.
 pub fn srt(segments: &[Segment]) -> String {
-    segments
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("{}\n{} --> {}\n{}\n\n", i + 1, clock(s.start, ','), clock(s.end, ','), s.text.trim()))
-        .collect()
+    segments.iter().enumerate().map(|(i, s)| format!("{}\n{} --> {}\n{}\n\n", i + 1, clock(s.start, ','), clock(s.end, ','), s.text.trim())).collect()
 }
 
 /// WebVTT: header, then cues with a dot before milliseconds.
@@ -157,7 +153,13 @@ mod tests {
 
     #[test]
     fn parses_the_form() {
-        let r = AudioRequest::parse(&fields(&[("model", "whisper-1"), ("response_format", "verbose_json"), ("timestamp_granularities[]", "word"), ("temperature", "0.2")])).unwrap();
+        let r = AudioRequest::parse(&fields(&[
+            ("model", "whisper-1"),
+            ("response_format", "verbose_json"),
+            ("timestamp_granularities[]", "word"),
+            ("temperature", "0.2"),
+        ]))
+        .unwrap();
         assert_eq!(r.response_format, ResponseFormat::VerboseJson);
         assert!(r.words && !r.segments);
         assert_eq!(r.temperature, 0.2);
@@ -169,7 +171,18 @@ mod tests {
 
     #[test]
     fn subtitle_shapes() {
-        let seg = |start, end, text: &str| Segment { id: 0, seek: 0, start, end, text: text.into(), tokens: vec![], temperature: 0.0, avg_logprob: 0.0, compression_ratio: 1.0, no_speech_prob: 0.0 };
+        let seg = |start, end, text: &str| Segment {
+            id: 0,
+            seek: 0,
+            start,
+            end,
+            text: text.into(),
+            tokens: vec![],
+            temperature: 0.0,
+            avg_logprob: 0.0,
+            compression_ratio: 1.0,
+            no_speech_prob: 0.0,
+        };
         let segs = [seg(0.0, 2.5, " Hello."), seg(2.5, 3661.042, " World.")];
         assert_eq!(srt(&segs), "1\n00:00:00,000 --> 00:00:02,500\nHello.\n\n2\n00:00:02,500 --> 01:01:01,042\nWorld.\n\n");
         assert_eq!(vtt(&segs), "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello.\n\n00:00:02.500 --> 01:01:01.042\nWorld.\n\n");

@@ -6,12 +6,39 @@ use serde_json::{Map, Value};
 
 /// Fields of the 2023 contract plus what today's SDKs send (some accepted and ignored).
 pub const FIELDS: &[&str] = &[
-    "model", "messages", "functions", "function_call", "temperature", "top_p", "n", "stream", "stop",
-    "max_tokens", "presence_penalty", "frequency_penalty", "logit_bias", "user",
+    "model",
+    "messages",
+    "functions",
+    "function_call",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "stop",
+    "max_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "user",
     // modern SDKs
-    "max_completion_tokens", "seed", "logprobs", "top_logprobs", "stream_options", "tools", "tool_choice",
-    "response_format", "parallel_tool_calls", "service_tier", "store", "metadata", "modalities",
-    "prediction", "reasoning_effort", "prompt_cache_key", "safety_identifier", "verbosity",
+    "max_completion_tokens",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "parallel_tool_calls",
+    "service_tier",
+    "store",
+    "metadata",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+    "prompt_cache_key",
+    "safety_identifier",
+    "verbosity",
 ];
 
 pub const ROLES: &[&str] = &["system", "assistant", "user", "function", "tool", "developer"];
@@ -62,10 +89,7 @@ impl ChatCompletionRequest {
         let logprobs = schema::opt_bool(obj, "logprobs")?.unwrap_or(false);
         let top_logprobs = schema::opt_integer(obj, "top_logprobs", Some(0), Some(20))?;
         if top_logprobs.is_some() && !logprobs {
-            return Err(Invalid::new(
-                "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
-                Some("top_logprobs"),
-            ));
+            return Err(Invalid::new("Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.", Some("top_logprobs")));
         }
         let user = schema::opt_string(obj, "user")?;
         let response_format = response_format(obj)?;
@@ -159,10 +183,7 @@ fn chat_message(m: &Value) -> ChatMessage {
                     index: None,
                     id: c.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
                     kind: "function".into(),
-                    function: FunctionCall {
-                        name: function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(),
-                        arguments,
-                    },
+                    function: FunctionCall { name: function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(), arguments },
                 }
             })
             .collect(),
@@ -230,10 +251,7 @@ fn content_parts(path: &str, parts: &[Value]) -> Result<String, Invalid> {
             (Some("text"), Some(Value::String(t))) => text.push_str(t),
             (Some("text"), _) => return Err(Invalid::required("text", Some(&p))),
             (Some(other), _) => {
-                return Err(Invalid::new(
-                    format!("Invalid content type. {other} is only supported by certain models."),
-                    Some(&format!("{p}.type")),
-                ))
+                return Err(Invalid::new(format!("Invalid content type. {other} is only supported by certain models."), Some(&format!("{p}.type"))))
             }
             (None, _) => return Err(Invalid::no_schema_matches(&p, part)),
         }
@@ -413,9 +431,17 @@ mod tests {
             (json!({"model": "m", "messages": msg(), "max_tokens": "abc"}), "'abc' is not of type 'integer' - 'max_tokens'", Some("max_tokens")),
             (json!({"model": "m", "messages": msg(), "max_tokens": 0}), "0 is less than the minimum of 1 - 'max_tokens'", Some("max_tokens")),
             (json!({"model": "m", "messages": msg(), "n": 129}), "129 is greater than the maximum of 128 - 'n'", Some("n")),
-            (json!({"model": "m", "messages": msg(), "top_logprobs": 21, "logprobs": true}), "21 is greater than the maximum of 20 - 'top_logprobs'", Some("top_logprobs")),
+            (
+                json!({"model": "m", "messages": msg(), "top_logprobs": 21, "logprobs": true}),
+                "21 is greater than the maximum of 20 - 'top_logprobs'",
+                Some("top_logprobs"),
+            ),
             (json!({"model": "m", "messages": msg(), "stream": "yes"}), "'yes' is not of type 'boolean' - 'stream'", Some("stream")),
-            (json!({"model": "m", "messages": [{"role": "bot", "content": "x"}]}), "'bot' is not one of ['system', 'assistant', 'user', 'function', 'tool', 'developer'] - 'messages.0.role'", Some("messages.0.role")),
+            (
+                json!({"model": "m", "messages": [{"role": "bot", "content": "x"}]}),
+                "'bot' is not one of ['system', 'assistant', 'user', 'function', 'tool', 'developer'] - 'messages.0.role'",
+                Some("messages.0.role"),
+            ),
             (json!({"model": "m", "messages": [{"role": "user"}]}), "'content' is a required property - 'messages.0'", Some("messages.0")),
         ];
         for (body, message, param) in cases {
@@ -474,8 +500,13 @@ mod tests {
     #[test]
     fn chunk_usage_field() {
         let mut c = ChatCompletionChunk {
-            id: "x".into(), object: "chat.completion.chunk".into(), created: 1, model: "m".into(),
-            system_fingerprint: None, choices: vec![], usage: None,
+            id: "x".into(),
+            object: "chat.completion.chunk".into(),
+            created: 1,
+            model: "m".into(),
+            system_fingerprint: None,
+            choices: vec![],
+            usage: None,
         };
         assert!(serde_json::to_value(&c).unwrap().get("usage").is_none());
         c.usage = Some(None);

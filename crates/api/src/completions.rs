@@ -5,10 +5,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub const FIELDS: &[&str] = &[
-    "model", "prompt", "suffix", "max_tokens", "temperature", "top_p", "n", "stream", "logprobs", "echo",
-    "stop", "presence_penalty", "frequency_penalty", "best_of", "logit_bias", "user",
+    "model",
+    "prompt",
+    "suffix",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "logprobs",
+    "echo",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "best_of",
+    "logit_bias",
+    "user",
     // modern SDKs
-    "seed", "stream_options", "service_tier", "store", "metadata",
+    "seed",
+    "stream_options",
+    "service_tier",
+    "store",
+    "metadata",
 ];
 
 /// OpenAI's default `max_tokens` for completions.
@@ -105,10 +123,8 @@ fn prompt(v: &Value) -> Result<Prompt, Invalid> {
             if let Some(ids) = items.iter().map(token).collect::<Option<Vec<u32>>>() {
                 return Ok(Prompt::Tokens(vec![ids]));
             }
-            let lists: Option<Vec<Vec<u32>>> = items
-                .iter()
-                .map(|l| l.as_array().filter(|a| !a.is_empty()).and_then(|a| a.iter().map(token).collect()))
-                .collect();
+            let lists: Option<Vec<Vec<u32>>> =
+                items.iter().map(|l| l.as_array().filter(|a| !a.is_empty()).and_then(|a| a.iter().map(token).collect())).collect();
             lists.map(Prompt::Tokens).ok_or_else(|| Invalid::no_schema_matches("prompt", v))
         }
         v => Err(Invalid::no_schema_matches("prompt", v)),
@@ -182,7 +198,11 @@ mod tests {
             (json!({"model": "m", "prompt": "x", "n": 3, "best_of": 2}), "best_of must be greater than or equal to n.", Some("best_of")),
             (json!({"model": "m", "prompt": "x", "stream": true, "best_of": 2}), "Cannot stream results with best_of greater than n.", Some("best_of")),
             (json!({"model": "m", "prompt": "x", "max_tokens": -1}), "-1 is less than the minimum of 0 - 'max_tokens'", Some("max_tokens")),
-            (json!({"model": "m", "prompt": "x", "stream_options": {"include_usage": true}}), "The 'stream_options' parameter is only allowed when 'stream' is enabled.", Some("stream_options")),
+            (
+                json!({"model": "m", "prompt": "x", "stream_options": {"include_usage": true}}),
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                Some("stream_options"),
+            ),
         ];
         for (body, message, param) in cases {
             let e = CompletionRequest::parse(body).unwrap_err();

@@ -61,12 +61,7 @@ impl EmbeddingRequest {
         let encoding_format = match schema::opt_string(obj, "encoding_format")?.as_deref() {
             None | Some("float") => EncodingFormat::Float,
             Some("base64") => EncodingFormat::Base64,
-            Some(other) => {
-                return Err(Invalid::new(
-                    format!("Invalid value: '{other}'. Supported values are: 'float' and 'base64'."),
-                    Some("encoding_format"),
-                ))
-            }
+            Some(other) => return Err(Invalid::new(format!("Invalid value: '{other}'. Supported values are: 'float' and 'base64'."), Some("encoding_format"))),
         };
         let dimensions = schema::opt_integer(obj, "dimensions", Some(1), None)?.map(|d| d as usize);
         let user = schema::opt_string(obj, "user")?;
@@ -89,17 +84,9 @@ fn input(v: &Value) -> Option<Input> {
         Value::String(s) if !s.is_empty() => Some(Input::Texts(vec![s.clone()])),
         Value::Array(items) if items.is_empty() || items.len() > MAX_INPUTS => None,
         Value::Array(items) => match &items[0] {
-            Value::String(_) => items
-                .iter()
-                .map(|s| s.as_str().filter(|s| !s.is_empty()).map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .map(Input::Texts),
+            Value::String(_) => items.iter().map(|s| s.as_str().filter(|s| !s.is_empty()).map(str::to_string)).collect::<Option<Vec<_>>>().map(Input::Texts),
             Value::Number(_) => tokens(items).map(|ids| Input::Tokens(vec![ids])),
-            Value::Array(_) => items
-                .iter()
-                .map(|list| list.as_array().and_then(tokens))
-                .collect::<Option<Vec<_>>>()
-                .map(Input::Tokens),
+            Value::Array(_) => items.iter().map(|list| list.as_array().and_then(tokens)).collect::<Option<Vec<_>>>().map(Input::Tokens),
             _ => None,
         },
         _ => None,
@@ -166,7 +153,22 @@ mod tests {
         assert_eq!(input(&json!(["a", "b"])), Some(Input::Texts(vec!["a".into(), "b".into()])));
         assert_eq!(input(&json!([1, 2])), Some(Input::Tokens(vec![vec![1, 2]])));
         assert_eq!(input(&json!([[1], [2, 3]])), Some(Input::Tokens(vec![vec![1], vec![2, 3]])));
-        for bad in [json!(""), json!([]), json!([""]), json!(["a", ""]), json!(["a", 1]), json!([1, "a"]), json!([[]]), json!([[1], []]), json!([-1]), json!([1.5]), json!(3), json!(null), json!([null]), json!({"a": 1})] {
+        for bad in [
+            json!(""),
+            json!([]),
+            json!([""]),
+            json!(["a", ""]),
+            json!(["a", 1]),
+            json!([1, "a"]),
+            json!([[]]),
+            json!([[1], []]),
+            json!([-1]),
+            json!([1.5]),
+            json!(3),
+            json!(null),
+            json!([null]),
+            json!({"a": 1}),
+        ] {
             assert_eq!(input(&bad), None, "{bad}");
         }
         assert!(input(&json!(vec!["x"; MAX_INPUTS])).is_some());
@@ -178,7 +180,11 @@ mod tests {
         let cases: &[(Value, &str, Option<&str>)] = &[
             (json!({"model": "m"}), "'input' is a required property", Some("input")),
             (json!({"model": "m", "input": ""}), INVALID_INPUT, None),
-            (json!({"model": "m", "input": "x", "encoding_format": "int8"}), "Invalid value: 'int8'. Supported values are: 'float' and 'base64'.", Some("encoding_format")),
+            (
+                json!({"model": "m", "input": "x", "encoding_format": "int8"}),
+                "Invalid value: 'int8'. Supported values are: 'float' and 'base64'.",
+                Some("encoding_format"),
+            ),
             (json!({"model": "m", "input": "x", "dimensions": 0}), "0 is less than the minimum of 1 - 'dimensions'", Some("dimensions")),
             (json!({"model": "m", "input": "x", "user": 5}), "5 is not of type 'string' - 'user'", Some("user")),
             (json!({"model": "m", "input": "x", "temperature": 1}), "Unrecognized request argument supplied: temperature", None),

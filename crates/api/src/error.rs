@@ -17,13 +17,6 @@ pub struct ErrorResponse {
 
 impl ErrorResponse {
     pub fn new(message: impl Into<String>, kind: &str, param: Option<&str>, code: Option<&str>) -> Self {
-        Self {
-            error: ErrorObject {
-                message: message.into(),
-                kind: kind.to_string(),
-                param: param.map(str::to_string),
-                code: code.map(str::to_string),
-            },
-        }
+        Self { error: ErrorObject { message: message.into(), kind: kind.to_string(), param: param.map(str::to_string), code: code.map(str::to_string) } }
     }
 }

@@ -39,9 +39,7 @@ fn inputs(input: &Value) -> Result<Vec<String>, Invalid> {
         }
         Value::String(s) => Ok(vec![s.clone()]),
         Value::Array(items) if items.is_empty() => Err(Invalid::new("[] is too short - 'input'", Some("input"))),
-        Value::Array(items) if items.iter().all(Value::is_string) => {
-            Ok(items.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())
-        }
+        Value::Array(items) if items.iter().all(Value::is_string) => Ok(items.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()),
         Value::Array(items) if items.iter().all(Value::is_object) => {
             items.iter().enumerate().map(|(i, item)| text_part(i, item.as_object().unwrap_or(&Map::new()))).collect()
         }

@@ -40,10 +40,7 @@ pub fn repr(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => repr_str(s),
         Value::Array(items) => format!("[{}]", items.iter().map(repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(map) => format!(
-            "{{{}}}",
-            map.iter().map(|(k, v)| format!("{}: {}", repr_str(k), repr(v))).collect::<Vec<_>>().join(", ")
-        ),
+        Value::Object(map) => format!("{{{}}}", map.iter().map(|(k, v)| format!("{}: {}", repr_str(k), repr(v))).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -86,10 +83,7 @@ pub fn reject_unknown(obj: &Map<String, Value>, allowed: &[&str]) -> Result<(), 
 /// `model`: required string, with OpenAI's own message when absent.
 pub fn model(obj: &Map<String, Value>) -> Result<String, Invalid> {
     match obj.get("model") {
-        None | Some(Value::Null) => Err(Invalid::new(
-            "you must provide a model parameter",
-            None,
-        )),
+        None | Some(Value::Null) => Err(Invalid::new("you must provide a model parameter", None)),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(v) => Err(Invalid::not_of_type("model", v, "string")),
     }
@@ -148,7 +142,11 @@ fn check_range(path: &str, v: &Value, x: f64, min: Option<f64>, max: Option<f64>
 
 /// Bounds print as integers when they are (`maximum of 2`, not `2.0`).
 fn num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x}") }
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 pub fn opt_number(obj: &Map<String, Value>, key: &str, min: Option<f64>, max: Option<f64>) -> Result<Option<f64>, Invalid> {
@@ -213,10 +211,7 @@ pub fn logit_bias(obj: &Map<String, Value>) -> Result<Vec<(u32, f32)>, Invalid> 
     let mut out = Vec::with_capacity(map.len());
     for (key, value) in map {
         let id: u32 = key.trim().parse().map_err(|_| {
-            Invalid::new(
-                format!("Invalid key in 'logit_bias': {key}. You should only be submitting non-negative integers."),
-                Some("logit_bias"),
-            )
+            Invalid::new(format!("Invalid key in 'logit_bias': {key}. You should only be submitting non-negative integers."), Some("logit_bias"))
         })?;
         let bias = match value {
             Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
@@ -237,10 +232,7 @@ pub fn logit_bias(obj: &Map<String, Value>) -> Result<Vec<(u32, f32)>, Invalid> 
 pub fn stream_options(obj: &Map<String, Value>, stream: bool) -> Result<Option<crate::StreamOptions>, Invalid> {
     let Some(opts) = opt_object(obj, "stream_options")? else { return Ok(None) };
     if !stream {
-        return Err(Invalid::new(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            Some("stream_options"),
-        ));
+        return Err(Invalid::new("The 'stream_options' parameter is only allowed when 'stream' is enabled.", Some("stream_options")));
     }
     let include_usage = match opts.get("include_usage") {
         None | Some(Value::Null) => false,
@@ -297,10 +289,7 @@ mod tests {
     fn stop_shapes() {
         assert_eq!(stop(&obj(json!({"stop": "\n"}))).unwrap(), vec!["\n"]);
         assert_eq!(stop(&obj(json!({"stop": ["a", "b"]}))).unwrap(), vec!["a", "b"]);
-        assert_eq!(
-            stop(&obj(json!({"stop": ["a", "b", "c", "d", "e"]}))).unwrap_err().message,
-            "['a', 'b', 'c', 'd', 'e'] is too long - 'stop'"
-        );
+        assert_eq!(stop(&obj(json!({"stop": ["a", "b", "c", "d", "e"]}))).unwrap_err().message, "['a', 'b', 'c', 'd', 'e'] is too long - 'stop'");
         assert_eq!(stop(&obj(json!({"stop": 5}))).unwrap_err().message, "5 is not valid under any of the given schemas - 'stop'");
     }
 

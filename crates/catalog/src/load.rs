@@ -120,13 +120,9 @@ fn validate(catalog: &Catalog) -> Result<()> {
         let at = format!("alias `{}`", a.id);
         check_id(&a.id, &at, &mut problems);
         match a.target.strip_prefix(FAMILY_PREFIX) {
-            Some(family) if !families.contains(family) => {
-                problems.push(format!("{at}: target `{}`: no model has family `{family}`", a.target))
-            }
+            Some(family) if !families.contains(family) => problems.push(format!("{at}: target `{}`: no model has family `{family}`", a.target)),
             Some(_) => {}
-            None if !known(&a.target) => {
-                problems.push(format!("{at}: target `{}` is neither a model nor an alias", a.target))
-            }
+            None if !known(&a.target) => problems.push(format!("{at}: target `{}` is neither a model nor an alias", a.target)),
             None => {}
         }
         if a.context_window == Some(0) {
@@ -185,14 +181,7 @@ fn check_sha256(sha256: &str, at: &str, problems: &mut Vec<String>) {
     }
 }
 
-fn check_deprecation(
-    date: &Option<String>,
-    replacement: &Option<String>,
-    id: &str,
-    at: &str,
-    known: &dyn Fn(&str) -> bool,
-    problems: &mut Vec<String>,
-) {
+fn check_deprecation(date: &Option<String>, replacement: &Option<String>, id: &str, at: &str, known: &dyn Fn(&str) -> bool, problems: &mut Vec<String>) {
     if let Some(d) = date {
         if !date::is_valid(d) {
             problems.push(format!("{at}: `deprecation_date` `{d}` is not a date written YYYY-MM-DD"));

@@ -31,11 +31,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Names in `dir`, sorted, ignoring the per-model lock files.
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock"))
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".lock")).collect();
     names.sort();
     names
 }
@@ -139,10 +136,7 @@ fn ensure_fetches_a_bundle_into_a_directory_and_refetches_only_what_broke() {
     let mut entry = pypi_entry("six-bundle", &["six==1.16.0"], &[], SIX_SHA256);
     entry.source = Source::PypiBundle {
         packages: vec!["six==1.16.0".into()],
-        outputs: vec![
-            output("six.py", "six.py", SIX_SHA256),
-            output("LICENSE", "six-1.16.0.dist-info/LICENSE", SIX_LICENSE_SHA256),
-        ],
+        outputs: vec![output("six.py", "six.py", SIX_SHA256), output("LICENSE", "six-1.16.0.dist-info/LICENSE", SIX_LICENSE_SHA256)],
     };
     assert!(!is_cached(&entry, &dir.0));
     let path = ensure(&entry, &dir.0).unwrap();

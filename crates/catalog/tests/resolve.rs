@@ -37,10 +37,25 @@ fn builtin_has_every_model_and_openai_alias() {
     assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, MODERATION, "whisper-base", "whisper-tiny.en"]);
     let listed: Vec<String> = catalog.list().into_iter().map(|l| l.id).collect();
     for name in [
-        "gpt-3.5-turbo", "gpt-3.5-turbo-0301", "gpt-4", "gpt-4-0314", "gpt-4-32k", "gpt-4-32k-0314",
-        "text-davinci-003", "text-davinci-002", "code-davinci-002", "davinci", "curie", "babbage", "ada",
-        "text-moderation-latest", "text-moderation-stable", "omni-moderation-latest",
-        "text-embedding-ada-002", "text-search-ada-doc-001", "whisper-1",
+        "gpt-3.5-turbo",
+        "gpt-3.5-turbo-0301",
+        "gpt-4",
+        "gpt-4-0314",
+        "gpt-4-32k",
+        "gpt-4-32k-0314",
+        "text-davinci-003",
+        "text-davinci-002",
+        "code-davinci-002",
+        "davinci",
+        "curie",
+        "babbage",
+        "ada",
+        "text-moderation-latest",
+        "text-moderation-stable",
+        "omni-moderation-latest",
+        "text-embedding-ada-002",
+        "text-search-ada-doc-001",
+        "whisper-1",
     ] {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
@@ -85,20 +100,11 @@ fn resolution_table_of_the_builtin_catalog() {
 fn wrong_endpoint_names_the_right_one() {
     let catalog = Catalog::builtin();
     let err = catalog.resolve("gpt-3.5-turbo", Some(Endpoint::Completions), TODAY).unwrap_err();
-    assert_eq!(
-        err,
-        ResolveError::WrongEndpoint { model: "gpt-3.5-turbo".into(), serves: vec![Endpoint::ChatCompletions] }
-    );
-    assert_eq!(
-        err.to_string(),
-        "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?"
-    );
+    assert_eq!(err, ResolveError::WrongEndpoint { model: "gpt-3.5-turbo".into(), serves: vec![Endpoint::ChatCompletions] });
+    assert_eq!(err.to_string(), "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?");
     for name in ["davinci", "text-davinci-003", GEMMA] {
         let err = catalog.resolve(name, Some(Endpoint::ChatCompletions), TODAY).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?"
-        );
+        assert_eq!(err.to_string(), "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?");
     }
     let err = catalog.resolve(QWEN, Some(Endpoint::Embeddings), TODAY).unwrap_err();
     assert!(err.to_string().contains("/v1/chat/completions, /v1/completions"), "{err}");
@@ -111,10 +117,7 @@ fn unknown_names_are_not_found() {
         let err = catalog.resolve(name, Some(Endpoint::ChatCompletions), TODAY).unwrap_err();
         assert_eq!(err, ResolveError::NotFound { model: name.into() });
     }
-    assert_eq!(
-        ResolveError::NotFound { model: "gpt-5".into() }.to_string(),
-        "The model `gpt-5` does not exist or you do not have access to it."
-    );
+    assert_eq!(ResolveError::NotFound { model: "gpt-5".into() }.to_string(), "The model `gpt-5` does not exist or you do not have access to it.");
 }
 
 #[test]
@@ -143,10 +146,7 @@ fn deprecated_snapshot_names_its_replacement_and_the_family_falls_back() {
     let after = catalog.resolve("gpt-3.5-turbo", Some(Endpoint::ChatCompletions), "2025-01-01").unwrap();
     assert_eq!(after.entry.id, SMOL);
     let err = catalog.resolve("smollm2-next", Some(Endpoint::ChatCompletions), "2025-01-01").unwrap_err();
-    assert_eq!(
-        err,
-        ResolveError::Deprecated { model: "smollm2-next".into(), date: "2025-01-01".into(), replacement: Some(SMOL.into()) }
-    );
+    assert_eq!(err, ResolveError::Deprecated { model: "smollm2-next".into(), date: "2025-01-01".into(), replacement: Some(SMOL.into()) });
     assert!(err.to_string().contains(SMOL) && err.to_string().contains("2025-01-01"), "{err}");
     assert!(!catalog.list_on("2025-01-01").iter().any(|l| l.id == "smollm2-next"));
     assert!(catalog.list().iter().any(|l| l.id == "smollm2-next"));
@@ -178,20 +178,10 @@ replacement = "gpt-4"
     );
     let catalog = user(&text);
     let err = catalog.resolve("gpt-4-0314", Some(Endpoint::ChatCompletions), TODAY).unwrap_err();
-    assert_eq!(
-        err,
-        ResolveError::Deprecated { model: "gpt-4-0314".into(), date: "2025-05-01".into(), replacement: Some("gpt-4".into()) }
-    );
+    assert_eq!(err, ResolveError::Deprecated { model: "gpt-4-0314".into(), date: "2025-05-01".into(), replacement: Some("gpt-4".into()) });
     // The pinned alias reports the deprecation of the snapshot it is pinned to.
     let err = catalog.resolve("gpt-3.5-turbo-0301", None, TODAY).unwrap_err();
-    assert_eq!(
-        err,
-        ResolveError::Deprecated {
-            model: "gpt-3.5-turbo-0301".into(),
-            date: "2025-03-01".into(),
-            replacement: Some("gpt-4".into())
-        }
-    );
+    assert_eq!(err, ResolveError::Deprecated { model: "gpt-3.5-turbo-0301".into(), date: "2025-03-01".into(), replacement: Some("gpt-4".into()) });
     // A family with no live snapshot left is deprecated too.
     assert!(matches!(catalog.resolve("gpt-3.5-turbo", None, TODAY), Err(ResolveError::Deprecated { .. })));
     assert!(catalog.resolve("gpt-3.5-turbo", None, "2025-02-28").is_ok());
@@ -249,19 +239,10 @@ fn bad_user_catalogs_are_rejected_with_clear_errors() {
     let cases = [
         ("[[aliases]]\nid = \"x\"\ntarget = \"nope\"\n", "target `nope` is neither a model nor an alias"),
         ("[[aliases]]\nid = \"x\"\ntarget = \"family:llama9\"\n", "no model has family `llama9`"),
-        (
-            "[[aliases]]\nid = \"a\"\ntarget = \"b\"\n[[aliases]]\nid = \"b\"\ntarget = \"a\"\n",
-            "targets form a cycle: a -> b -> a",
-        ),
+        ("[[aliases]]\nid = \"a\"\ntarget = \"b\"\n[[aliases]]\nid = \"b\"\ntarget = \"a\"\n", "targets form a cycle: a -> b -> a"),
         ("[[aliases]]\nid = \"a\"\ntarget = \"a\"\n", "cycle"),
-        (
-            "[[aliases]]\nid = \"x\"\ntarget = \"gpt-4\"\n[[aliases]]\nid = \"x\"\ntarget = \"ada\"\n",
-            "`x` is defined more than once",
-        ),
-        (
-            "[[aliases]]\nid = \"x\"\ntarget = \"gpt-4\"\ndeprecation_date = \"2025-02-30\"\n",
-            "`deprecation_date` `2025-02-30` is not a date",
-        ),
+        ("[[aliases]]\nid = \"x\"\ntarget = \"gpt-4\"\n[[aliases]]\nid = \"x\"\ntarget = \"ada\"\n", "`x` is defined more than once"),
+        ("[[aliases]]\nid = \"x\"\ntarget = \"gpt-4\"\ndeprecation_date = \"2025-02-30\"\n", "`deprecation_date` `2025-02-30` is not a date"),
         ("[[aliases]]\nid = \"x\"\ntarget = \"gpt-4\"\nreplacement = \"gpt-9\"\n", "`replacement` `gpt-9`"),
         ("[[aliases]]\nid = \"x\"\ntarget = \"gpt-4\"\ncontext_windw = 5\n", "unknown field `context_windw`"),
         ("[[aliases]]\nid = \"x\"\ntarget = \"gpt-4\"\nendpoints = [\"chat\"]\n", "unknown variant `chat`"),

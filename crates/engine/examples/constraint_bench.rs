@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use hearth_engine::text::constraint::{ConstraintSpec, Grammars};
-use hearth_engine::text::{Event, GenerateRequest, SamplingParams, TextEngine, TextEngineConfig};
+use hearth_engine::text::{Event, GenerateRequest, Message, Role, SamplingParams, TextEngine, TextEngineConfig};
 use serde_json::json;
 
 fn schema() -> serde_json::Value {
@@ -54,8 +54,7 @@ fn main() -> anyhow::Result<()> {
     for path in std::env::args().skip(1) {
         let engine = TextEngine::load(std::path::Path::new(&path), TextEngineConfig::default())?;
         let name = std::path::Path::new(&path).file_stem().unwrap().to_string_lossy().to_string();
-        let text = engine.render_chat(&json!([{"role": "user", "content": "Describe a person as JSON."}]), None)?;
-        let prompt = engine.encode(&text, true)?;
+        let prompt = engine.prepare_chat(&[Message::new(Role::User, "Describe a person as JSON.")], &[])?.ids;
         let spec = ConstraintSpec::JsonSchema(schema());
 
         let t = Instant::now();
@@ -68,13 +67,21 @@ fn main() -> anyhow::Result<()> {
         let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
         // Both runs generate the constrained output's length: the free one with its stop
         // tokens banned, so that neither stops early.
-        let constrained =
-            GenerateRequest { prompt: prompt.clone(), max_tokens: 200, sampling: greedy.clone(), stop_tokens: vec![], logprobs: None, prompt_logprobs: false, constraint: Some(constraint) };
+        let constrained = GenerateRequest {
+            prompt: prompt.clone(),
+            max_tokens: 200,
+            sampling: greedy.clone(),
+            stop_tokens: vec![],
+            logprobs: None,
+            prompt_logprobs: false,
+            constraint: Some(constraint),
+        };
         // Warm-up (the prompt lands in the prefix cache for both runs).
         generate(&engine, GenerateRequest { constraint: None, max_tokens: 4, ..constrained.clone() });
         let (ids, constrained_s) = generate(&engine, constrained);
         let banned = SamplingParams { logit_bias: engine.info().stop_tokens.iter().map(|&id| (id, -100.0)).collect(), ..greedy };
-        let free = GenerateRequest { prompt, max_tokens: ids.len(), sampling: banned, stop_tokens: vec![], logprobs: None, prompt_logprobs: false, constraint: None };
+        let free =
+            GenerateRequest { prompt, max_tokens: ids.len(), sampling: banned, stop_tokens: vec![], logprobs: None, prompt_logprobs: false, constraint: None };
         let (free_ids, free_s) = generate(&engine, free);
 
         // Replay: what the sampler adds per token, on a row the size of the vocabulary.

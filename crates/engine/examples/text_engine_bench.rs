@@ -75,10 +75,7 @@ fn main() -> anyhow::Result<()> {
             let mut refs: Vec<&mut _> = caches.iter_mut().collect();
             model.decode(&tokens, &mut refs)?;
         }
-        rows.push((
-            format!("decode, batch of {batch} (aggregate) tok/s"),
-            (steps * batch) as f64 / t.elapsed().as_secs_f64(),
-        ));
+        rows.push((format!("decode, batch of {batch} (aggregate) tok/s"), (steps * batch) as f64 / t.elapsed().as_secs_f64()));
     }
 
     println!("\n### engine microbenchmark (no HTTP): {name}\n");

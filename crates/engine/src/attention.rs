@@ -429,16 +429,11 @@ mod tests {
     /// Softmax-weighted sum computed the plain two-pass way, in f64.
     fn reference(q: &[f32], keys: &[f32], values: &[f32], scale: f32) -> Vec<f32> {
         let hd = q.len();
-        let s: Vec<f64> = keys
-            .chunks_exact(hd)
-            .map(|k| q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale as f64)
-            .collect();
+        let s: Vec<f64> = keys.chunks_exact(hd).map(|k| q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale as f64).collect();
         let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let w: Vec<f64> = s.iter().map(|s| (s - max).exp()).collect();
         let total: f64 = w.iter().sum();
-        (0..hd)
-            .map(|c| (w.iter().zip(values.chunks_exact(hd)).map(|(w, v)| w * v[c] as f64).sum::<f64>() / total) as f32)
-            .collect()
+        (0..hd).map(|c| (w.iter().zip(values.chunks_exact(hd)).map(|(w, v)| w * v[c] as f64).sum::<f64>() / total) as f32).collect()
     }
 
     /// Deterministic values in about [-2, 2].
@@ -462,20 +457,10 @@ mod tests {
     }
 
     /// As `strided`, each query attending to the keys of its own range.
-    fn strided_ranges(
-        q: &[f32],
-        hd: usize,
-        ranges: &[Range<usize>],
-        k: &[f32],
-        v: &[f32],
-        split: usize,
-        simd: bool,
-    ) -> Vec<f32> {
+    fn strided_ranges(q: &[f32], hd: usize, ranges: &[Range<usize>], k: &[f32], v: &[f32], split: usize, simd: bool) -> Vec<f32> {
         let stride = 3 * hd;
         let at = HeadLayout { offset: hd, stride };
-        let runs = |f: &mut dyn FnMut(&[f32], &[f32])| {
-            k.chunks(split * stride).zip(v.chunks(split * stride)).for_each(|(k, v)| f(k, v))
-        };
+        let runs = |f: &mut dyn FnMut(&[f32], &[f32])| k.chunks(split * stride).zip(v.chunks(split * stride)).for_each(|(k, v)| f(k, v));
         let mut out = vec![9.0; q.len()];
         if simd {
             attend(q, hd, ranges, 0.3, at, runs, &mut out);
@@ -519,8 +504,7 @@ mod tests {
             for simd in [true, false] {
                 for split in [n, 40] {
                     let together = strided(&queries, hd, &k3, &v3, split, simd);
-                    let alone: Vec<f32> =
-                        queries.chunks(hd).flat_map(|q| strided(q, hd, &k3, &v3, split, simd)).collect();
+                    let alone: Vec<f32> = queries.chunks(hd).flat_map(|q| strided(q, hd, &k3, &v3, split, simd)).collect();
                     assert_eq!(together, alone, "hd {hd}, {n} keys, runs of {split}, simd {simd}");
                 }
             }
@@ -568,9 +552,7 @@ mod tests {
         for simd in [true, false] {
             let want = strided(&queries, hd, &k3, &v3, n, simd);
             for split in [n, 10] {
-                let runs = |f: &mut dyn FnMut(&[f16], &[f16])| {
-                    k16.chunks(split * 3 * hd).zip(v16.chunks(split * 3 * hd)).for_each(|(k, v)| f(k, v))
-                };
+                let runs = |f: &mut dyn FnMut(&[f16], &[f16])| k16.chunks(split * 3 * hd).zip(v16.chunks(split * 3 * hd)).for_each(|(k, v)| f(k, v));
                 let mut got = vec![0.0; queries.len()];
                 if simd {
                     attend(&queries, hd, &ranges, 0.3, at, runs, &mut got);

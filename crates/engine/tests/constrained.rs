@@ -222,15 +222,11 @@ fn tool_calls_name_a_function_and_validate_its_arguments() {
         "required": ["timezone"],
         "additionalProperties": false
     });
-    let functions = vec![
-        Function { name: "get_weather".into(), parameters: weather.clone() },
-        Function { name: "get_time".into(), parameters: time.clone() },
-    ];
+    let functions = vec![Function { name: "get_weather".into(), parameters: weather.clone() }, Function { name: "get_time".into(), parameters: time.clone() }];
     for e in [smol(), qwen()] {
         for parallel in [false, true] {
             let spec = ConstraintSpec::ToolCalls { functions: functions.clone(), parallel };
-            let requests =
-                (0..4).map(|seed| request(e, "What's the weather in Paris?", Some(&spec), 120, sampled(seed))).collect();
+            let requests = (0..4).map(|seed| request(e, "What's the weather in Paris?", Some(&spec), 120, sampled(seed))).collect();
             for (text, reason) in run_all(e, requests) {
                 if parallel && reason == FinishReason::Length {
                     // Calls may follow calls: only the complete ones are checked.

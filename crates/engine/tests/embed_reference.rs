@@ -9,10 +9,7 @@ use serde_json::Value;
 const MODEL_ID: &str = "all-minilm-l6-v2";
 
 fn engine() -> Option<EmbedEngine> {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/tmp/models".into())
-        .join(MODEL_ID);
+    let dir = std::env::var_os("HEARTH_TEST_MODELS").map(std::path::PathBuf::from).unwrap_or_else(|| "/tmp/models".into()).join(MODEL_ID);
     if !dir.join("model.safetensors").exists() {
         eprintln!("skipping: {} not found (set HEARTH_TEST_MODELS)", dir.display());
         return None;

@@ -5,10 +5,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-
-use hearth_engine::text::{
-    EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig,
-};
+use hearth_engine::text::{EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn model_path() -> PathBuf {
@@ -27,9 +24,7 @@ fn engine() -> &'static TextEngine {
 }
 
 fn chat_prompt(engine: &TextEngine, user: &str) -> Vec<u32> {
-    let text = engine
-        .render_chat(&[Message::user(user)], &[])
-        .expect("template renders");
+    let text = engine.render_chat(&[Message::user(user)], &[]).expect("template renders");
     engine.encode(&text, true).expect("encodes")
 }
 
@@ -219,9 +214,7 @@ fn shared_prompt_prefix_is_reused_not_prefilled() {
     let e = load(TextEngineConfig::default());
     let system = "You are a careful assistant. ".repeat(60); // a few hundred tokens
     let ask = |q: &str| {
-        let text = e
-            .render_chat(&[Message::system(system.clone()), Message::user(q)], &[])
-            .expect("template renders");
+        let text = e.render_chat(&[Message::system(system.clone()), Message::user(q)], &[]).expect("template renders");
         e.encode(&text, true).expect("encodes")
     };
     let (first, second) = (ask("Name a color."), ask("Name a fruit."));

@@ -19,9 +19,7 @@ const CLEAR_MARGIN: f32 = 1.0;
 
 /// Deterministic in-vocabulary prompt ids (no tokenizer needed).
 fn prompt(len: usize, salt: u32) -> Vec<u32> {
-    (0..len as u32)
-        .map(|i| 200 + (i * 7919 + salt * 104_729) % 20_000)
-        .collect()
+    (0..len as u32).map(|i| 200 + (i * 7919 + salt * 104_729) % 20_000).collect()
 }
 
 fn row(t: &Tensor, i: usize) -> Tensor {
@@ -31,27 +29,18 @@ fn row(t: &Tensor, i: usize) -> Tensor {
 fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
     let d = relative_max_diff(a, b);
     assert!(d < TOLERANCE, "{what}: relative difference {d}");
-    let (a_rows, b_rows) = (
-        a.to_vec2::<f32>().expect("a"),
-        b.to_vec2::<f32>().expect("b"),
-    );
+    let (a_rows, b_rows) = (a.to_vec2::<f32>().expect("a"), b.to_vec2::<f32>().expect("b"));
     for (ra, rb) in a_rows.iter().zip(&b_rows) {
         let mut sorted = ra.clone();
         sorted.sort_by(|x, y| y.total_cmp(x));
         if sorted[0] - sorted[1] > CLEAR_MARGIN {
-            assert_eq!(
-                argmax(ra),
-                argmax(rb),
-                "{what}: different argmax despite a clear margin"
-            );
+            assert_eq!(argmax(ra), argmax(rb), "{what}: different argmax despite a clear margin");
         }
     }
 }
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, &x)| if x > row[best] { i } else { best })
+    row.iter().enumerate().fold(0, |best, (i, &x)| if x > row[best] { i } else { best })
 }
 
 /// Prefill of N tokens with all logits == prefill of N-1 then decode of the last token,
@@ -65,31 +54,15 @@ fn prefill_matches_decode(model: &dyn Model, name: &str) {
     assert_eq!(cache.len(), n);
 
     let mut cache = model.new_cache(32).expect("cache");
-    let last_of_prefix = model
-        .prefill(&tokens[..n - 1], &mut cache, false)
-        .expect("prefill");
+    let last_of_prefix = model.prefill(&tokens[..n - 1], &mut cache, false).expect("prefill");
     assert_eq!(last_of_prefix.dims2().expect("2d").0, 1);
-    assert_close(
-        &format!("{name}: last-row prefill"),
-        &row(&full, n - 2),
-        &last_of_prefix,
-    );
-    let decoded = model
-        .decode(&tokens[n - 1..], &mut [&mut cache])
-        .expect("decode");
-    assert_close(
-        &format!("{name}: decode after prefill"),
-        &row(&full, n - 1),
-        &decoded,
-    );
+    assert_close(&format!("{name}: last-row prefill"), &row(&full, n - 2), &last_of_prefix);
+    let decoded = model.decode(&tokens[n - 1..], &mut [&mut cache]).expect("decode");
+    assert_close(&format!("{name}: decode after prefill"), &row(&full, n - 1), &decoded);
 
     let mut cache = model.new_cache(32).expect("cache");
-    let first = model
-        .prefill(&tokens[..5], &mut cache, true)
-        .expect("prefill");
-    let rest = model
-        .prefill(&tokens[5..], &mut cache, true)
-        .expect("prefill");
+    let first = model.prefill(&tokens[..5], &mut cache, true).expect("prefill");
+    let rest = model.prefill(&tokens[5..], &mut cache, true).expect("prefill");
     let chunked = Tensor::cat(&[first, rest], 0).expect("cat");
     assert_close(&format!("{name}: chunked prefill"), &full, &chunked);
 }
@@ -117,11 +90,7 @@ fn batched_decode_matches_single(model: &dyn Model, name: &str) {
         assert_eq!(together.dims2().expect("2d").0, 3);
         for (i, cache) in single.iter_mut().enumerate() {
             let alone = model.decode(&next[i..i + 1], &mut [cache]).expect("decode");
-            assert_close(
-                &format!("{name}: step {step} sequence {i}"),
-                &alone,
-                &row(&together, i),
-            );
+            assert_close(&format!("{name}: step {step} sequence {i}"), &alone, &row(&together, i));
         }
         next = model_support::argmax_rows(&together);
     }
@@ -145,11 +114,7 @@ fn decode_is_the_same_on_one_thread(model: &dyn Model, name: &str) {
         let on_all = model.decode(&next, &mut refs).expect("decode");
         let mut refs: Vec<_> = single.iter_mut().collect();
         let on_one = single_model.decode(&next, &mut refs).expect("decode");
-        assert_eq!(
-            on_all.to_vec2::<f32>().expect("logits"),
-            on_one.to_vec2::<f32>().expect("logits"),
-            "{name}: step {step}"
-        );
+        assert_eq!(on_all.to_vec2::<f32>().expect("logits"), on_one.to_vec2::<f32>().expect("logits"), "{name}: step {step}");
     }
 }
 
@@ -174,7 +139,11 @@ fn greedy_tokens_match_full_logits(model: &dyn Model, name: &str) {
         let adjust = |id: u32, l: f32| {
             let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
             let l = if id == banned { l - 100.0 } else { l };
-            if step >= 32 && generated.contains(&id) { l - 2.0 } else { l }
+            if step >= 32 && generated.contains(&id) {
+                l - 2.0
+            } else {
+                l
+            }
         };
         for l in row.iter_mut() {
             *l = if l.is_nan() { f32::NEG_INFINITY } else { *l };
@@ -195,38 +164,17 @@ fn greedy_tokens_match_full_logits(model: &dyn Model, name: &str) {
 /// Errors, not panics, on bad input; a failed call leaves the cache unchanged.
 fn rejects_bad_input(model: &dyn Model, name: &str) {
     let mut cache = model.new_cache(4).expect("cache");
-    assert!(
-        model.prefill(&[], &mut cache, false).is_err(),
-        "{name}: empty prompt"
-    );
-    assert!(
-        model.prefill(&[u32::MAX], &mut cache, false).is_err(),
-        "{name}: out-of-vocab id"
-    );
-    assert!(
-        model.prefill(&prompt(5, 5), &mut cache, false).is_err(),
-        "{name}: over capacity"
-    );
+    assert!(model.prefill(&[], &mut cache, false).is_err(), "{name}: empty prompt");
+    assert!(model.prefill(&[u32::MAX], &mut cache, false).is_err(), "{name}: out-of-vocab id");
+    assert!(model.prefill(&prompt(5, 5), &mut cache, false).is_err(), "{name}: over capacity");
     assert_eq!(cache.len(), 0);
-    assert!(
-        model.decode(&[1, 2], &mut [&mut cache]).is_err(),
-        "{name}: tokens/caches mismatch"
-    );
+    assert!(model.decode(&[1, 2], &mut [&mut cache]).is_err(), "{name}: tokens/caches mismatch");
     for wants in [&[][..], &[Want::Logits, Want::Logits][..]] {
-        assert!(
-            model.decode_next(&[1], &mut [&mut cache], wants).is_err(),
-            "{name}: {} wants for one sequence",
-            wants.len()
-        );
+        assert!(model.decode_next(&[1], &mut [&mut cache], wants).is_err(), "{name}: {} wants for one sequence", wants.len());
     }
     assert_eq!(cache.len(), 0);
-    model
-        .prefill(&prompt(4, 5), &mut cache, false)
-        .expect("fits exactly");
-    assert!(
-        model.decode(&[1], &mut [&mut cache]).is_err(),
-        "{name}: full cache"
-    );
+    model.prefill(&prompt(4, 5), &mut cache, false).expect("fits exactly");
+    assert!(model.decode(&[1], &mut [&mut cache]).is_err(), "{name}: full cache");
     assert_eq!((cache.len(), cache.capacity()), (4, 4));
 }
 
@@ -268,13 +216,9 @@ fn gemma3_sliding_window() {
     let mut cache = model.new_cache(n).expect("cache");
     let full = model.prefill(&tokens, &mut cache, true).expect("prefill");
     let mut cache = model.new_cache(n).expect("cache");
-    model
-        .prefill(&tokens[..n - 2], &mut cache, false)
-        .expect("prefill");
+    model.prefill(&tokens[..n - 2], &mut cache, false).expect("prefill");
     for i in n - 2..n {
-        let decoded = model
-            .decode(&tokens[i..i + 1], &mut [&mut cache])
-            .expect("decode");
+        let decoded = model.decode(&tokens[i..i + 1], &mut [&mut cache]).expect("decode");
         assert_close(&format!("position {i}"), &row(&full, i), &decoded);
     }
 }

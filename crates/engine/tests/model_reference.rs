@@ -19,8 +19,7 @@ const NEAR_TIE: f32 = 0.5;
 
 #[test]
 fn generation_matches_llama_cpp() {
-    let fixture: Value = serde_json::from_str(include_str!("fixtures/reference_tokens.json"))
-        .expect("fixture is JSON");
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/reference_tokens.json")).expect("fixture is JSON");
     let cases = fixture["cases"].as_array().expect("cases");
     let mut failures = Vec::new();
     for file_name in model_support::ALL {
@@ -28,37 +27,15 @@ fn generation_matches_llama_cpp() {
             continue;
         };
         for case in cases.iter().filter(|c| c["model"] == file_name) {
-            let ids = |key: &str| -> Vec<u32> {
-                case[key]
-                    .as_array()
-                    .expect(key)
-                    .iter()
-                    .map(|v| v.as_u64().expect("token id") as u32)
-                    .collect()
-            };
+            let ids = |key: &str| -> Vec<u32> { case[key].as_array().expect(key).iter().map(|v| v.as_u64().expect("token id") as u32).collect() };
             let (prompt, expected) = (ids("prompt_ids"), ids("tokens"));
-            let margins: Vec<f32> = case["margins"]
-                .as_array()
-                .expect("margins")
-                .iter()
-                .map(|m| m.as_f64().expect("margin") as f32)
-                .collect();
-            let label = format!(
-                "{file_name} {:?}",
-                case["prompt"].as_str().unwrap_or_default()
-            );
+            let margins: Vec<f32> = case["margins"].as_array().expect("margins").iter().map(|m| m.as_f64().expect("margin") as f32).collect();
+            let label = format!("{file_name} {:?}", case["prompt"].as_str().unwrap_or_default());
 
             // Free-running greedy generation.
             let got = model_support::greedy(model.as_ref(), &prompt, expected.len());
-            let same = got
-                .iter()
-                .zip(&expected)
-                .take_while(|(a, b)| a == b)
-                .count();
-            let first_tie = margins
-                .iter()
-                .position(|&m| m < NEAR_TIE)
-                .unwrap_or(expected.len());
+            let same = got.iter().zip(&expected).take_while(|(a, b)| a == b).count();
+            let first_tie = margins.iter().position(|&m| m < NEAR_TIE).unwrap_or(expected.len());
             eprintln!("{label}: greedy equals llama.cpp for {same}/{} tokens (first near-tie at {first_tie})", expected.len());
             if same < first_tie.min(expected.len()) {
                 failures.push(format!(
@@ -78,10 +55,7 @@ fn generation_matches_llama_cpp() {
                 let best = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let gap = best - row[want as usize];
                 if gap > NEAR_TIE {
-                    failures.push(format!(
-                        "{label}: at step {step} llama.cpp's token {want} is {gap:.3} below our best (llama.cpp margin {})",
-                        margins[step]
-                    ));
+                    failures.push(format!("{label}: at step {step} llama.cpp's token {want} is {gap:.3} below our best (llama.cpp margin {})", margins[step]));
                 }
             }
         }

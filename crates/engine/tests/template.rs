@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use hearth_engine::text::{load_vocab, render_chat, ContentPart, Message, ModelInfo, Role, ToolCall, ToolSpec, Tokenizer};
+use hearth_engine::text::{load_vocab, render_chat, ContentPart, Message, ModelInfo, Role, Tokenizer, ToolCall, ToolSpec};
 use serde_json::json;
 
 fn vocab(file: &str) -> (ModelInfo, Tokenizer) {

@@ -67,15 +67,20 @@ async fn handle(State(state): State<Arc<AppState>>, form: Result<Multipart, Mult
     };
     if let Some(code) = &req.language {
         if !engine.model().knows_language(code) {
-            return Err(ApiError::invalid(
-                format!("Invalid language '{code}'. Language parameter must be specified in ISO-639-1 format."),
-                Some("language"),
-            ));
+            return Err(ApiError::invalid(format!("Invalid language '{code}'. Language parameter must be specified in ISO-639-1 format."), Some("language")));
         }
     }
     // Subtitles and word granularity take their times from word timing.
-    let word_timestamps = (req.words && req.response_format == ResponseFormat::VerboseJson) || matches!(req.response_format, ResponseFormat::Srt | ResponseFormat::Vtt);
-    let opts = TranscribeOptions { task, language: req.language.clone(), prompt: req.prompt.clone(), temperature: req.temperature, word_timestamps, ..Default::default() };
+    let word_timestamps =
+        (req.words && req.response_format == ResponseFormat::VerboseJson) || matches!(req.response_format, ResponseFormat::Srt | ResponseFormat::Vtt);
+    let opts = TranscribeOptions {
+        task,
+        language: req.language.clone(),
+        prompt: req.prompt.clone(),
+        temperature: req.temperature,
+        word_timestamps,
+        ..Default::default()
+    };
     let transcript = engine.clone().transcribe(file.bytes, file.filename, opts).await?;
     let usage = crate::metering::AudioUsage { model: req.model.clone(), seconds: transcript.duration };
     let mut response = render(&req, task, transcript);
@@ -108,11 +113,7 @@ fn render(req: &AudioRequest, task: Task, t: Transcript) -> Response {
         ResponseFormat::Vtt => plain(wire::vtt(&segments), "text/vtt; charset=utf-8"),
         ResponseFormat::VerboseJson => {
             let words = req.words.then(|| {
-                t.segments
-                    .iter()
-                    .flat_map(|s| &s.words)
-                    .map(|w| wire::Word { word: bare_word(&w.word), start: round2(w.start), end: round2(w.end) })
-                    .collect()
+                t.segments.iter().flat_map(|s| &s.words).map(|w| wire::Word { word: bare_word(&w.word), start: round2(w.start), end: round2(w.end) }).collect()
             });
             Json(wire::VerboseTranscription {
                 task: if task == Task::Translate { "translate" } else { "transcribe" },

@@ -24,8 +24,8 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     let constraint = crate::structured::constraint(&target.engine, structure).await?;
     let (messages, tools) = (engine_messages(&req), engine_tools(&req));
     let prompt = generate::prepare(&target.engine, move |e| e.prepare_chat(&messages, &tools)).await?;
-    let max_tokens = completion_budget(target.context_window, prompt.ids.len(), req.max_tokens)
-        .map_err(|e| ApiError::context_exceeded(Endpoint::ChatCompletions, e))?;
+    let max_tokens =
+        completion_budget(target.context_window, prompt.ids.len(), req.max_tokens).map_err(|e| ApiError::context_exceeded(Endpoint::ChatCompletions, e))?;
     let prompt_tokens = prompt.ids.len();
     let request = TextRequest {
         prompt,
@@ -63,21 +63,15 @@ fn engine_messages(req: &ChatCompletionRequest) -> Vec<Message> {
             let mut message = Message::new(role, m.content);
             message.name = m.name;
             message.tool_call_id = m.tool_call_id;
-            message.tool_calls = m
-                .tool_calls
-                .into_iter()
-                .map(|c| engine::ToolCall { id: c.id, name: c.function.name, arguments: c.function.arguments })
-                .collect();
+            message.tool_calls =
+                m.tool_calls.into_iter().map(|c| engine::ToolCall { id: c.id, name: c.function.name, arguments: c.function.arguments }).collect();
             message
         })
         .collect()
 }
 
 fn engine_tools(req: &ChatCompletionRequest) -> Vec<ToolSpec> {
-    req.functions()
-        .into_iter()
-        .map(|f| ToolSpec { name: f.name, description: f.description, parameters: f.parameters, strict: f.strict })
-        .collect()
+    req.functions().into_iter().map(|f| ToolSpec { name: f.name, description: f.description, parameters: f.parameters, strict: f.strict }).collect()
 }
 
 fn logprobs(tokens: &[GeneratedToken]) -> ChatLogprobs {
@@ -154,7 +148,11 @@ impl ChatChunker {
         let mut pieces = stream.push(&chunk.text);
         let finished = chunk.finish.map(|reason| {
             pieces.extend(stream.finish());
-            if stream.called() { "tool_calls".to_string() } else { generate::finish_reason(reason).to_string() }
+            if stream.called() {
+                "tool_calls".to_string()
+            } else {
+                generate::finish_reason(reason).to_string()
+            }
         });
         let mut frames: Vec<String> = pieces
             .into_iter()

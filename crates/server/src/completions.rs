@@ -26,8 +26,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     let suffix = req.suffix.clone();
     let prompts = generate::prepare(&target.engine, move |e| e.prepare_completions(prompts, suffix.as_deref())).await?;
     for p in &prompts {
-        completion_budget(target.context_window, p.ids.len(), Some(req.max_tokens))
-            .map_err(|e| ApiError::context_exceeded(Endpoint::Completions, e))?;
+        completion_budget(target.context_window, p.ids.len(), Some(req.max_tokens)).map_err(|e| ApiError::context_exceeded(Endpoint::Completions, e))?;
     }
     // Ranking best_of candidates needs their logprobs even when the client did not ask.
     let engine_logprobs = req.logprobs.or((req.best_of > req.n).then_some(0));
@@ -49,10 +48,8 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     let prompt_tokens = generate::prompt_tokens(&prompts);
     if req.stream {
         // Streaming requires best_of == n (checked by the parser): choice index = stream index.
-        let builders = prompts
-            .iter()
-            .flat_map(|p| (0..req.n).map(move |_| CompletionLogprobsBuilder::new(if req.echo { 0 } else { p.text.chars().count() })))
-            .collect();
+        let builders =
+            prompts.iter().flat_map(|p| (0..req.n).map(move |_| CompletionLogprobsBuilder::new(if req.echo { 0 } else { p.text.chars().count() }))).collect();
         let chunker = CompletionChunker {
             header,
             prompts,
@@ -99,7 +96,11 @@ fn token_logprobs(tokens: &[GeneratedToken], builder: &mut CompletionLogprobsBui
 /// Mean logprob per token: how best_of ranks candidates.
 fn mean_logprob(r: &ChoiceResult) -> f32 {
     let lps: Vec<f32> = r.tokens.iter().filter_map(|t| t.logprob.as_ref().map(|l| l.logprob)).collect();
-    if lps.is_empty() { f32::NEG_INFINITY } else { lps.iter().sum::<f32>() / lps.len() as f32 }
+    if lps.is_empty() {
+        f32::NEG_INFINITY
+    } else {
+        lps.iter().sum::<f32>() / lps.len() as f32
+    }
 }
 
 fn respond(req: &CompletionRequest, header: &Header, prompts: &[PreparedPrompt], prompt_tokens: usize, results: Vec<ChoiceResult>) -> CompletionResponse {

@@ -59,11 +59,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
         ));
     }
     let vectors = engine.embed(inputs).await?;
-    let data = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Embedding::new(i, &shorten(v, dimensions), req.encoding_format))
-        .collect();
+    let data = vectors.iter().enumerate().map(|(i, v)| Embedding::new(i, &shorten(v, dimensions), req.encoding_format)).collect();
     Ok(Json(EmbeddingResponse::new(model, data, prompt_tokens)))
 }
 

@@ -1,13 +1,13 @@
 //! Every failure becomes an `ApiError`: the HTTP status and OpenAI's error body
 //! are decided here and nowhere else.
+use crate::limits::{BODY_LIMIT, FILE_LIMIT};
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crate::limits::{BODY_LIMIT, FILE_LIMIT};
 use hearth_api::{ErrorResponse, Invalid};
 use hearth_catalog::{Endpoint, ResolveError};
-use axum::extract::multipart::{MultipartError, MultipartRejection};
 use hearth_engine::audio::{AudioError, SpeechError};
 use hearth_engine::embed::EmbedError;
 use hearth_engine::text::{ContextExceeded, EngineError, PromptError};
@@ -41,13 +41,7 @@ impl ApiError {
     }
 
     pub fn body_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("The request body is too large. The maximum size is {limit} bytes."),
-            INVALID_REQUEST,
-            None,
-            None,
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, format!("The request body is too large. The maximum size is {limit} bytes."), INVALID_REQUEST, None, None)
     }
 
     pub fn missing_api_key() -> Self {
@@ -63,10 +57,7 @@ impl ApiError {
     pub fn incorrect_api_key(given: &str) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            format!(
-                "Incorrect API key provided: {}. You can find your API key in your hearth configuration.",
-                mask_key(given)
-            ),
+            format!("Incorrect API key provided: {}. You can find your API key in your hearth configuration.", mask_key(given)),
             INVALID_REQUEST,
             None,
             Some("invalid_api_key"),
@@ -74,13 +65,7 @@ impl ApiError {
     }
 
     pub fn model_not_found(model: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            format!("The model `{model}` does not exist"),
-            INVALID_REQUEST,
-            None,
-            Some("model_not_found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, format!("The model `{model}` does not exist"), INVALID_REQUEST, None, Some("model_not_found"))
     }
 
     pub fn invalid_url(method: &str, path: &str) -> Self {
@@ -88,24 +73,12 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("Invalid method for URL ({method} {path})"),
-            INVALID_REQUEST,
-            None,
-            None,
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, format!("Invalid method for URL ({method} {path})"), INVALID_REQUEST, None, None)
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {detail}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The server had an error while processing your request. Sorry about that!",
-            SERVER_ERROR,
-            None,
-            None,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "The server had an error while processing your request. Sorry about that!", SERVER_ERROR, None, None)
     }
 
     /// An uploaded audio file over the limit (OpenAI's 25 MB).
@@ -265,10 +238,9 @@ impl From<PromptError> for ApiError {
         match e {
             PromptError::Template(e) => Self::invalid(format!("The messages could not be formatted for this model: {e}"), Some("messages")),
             PromptError::FimUnsupported => Self::invalid("suffix is not supported for this model", Some("suffix")),
-            PromptError::TokenOutOfVocabulary { id, vocab_size } => Self::invalid(
-                format!("Invalid token id {id} in 'prompt': this model's vocabulary has {vocab_size} tokens."),
-                Some("prompt"),
-            ),
+            PromptError::TokenOutOfVocabulary { id, vocab_size } => {
+                Self::invalid(format!("Invalid token id {id} in 'prompt': this model's vocabulary has {vocab_size} tokens."), Some("prompt"))
+            }
             PromptError::Empty => Self::invalid("The prompt is empty.", Some("prompt")),
             PromptError::Tokenizer(detail) => Self::internal(detail),
         }
@@ -296,13 +268,9 @@ impl From<SpeechError> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, AudioError::TooLong.to_string(), INVALID_REQUEST, Some("file"), Some("audio_too_long"))
             }
             // Nobody reads this: the client is gone.
-            SpeechError::Cancelled | SpeechError::Audio(AudioError::Cancelled(_)) => Self::new(
-                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                "The request was cancelled.",
-                INVALID_REQUEST,
-                None,
-                None,
-            ),
+            SpeechError::Cancelled | SpeechError::Audio(AudioError::Cancelled(_)) => {
+                Self::new(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), "The request was cancelled.", INVALID_REQUEST, None, None)
+            }
             SpeechError::Audio(e) => Self::new(StatusCode::BAD_REQUEST, e.to_string(), INVALID_REQUEST, Some("file"), Some("invalid_value")),
             SpeechError::Internal(e) => Self::internal(format!("{e:#}")),
         }

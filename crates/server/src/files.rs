@@ -87,10 +87,7 @@ pub async fn upload(State(state): State<Arc<AppState>>, form: Result<Multipart, 
         return Err(ApiError::invalid("'purpose' is a required property", Some("purpose")));
     };
     if !PURPOSES.contains(&purpose.as_str()) {
-        return Err(ApiError::invalid(
-            format!("'{purpose}' is not one of ['fine-tune', 'batch', 'assistants', 'user_data'] - 'purpose'"),
-            Some("purpose"),
-        ));
+        return Err(ApiError::invalid(format!("'{purpose}' is not one of ['fine-tune', 'batch', 'assistants', 'user_data'] - 'purpose'"), Some("purpose")));
     }
     let Some((writer, filename, check)) = upload else {
         return Err(ApiError::invalid("'file' is a required property", Some("file")));
@@ -146,20 +143,13 @@ pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<ListP
         None => 10_000,
         Some(text) => match text.parse::<i64>() {
             Ok(n) if (1..=10_000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("Invalid 'limit': expected an integer between 1 and 10000, but got {text} instead."),
-                    Some("limit"),
-                ))
-            }
+            _ => return Err(ApiError::invalid(format!("Invalid 'limit': expected an integer between 1 and 10000, but got {text} instead."), Some("limit"))),
         },
     };
     let order = match params.order.as_deref() {
         None | Some("desc") => ListOrder::Desc,
         Some("asc") => ListOrder::Asc,
-        Some(other) => {
-            return Err(ApiError::invalid(format!("Invalid 'order': expected 'asc' or 'desc', but got '{other}' instead."), Some("order")))
-        }
+        Some(other) => return Err(ApiError::invalid(format!("Invalid 'order': expected 'asc' or 'desc', but got '{other}' instead."), Some("order"))),
     };
     // One more than asked tells whether there are more.
     let mut files = platform.store.list_files(params.purpose.as_deref(), params.after.as_deref(), limit + 1, order).await.map_err(internal)?;

@@ -5,7 +5,9 @@
 use crate::error::ApiError;
 use crate::state::TextTarget;
 use futures::stream::{self, BoxStream, StreamExt};
-use hearth_engine::text::{FinishReason, GeneratedToken, PreparedPrompt, PromptError, PromptToken, SamplingParams, TextEngine, TextEvent, TextRequest, TextStream};
+use hearth_engine::text::{
+    FinishReason, GeneratedToken, PreparedPrompt, PromptError, PromptToken, SamplingParams, TextEngine, TextEvent, TextRequest, TextStream,
+};
 
 /// One choice's events with its index in the response.
 pub type ChoiceStream = BoxStream<'static, (usize, TextEvent)>;
@@ -32,10 +34,7 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 /// Prompt preparation (template, tokens: CPU work) off the async threads.
-pub async fn prepare<T: Send + 'static>(
-    engine: &TextEngine,
-    work: impl FnOnce(&TextEngine) -> Result<T, PromptError> + Send + 'static,
-) -> Result<T, ApiError> {
+pub async fn prepare<T: Send + 'static>(engine: &TextEngine, work: impl FnOnce(&TextEngine) -> Result<T, PromptError> + Send + 'static) -> Result<T, ApiError> {
     let engine = engine.clone();
     tokio::task::spawn_blocking(move || work(&engine)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
 }
@@ -115,10 +114,7 @@ pub fn prompt_tokens(prompts: &[PreparedPrompt]) -> usize {
 
 /// Unix seconds now.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// `chatcmpl-…` / `cmpl-…` ids: a prefix and 29 random alphanumerics, as OpenAI's.

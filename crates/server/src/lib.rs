@@ -8,8 +8,8 @@ mod body;
 mod chat;
 mod completions;
 mod embeddings;
-mod files;
 pub mod error;
+mod files;
 mod generate;
 mod limits;
 pub mod listen;
@@ -39,9 +39,9 @@ use hearth_engine::audio::SpeechEngine;
 use hearth_engine::embed::EmbedEngine;
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -111,9 +111,8 @@ async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result
         let entry = catalog.model(&id).with_context(|| format!("`{id}` is not a model id of the catalog"))?.clone();
         let dir = models_dir.clone();
         let fetch_entry = entry.clone();
-        let path = tokio::task::spawn_blocking(move || hearth_catalog::fetch::ensure(&fetch_entry, &dir))
-            .await?
-            .with_context(|| format!("fetching model `{id}`"))?;
+        let path =
+            tokio::task::spawn_blocking(move || hearth_catalog::fetch::ensure(&fetch_entry, &dir)).await?.with_context(|| format!("fetching model `{id}`"))?;
         let config = config.clone();
         let load_path = path.clone();
         let (runtime, returned) = tokio::task::spawn_blocking(move || {

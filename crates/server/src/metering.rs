@@ -65,11 +65,7 @@ struct Meter {
 
 impl Meter {
     fn record(&self, model: &str, prompt: i64, completion: i64) -> UsageRecord {
-        UsageRecord {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            ..UsageRecord::now(self.caller.key_id.clone(), model, &self.endpoint)
-        }
+        UsageRecord { prompt_tokens: prompt, completion_tokens: completion, ..UsageRecord::now(self.caller.key_id.clone(), model, &self.endpoint) }
     }
 
     /// Keeps content only when neither the key nor the server is zero-retention.
@@ -127,11 +123,7 @@ impl Meter {
         }
         let response = next.run(Request::from_parts(parts, Body::from(forwarded))).await;
         let request_text = String::from_utf8_lossy(&original).into_owned();
-        let is_stream = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.starts_with("text/event-stream"));
+        let is_stream = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/event-stream"));
         if is_stream && response.status().is_success() {
             self.stream(response, model, request_text, forced)
         } else {

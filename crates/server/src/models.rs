@@ -10,13 +10,7 @@ use std::sync::Arc;
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<ListModelsResponse> {
     let today = state.today();
-    let data = state
-        .catalog
-        .list_on(&today)
-        .into_iter()
-        .filter(|l| state.serves(&l.id))
-        .map(|l| Model::new(l.id, l.created, l.owned_by))
-        .collect();
+    let data = state.catalog.list_on(&today).into_iter().filter(|l| state.serves(&l.id)).map(|l| Model::new(l.id, l.created, l.owned_by)).collect();
     Json(ListModelsResponse::new(data))
 }
 

@@ -2,10 +2,10 @@
 //! request log, body limit, panics, tracing).
 use crate::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
-use axum::http::header;
 use crate::state::AppState;
 use crate::{audio, auth, chat, completions, embeddings, files, metering, models, moderations, ratelimit, usage_api};
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -46,11 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// that no handler mapped) is given OpenAI's error body, its text as the message.
 async fn openai_error_body(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    let is_json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

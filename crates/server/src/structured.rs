@@ -44,10 +44,7 @@ fn forced_calls(body: &Value, req: &ChatCompletionRequest) -> Result<Option<Cons
         _ => return Ok(None),
     };
     let Some(tools) = req.tools.as_ref().and_then(Value::as_array) else {
-        return Err(ApiError::invalid(
-            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
-            Some("tool_choice"),
-        ));
+        return Err(ApiError::invalid("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", Some("tool_choice")));
     };
     let functions: Vec<Function> = tools
         .iter()
@@ -61,10 +58,7 @@ fn forced_calls(body: &Value, req: &ChatCompletionRequest) -> Result<Option<Cons
         .collect();
     if functions.is_empty() {
         let name = named.unwrap_or_default();
-        return Err(ApiError::invalid(
-            format!("Invalid value for 'tool_choice': no function named '{name}' in 'tools'."),
-            Some("tool_choice"),
-        ));
+        return Err(ApiError::invalid(format!("Invalid value for 'tool_choice': no function named '{name}' in 'tools'."), Some("tool_choice")));
     }
     // Legacy `functions` and a named function get one call; OpenAI's default is parallel.
     let legacy = body.get("functions").is_some();

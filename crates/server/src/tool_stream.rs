@@ -92,7 +92,11 @@ impl CallStream {
             return self.finish_call(&body);
         }
         let rest = std::mem::take(&mut self.held);
-        if rest.is_empty() || self.calls > 0 { vec![] } else { vec![Piece::Content(rest)] }
+        if rest.is_empty() || self.calls > 0 {
+            vec![]
+        } else {
+            vec![Piece::Content(rest)]
+        }
     }
 
     /// Name and argument fragments of the open call, as far as the body allows.
@@ -121,7 +125,8 @@ impl CallStream {
 
     /// The call's last pieces (or the whole call, when it was not streamed).
     fn finish_call(&mut self, body: &str) -> Vec<Piece> {
-        self.held = body.to_string();
+        // `progress` reads the call from `held`; what followed the call waits meanwhile.
+        let rest = std::mem::replace(&mut self.held, body.to_string());
         let mut out = self.progress();
         if self.named {
             let args = &body[head(body).map_or(body.len(), |(_, at)| at)..];
@@ -144,7 +149,7 @@ impl CallStream {
                 self.calls += 1;
             }
         }
-        self.held.clear();
+        self.held = rest;
         out
     }
 }

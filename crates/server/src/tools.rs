@@ -23,12 +23,7 @@ pub fn parse(text: &str) -> Option<(String, Vec<ToolCall>)> {
             Some(v) => v.to_string(),
             None => "{}".to_string(),
         };
-        calls.push(ToolCall {
-            index: None,
-            id: crate::generate::random_id("call_"),
-            kind: "function".into(),
-            function: FunctionCall { name, arguments },
-        });
+        calls.push(ToolCall { index: None, id: crate::generate::random_id("call_"), kind: "function".into(), function: FunctionCall { name, arguments } });
         rest = next;
     }
     let content = text[..first].trim().to_string();
@@ -41,8 +36,7 @@ mod tests {
 
     #[test]
     fn parses_blocks() {
-        let (content, calls) =
-            parse("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>").unwrap();
+        let (content, calls) = parse("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>").unwrap();
         assert_eq!(content, "");
         assert_eq!(calls[0].function.name, "get_weather");
         assert_eq!(calls[0].function.arguments, "{\"city\":\"Paris\"}");

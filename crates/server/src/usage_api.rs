@@ -43,25 +43,18 @@ pub async fn usage(
     let Some(paths) = endpoints(&kind) else {
         return Err(ApiError::invalid_url("GET", &format!("/v1/organization/usage/{kind}")));
     };
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid(format!("Invalid query string: {e}"), None))?;
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).map_err(|e| ApiError::invalid(format!("Invalid query string: {e}"), None))?;
     let one = |name: &str| params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let int = |name: &str| -> Result<Option<i64>, ApiError> {
-        one(name)
-            .map(|v| v.parse::<i64>().map_err(|_| ApiError::invalid(format!("Invalid '{name}': expected an integer, got '{v}'."), Some(name))))
-            .transpose()
+        one(name).map(|v| v.parse::<i64>().map_err(|_| ApiError::invalid(format!("Invalid '{name}': expected an integer, got '{v}'."), Some(name)))).transpose()
     };
     let start = int("start_time")?.ok_or_else(|| ApiError::invalid("Missing required parameter: 'start_time'.", Some("start_time")))?;
     let (width, default_limit, max_limit) = match one("bucket_width").unwrap_or("1d") {
         "1m" => (60, 60, 1440),
         "1h" => (3600, 24, 168),
         "1d" => (86_400, 7, 31),
-        other => {
-            return Err(ApiError::invalid(
-                format!("Invalid 'bucket_width': expected one of '1m', '1h', '1d', got '{other}'."),
-                Some("bucket_width"),
-            ))
-        }
+        other => return Err(ApiError::invalid(format!("Invalid 'bucket_width': expected one of '1m', '1h', '1d', got '{other}'."), Some("bucket_width"))),
     };
     let limit = int("limit")?.unwrap_or(default_limit);
     if !(1..=max_limit).contains(&limit) {
@@ -76,10 +69,7 @@ pub async fn usage(
         if k == "group_by" || k == "group_by[]" {
             for g in v.split(',') {
                 if !matches!(g, "api_key_id" | "model") {
-                    return Err(ApiError::invalid(
-                        format!("Invalid 'group_by': '{g}' (hearth groups by 'api_key_id' and 'model')."),
-                        Some("group_by"),
-                    ));
+                    return Err(ApiError::invalid(format!("Invalid 'group_by': '{g}' (hearth groups by 'api_key_id' and 'model')."), Some("group_by")));
                 }
                 group.push(g.to_string());
             }

@@ -93,7 +93,8 @@ async fn malformed_and_invalid_bodies() {
     assert!(e["message"].as_str().unwrap().starts_with("We could not parse the JSON body of your request."));
     assert_eq!(e["type"], "invalid_request_error");
 
-    let (status, body) = post(&app, "/v1/chat/completions", json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"})).await;
+    let (status, body) =
+        post(&app, "/v1/chat/completions", json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"})).await;
     let e = error_of(status, &body, StatusCode::BAD_REQUEST);
     assert_eq!(e["message"], "'hot' is not of type 'number' - 'temperature'");
     assert_eq!(e["param"], "temperature");
@@ -321,7 +322,6 @@ async fn completions_token_prompt_stream_and_errors() {
     }
 }
 
-
 /// Reads SSE frames until the `k`-th one (1-based); None if the stream ended first.
 async fn nth_frame(body: &mut axum::body::BodyDataStream, k: usize) -> Option<String> {
     use futures::StreamExt;
@@ -348,10 +348,10 @@ async fn overload_is_429_and_disconnect_frees_the_sequence() {
     let start = |app: Router| {
         let body = long.to_string();
         async move {
-        let request = Request::builder().method("POST").uri("/v1/completions").body(Body::from(body)).unwrap();
-        let response = app.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.into_body().into_data_stream()
+            let request = Request::builder().method("POST").uri("/v1/completions").body(Body::from(body)).unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body().into_data_stream()
         }
     };
     let mut a = start(app.clone()).await;

@@ -72,9 +72,7 @@ impl Store {
             ListOrder::Asc => (">", "ASC"),
             ListOrder::Desc => ("<", "DESC"),
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM files WHERE ($1 IS NULL OR purpose = $1) AND ($2 IS NULL OR id {cmp} $2) ORDER BY id {dir} LIMIT $3"
-        );
+        let sql = format!("SELECT {COLUMNS} FROM files WHERE ($1 IS NULL OR purpose = $1) AND ($2 IS NULL OR id {cmp} $2) ORDER BY id {dir} LIMIT $3");
         let rows = sqlx::query(&sql).bind(purpose).bind(after).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(FileRecord::from_row).collect()
     }

@@ -17,7 +17,7 @@ pub use rate::Window;
 pub use usage::{UsageBucket, UsageQuery, UsageRecord};
 
 use anyhow::{bail, Context, Result};
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -18,29 +18,25 @@ pub struct LoggedRequest {
 
 impl Store {
     pub async fn log_request(&self, r: &LoggedRequest) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO request_log (id, api_key_id, endpoint, model, request, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(uuid::Uuid::new_v4().simple().to_string())
-        .bind(&r.api_key_id)
-        .bind(&r.endpoint)
-        .bind(&r.model)
-        .bind(&r.request)
-        .bind(&r.response)
-        .bind(r.created_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("INSERT INTO request_log (id, api_key_id, endpoint, model, request, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(uuid::Uuid::new_v4().simple().to_string())
+            .bind(&r.api_key_id)
+            .bind(&r.endpoint)
+            .bind(&r.model)
+            .bind(&r.request)
+            .bind(&r.response)
+            .bind(r.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// The newest `limit` log entries, newest first.
     pub async fn logged_requests(&self, limit: i64) -> Result<Vec<LoggedRequest>> {
-        let rows = sqlx::query(
-            "SELECT api_key_id, endpoint, model, request, response, created_at FROM request_log ORDER BY created_at DESC, id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT api_key_id, endpoint, model, request, response, created_at FROM request_log ORDER BY created_at DESC, id LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(LoggedRequest {

@@ -74,8 +74,7 @@ async fn files(store: &Store) {
     assert_eq!(asc, ids, "ascending = upload order");
     let desc: Vec<String> = store.list_files(None, None, 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(desc, vec![ids[3].clone(), ids[2].clone()]);
-    let page2: Vec<String> =
-        store.list_files(None, Some(&ids[2]), 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let page2: Vec<String> = store.list_files(None, Some(&ids[2]), 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(page2, vec![ids[1].clone(), ids[0].clone()], "the cursor continues where the page ended");
     let after: Vec<String> = store.list_files(None, Some(&ids[1]), 10, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(after, ids[2..].to_vec());
@@ -95,10 +94,7 @@ async fn files(store: &Store) {
 
 async fn keys(store: &Store) {
     assert!(!store.has_active_keys().await.unwrap());
-    let (alice, secret) = store
-        .create_key(&NewKey { name: "alice".into(), rpm: Some(5), tpm: Some(1000), zero_retention: true, admin: false })
-        .await
-        .unwrap();
+    let (alice, secret) = store.create_key(&NewKey { name: "alice".into(), rpm: Some(5), tpm: Some(1000), zero_retention: true, admin: false }).await.unwrap();
     let (boss, boss_secret) = store.create_key(&NewKey { name: "boss".into(), admin: true, ..Default::default() }).await.unwrap();
     assert_ne!(secret, boss_secret);
     assert!(secret.starts_with("sk-hearth-") && secret.len() > 60, "{secret}");
@@ -143,12 +139,7 @@ async fn usage(store: &Store) {
     ] {
         store.record_usage(&r).await.unwrap();
     }
-    let q = UsageQuery {
-        start,
-        end: start + 2 * day,
-        width: day,
-        endpoints: vec!["/v1/chat/completions".into(), "/v1/completions".into()],
-    };
+    let q = UsageQuery { start, end: start + 2 * day, width: day, endpoints: vec!["/v1/chat/completions".into(), "/v1/completions".into()] };
     let buckets = store.usage(&q).await.unwrap();
     let sums: Vec<SumRow> = buckets
         .iter()

@@ -6,7 +6,7 @@
 //! heads, and dynamic time warping finds the monotonic path through them.
 //! A word starts at the first frame of its first token on that path.
 use super::model::CrossKv;
-use super::{Word, WhisperEngine};
+use super::{WhisperEngine, Word};
 use anyhow::Result;
 
 /// Seconds per encoder frame.
@@ -232,7 +232,13 @@ fn median_filter(row: &[f32], width: usize) -> Vec<f32> {
         return row.to_vec();
     }
     let at = |i: isize| -> f32 {
-        let j = if i < 0 { -i } else if i as usize >= n { 2 * (n as isize - 1) - i } else { i };
+        let j = if i < 0 {
+            -i
+        } else if i as usize >= n {
+            2 * (n as isize - 1) - i
+        } else {
+            i
+        };
         row[j.clamp(0, n as isize - 1) as usize]
     };
     let mut window = vec![0f32; width];

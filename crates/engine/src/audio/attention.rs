@@ -11,11 +11,11 @@
 //! all it costs: 1500 audio positions are 3 MB of cross-attention K/V a layer
 //! in f16 (see [`Value`]), kept head by head so that each task reads one
 //! contiguous run.
-use crate::math::{self, simd_fn};
 use super::gemv;
-use half::{f16, slice::HalfFloatSliceExt};
 use crate::linalg::kernel::{self, Start, MR, NR};
 use crate::linalg::SendPtr;
+use crate::math::{self, simd_fn};
+use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -195,7 +195,9 @@ pub fn attention<T: Value>(q: &[f32], k: &[T], v: &[T], tq: usize, tk: usize, d:
             // writes an `MR × NR` tile inside `scores` (`QB` rows of `ld`).
             for s in 0..slivers {
                 for p in 0..panels {
-                    unsafe { kern(hd, queries[s * MR * hd..].as_ptr(), hd, kt[p * hd].0.as_ptr(), scores[s * MR * ld + p * NR..].as_mut_ptr(), ld, Start::Zero) };
+                    unsafe {
+                        kern(hd, queries[s * MR * hd..].as_ptr(), hd, kt[p * hd].0.as_ptr(), scores[s * MR * ld + p * NR..].as_mut_ptr(), ld, Start::Zero)
+                    };
                 }
             }
             // Softmax each query's row of scores in place, zero past the keys it
@@ -332,4 +334,3 @@ mod tests {
         }
     }
 }
-

@@ -20,7 +20,11 @@ impl Cancel {
     }
 
     pub fn check(&self) -> Result<(), Cancelled> {
-        if self.is_cancelled() { Err(Cancelled) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
     }
 
     /// Raises the flag when dropped: held by the request's future, which is

@@ -65,7 +65,7 @@ impl<'a> Reader<'a> {
 fn dtype_of(code: u8) -> Result<(DType, usize)> {
     Ok(match code {
         0 => (DType::F32, 4),
-        1 => (DType::U8, 1), // int8: only scalars (flags) in the models we load
+        1 => (DType::U8, 1),  // int8: only scalars (flags) in the models we load
         2 => (DType::I64, 2), // int16: widened below
         3 => (DType::I64, 4), // int32: widened below
         4 => (DType::F16, 2),

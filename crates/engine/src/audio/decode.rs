@@ -3,9 +3,9 @@
 //! segments are seamless; temperature fallback on repetitive (compression
 //! ratio > 2.4) or unconfident (average log-probability < −1) windows; windows
 //! the model calls silent are skipped; earlier text conditions the next window.
+use super::align::{fit_segment, snap_to_sound};
 use super::mel::{HOP, SAMPLE_RATE, WINDOW_FRAMES};
 use super::model::{CrossKv, DecoderCache};
-use super::align::{fit_segment, snap_to_sound};
 use super::search::softmax;
 use super::{Segment, Task, TranscribeOptions, Transcript, WhisperEngine};
 use anyhow::Result;
@@ -224,7 +224,15 @@ impl WhisperEngine {
         Ok(attempts.into_iter().max_by(|a, b| score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal)).expect("at least one attempt"))
     }
 
-    fn decode_once(&self, cross: &CrossKv, prefix: &[u32], sot_index: usize, temperature: f32, opts: &TranscribeOptions, rng: &mut impl Rng) -> Result<Attempt> {
+    fn decode_once(
+        &self,
+        cross: &CrossKv,
+        prefix: &[u32],
+        sot_index: usize,
+        temperature: f32,
+        opts: &TranscribeOptions,
+        rng: &mut impl Rng,
+    ) -> Result<Attempt> {
         let (cache, logits, no_speech_prob) = self.start(cross, prefix, sot_index)?;
         let decoded = if temperature == 0.0 {
             self.beam_search(cross, cache, logits, opts.beam_size)?

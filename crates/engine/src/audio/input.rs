@@ -170,12 +170,8 @@ fn decode_mono_16k(bytes: Vec<u8>, filename: Option<&str>, cancel: &Cancel) -> R
         .format(&hint, stream, &FormatOptions::default(), &MetadataOptions::default())
         .map_err(|e| AudioError::Undecodable(format!("not a recognised audio container: {e}")))?;
     let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| AudioError::Undecodable("no audio track".into()))?
-        .clone();
+    let track =
+        format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or_else(|| AudioError::Undecodable("no audio track".into()))?.clone();
     if let Some(rate) = track.codec_params.sample_rate {
         check_rate(rate)?;
     }

@@ -63,7 +63,13 @@ impl MelFrontend {
         // of the samples followed by the silence.
         let n = samples.len() + WINDOW_SAMPLES;
         let at = |i: isize| -> f32 {
-            let j = if i < 0 { -i } else if i as usize >= n { 2 * (n as isize - 1) - i } else { i };
+            let j = if i < 0 {
+                -i
+            } else if i as usize >= n {
+                2 * (n as isize - 1) - i
+            } else {
+                i
+            };
             samples.get(j.clamp(0, n as isize - 1) as usize).copied().unwrap_or(0.0)
         };
         // torch.stft yields 1 + n / HOP frames; Whisper drops the last one.

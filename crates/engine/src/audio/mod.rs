@@ -56,7 +56,16 @@ pub struct TranscribeOptions {
 
 impl Default for TranscribeOptions {
     fn default() -> Self {
-        Self { task: Task::Transcribe, language: None, prompt: None, temperature: 0.0, cancel: Cancel::default(), beam_size: 5, best_of: 5, word_timestamps: false }
+        Self {
+            task: Task::Transcribe,
+            language: None,
+            prompt: None,
+            temperature: 0.0,
+            cancel: Cancel::default(),
+            beam_size: 5,
+            best_of: 5,
+            word_timestamps: false,
+        }
     }
 }
 
@@ -116,9 +125,8 @@ impl WhisperEngine {
         let tokenizer = tokens::WhisperTokenizer::load(&dir.join("tokenizer.json"), model.dims.vocab)?;
         let config_path = dir.join("config.json");
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).with_context(|| format!("reading {}", config_path.display()))?)?;
-        let ids = |key: &str| -> Vec<u32> {
-            config[key].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()).unwrap_or_default()
-        };
+        let ids =
+            |key: &str| -> Vec<u32> { config[key].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()).unwrap_or_default() };
         let mut suppress = ids("suppress_ids");
         let t = &tokenizer;
         suppress.extend([t.transcribe, t.translate, t.sot, t.sot_prev, t.sot_lm, t.no_speech]);

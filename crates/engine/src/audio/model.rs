@@ -8,8 +8,8 @@ use super::gemv::{self, HalfRows};
 use crate::linalg::PackedMatrix;
 use crate::math;
 use anyhow::{bail, Context, Result};
-use half::f16;
 use candle_core::Tensor;
+use half::f16;
 use rayon::prelude::*;
 
 /// Up to this many rows, a product streams the f16 rows rather than run the GEMM.
@@ -58,7 +58,11 @@ impl Linear {
         let w = m.tensor(&format!("{prefix}/weight"))?;
         let b = m.tensor(&format!("{prefix}/bias"))?;
         let rows = w.dim(0)? / biased.len();
-        biased.iter().enumerate().map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref(), used)).collect()
+        biased
+            .iter()
+            .enumerate()
+            .map(|(i, &keep)| Self::new(&w.narrow(0, i * rows, rows)?, keep.then(|| b.narrow(0, i * rows, rows)).transpose()?.as_ref(), used))
+            .collect()
     }
 
     fn n(&self) -> usize {
@@ -240,7 +244,10 @@ impl Whisper {
         let enc_layers = (0..count_layers(m, "encoder"))
             .map(|i| {
                 let p = format!("encoder/layer_{i}");
-                Ok(EncoderLayer { attn: SelfAttention::load(m, &format!("{p}/self_attention"), Use::Blocks)?, ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Blocks)? })
+                Ok(EncoderLayer {
+                    attn: SelfAttention::load(m, &format!("{p}/self_attention"), Use::Blocks)?,
+                    ffn: Ffn::load(m, &format!("{p}/ffn"), Use::Blocks)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let dec_layers = (0..count_layers(m, "decoder"))
@@ -331,7 +338,8 @@ impl Whisper {
     pub fn cross_kv(&self, audio: &[f32]) -> Result<CrossKv> {
         let frames = audio.len() / self.dec_norm.gamma.len();
         let by_head = |x: Vec<f32>| Layout::to_by_head(&x, frames, self.dims.heads).iter().map(|&v| f16::from_f32(v)).collect();
-        let layers = self.dec_layers.iter().map(|l| Ok((by_head(l.cross.k.apply(audio, frames)?), by_head(l.cross.v.apply(audio, frames)?)))).collect::<Result<_>>()?;
+        let layers =
+            self.dec_layers.iter().map(|l| Ok((by_head(l.cross.k.apply(audio, frames)?), by_head(l.cross.v.apply(audio, frames)?)))).collect::<Result<_>>()?;
         Ok(CrossKv { layers, frames })
     }
 
@@ -483,6 +491,3 @@ pub struct DecoderCache {
     kv: Vec<(Vec<f32>, Vec<f32>)>,
     pub len: usize,
 }
-
-
-

@@ -96,7 +96,11 @@ impl Resampler {
                 .enumerate()
                 .map(|(k, w)| {
                     let i = first + k as i64;
-                    if i >= self.kept_from && i < self.seen { self.kept[(i - self.kept_from) as usize] * w } else { 0.0 }
+                    if i >= self.kept_from && i < self.seen {
+                        self.kept[(i - self.kept_from) as usize] * w
+                    } else {
+                        0.0
+                    }
                 })
                 .sum()
         }
@@ -123,7 +127,11 @@ fn sinc(x: f64) -> f64 {
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[cfg(test)]

@@ -108,7 +108,8 @@ impl WhisperEngine {
         let eot = self.tokenizer.eot;
         let steps = self.max_new(cache.len);
         let n = n.max(1);
-        let mut alive: Vec<(Decoded, DecoderCache, Vec<f32>)> = (0..n).map(|_| (Decoded { tokens: Vec::new(), sum_logprob: 0.0 }, cache.clone(), logits.clone())).collect();
+        let mut alive: Vec<(Decoded, DecoderCache, Vec<f32>)> =
+            (0..n).map(|_| (Decoded { tokens: Vec::new(), sum_logprob: 0.0 }, cache.clone(), logits.clone())).collect();
         let mut done = Vec::new();
         for _ in 0..steps {
             let mut next = Vec::new();

@@ -4,7 +4,7 @@
 //! A job's permits travel with its blocking work, so a client that disconnects
 //! frees its place only once that work has noticed and stopped.
 use super::cancel::{Cancel, Cancelled};
-use super::{decode_audio, AudioError, Transcript, TranscribeOptions, WhisperEngine};
+use super::{decode_audio, AudioError, TranscribeOptions, Transcript, WhisperEngine};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -31,11 +31,7 @@ pub struct SpeechEngine {
 
 impl SpeechEngine {
     pub fn load(dir: &Path, queue_capacity: usize) -> anyhow::Result<Self> {
-        Ok(Self {
-            model: Arc::new(WhisperEngine::load(dir)?),
-            admitted: Arc::new(Semaphore::new(queue_capacity + 1)),
-            running: Arc::new(Semaphore::new(1)),
-        })
+        Ok(Self { model: Arc::new(WhisperEngine::load(dir)?), admitted: Arc::new(Semaphore::new(queue_capacity + 1)), running: Arc::new(Semaphore::new(1)) })
     }
 
     pub fn model(&self) -> &WhisperEngine {

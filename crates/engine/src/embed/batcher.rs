@@ -56,15 +56,9 @@ impl Job {
 }
 
 pub(super) fn start(model: Bert, config: EmbedConfig) -> anyhow::Result<Handle> {
-    let queue = Arc::new(JobQueue {
-        state: Mutex::new(State { waiting: VecDeque::new(), open: 0, shutdown: false }),
-        wake: Condvar::new(),
-    });
+    let queue = Arc::new(JobQueue { state: Mutex::new(State { waiting: VecDeque::new(), open: 0, shutdown: false }), wake: Condvar::new() });
     let worker = Batcher { model, queue: queue.clone(), max_batch_tokens: config.max_batch_tokens.max(1), active: VecDeque::new() };
-    std::thread::Builder::new()
-        .name("hearth-embed".into())
-        .spawn(move || worker.run())
-        .context("starting the embedding thread")?;
+    std::thread::Builder::new().name("hearth-embed".into()).spawn(move || worker.run()).context("starting the embedding thread")?;
     Ok(Handle { queue, capacity: config.queue_capacity.max(1) })
 }
 

@@ -76,21 +76,14 @@ pub(super) struct Bert {
 impl Bert {
     pub(super) fn load(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
-        let config: BertConfig = serde_json::from_str(
-            &std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", config_path.display()))?;
+        let config: BertConfig = serde_json::from_str(&std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?)
+            .with_context(|| format!("parsing {}", config_path.display()))?;
         ensure!(config.hidden_act == "gelu", "activation `{}` is not supported (only gelu)", config.hidden_act);
-        ensure!(
-            config.position_embedding_type == "absolute",
-            "position embeddings `{}` are not supported (only absolute)",
-            config.position_embedding_type
-        );
+        ensure!(config.position_embedding_type == "absolute", "position embeddings `{}` are not supported (only absolute)", config.position_embedding_type);
         ensure!(config.hidden_size.is_multiple_of(config.num_attention_heads), "hidden size not divisible by the head count");
 
         let weights_path = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
-            .with_context(|| format!("reading {}", weights_path.display()))?;
+        let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu).with_context(|| format!("reading {}", weights_path.display()))?;
         // Checkpoints saved from BertForX carry a `bert.` prefix; sentence-transformers' do not.
         let get = |name: &str| -> Result<Tensor> {
             tensors

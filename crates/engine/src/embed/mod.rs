@@ -8,8 +8,8 @@
 //! (`max_seq_length`, the window the model was trained for).
 
 mod batcher; // the queue, the batching thread, one-shot replies
-mod bert;    // weights and the forward pass over packed sequences
-mod ops;     // row kernels: layer norm, GELU, attention, pooling
+mod bert; // weights and the forward pass over packed sequences
+mod ops; // row kernels: layer norm, GELU, attention, pooling
 
 use std::path::Path;
 use std::sync::Arc;
@@ -64,10 +64,7 @@ impl EmbedEngine {
         let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.join("tokenizer.json").display()))?;
         // tokenizer.json ships truncation to 128 and fixed padding: we want the bare ids.
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| anyhow::anyhow!("disabling truncation: {e}"))?
-            .with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| anyhow::anyhow!("disabling truncation: {e}"))?.with_padding(None);
         let special = |name: &str| tokenizer.token_to_id(name).with_context(|| format!("the tokenizer has no {name} token"));
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
         let model = bert::Bert::load(dir)?;

@@ -7,8 +7,8 @@ use rayon::prelude::*;
 
 use crate::attention::{attend, HeadLayout};
 use crate::linalg::SendPtr;
-use crate::math::{simd_fn, sum, sum_squares};
 pub(super) use crate::math::gelu;
+use crate::math::{simd_fn, sum, sum_squares};
 
 /// Rows handed to one rayon task: enough work to outweigh the task's overhead.
 const ROWS_PER_TASK: usize = 16;
@@ -28,9 +28,7 @@ pub(super) fn layer_norm(x: &mut [f32], norm: &Norm) {
 /// In place: `x = layer_norm(x + residual)`.
 pub(super) fn residual_norm(x: &mut [f32], residual: &[f32], norm: &Norm) {
     let width = norm.weight.len();
-    x.par_chunks_mut(width * ROWS_PER_TASK)
-        .zip(residual.par_chunks(width * ROWS_PER_TASK))
-        .for_each(|(rows, res)| normalize_rows(rows, Some(res), norm));
+    x.par_chunks_mut(width * ROWS_PER_TASK).zip(residual.par_chunks(width * ROWS_PER_TASK)).for_each(|(rows, res)| normalize_rows(rows, Some(res), norm));
 }
 
 simd_fn! {

@@ -20,12 +20,7 @@ pub struct Chunk {
 }
 
 /// Every text yields at least one chunk (an empty text, an empty one).
-pub fn split(
-    text: &str,
-    limits: &Limits,
-    embed_tokenize: impl Fn(&str) -> Vec<u32>,
-    toxic_tokenize: impl Fn(&str) -> Vec<u32>,
-) -> Vec<Chunk> {
+pub fn split(text: &str, limits: &Limits, embed_tokenize: impl Fn(&str) -> Vec<u32>, toxic_tokenize: impl Fn(&str) -> Vec<u32>) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     for sentence in sentences(text) {
         fit(sentence, limits, &embed_tokenize, &toxic_tokenize, &mut chunks);
@@ -36,13 +31,7 @@ pub fn split(
     chunks
 }
 
-fn fit(
-    piece: &str,
-    limits: &Limits,
-    embed_tokenize: &impl Fn(&str) -> Vec<u32>,
-    toxic_tokenize: &impl Fn(&str) -> Vec<u32>,
-    out: &mut Vec<Chunk>,
-) {
+fn fit(piece: &str, limits: &Limits, embed_tokenize: &impl Fn(&str) -> Vec<u32>, toxic_tokenize: &impl Fn(&str) -> Vec<u32>, out: &mut Vec<Chunk>) {
     let embed_ids = embed_tokenize(piece);
     let toxic_ids = toxic_tokenize(piece);
     if embed_ids.len() <= limits.embed_tokens && toxic_ids.len() <= limits.toxic_words {

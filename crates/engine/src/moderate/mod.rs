@@ -41,7 +41,12 @@ pub struct ModerationEngine {
 impl ModerationEngine {
     pub fn new(embed: EmbedEngine) -> anyhow::Result<Self> {
         let heads = heads::Heads::builtin()?;
-        anyhow::ensure!(heads.embedding_dims() == embed.dimensions(), "the moderation heads expect {}-dim embeddings, the model gives {}", heads.embedding_dims(), embed.dimensions());
+        anyhow::ensure!(
+            heads.embedding_dims() == embed.dimensions(),
+            "the moderation heads expect {}-dim embeddings, the model gives {}",
+            heads.embedding_dims(),
+            embed.dimensions()
+        );
         Ok(Self { embed, toxic: Arc::new(toxic::ToxicClassifier::builtin()?), heads: Arc::new(heads) })
     }
 
@@ -69,10 +74,8 @@ impl ModerationEngine {
         let (embed_ids, toxic_ids): (Vec<_>, Vec<_>) = chunks.into_iter().map(|c| (c.embed_ids, c.toxic_ids)).unzip();
         // The BiLSTM runs while the embedding engine batches the same chunks.
         let toxic = self.toxic.clone();
-        let (embeddings, toxic_probs) = tokio::join!(
-            self.embed.embed(embed_ids),
-            blocking(move || toxic_ids.iter().map(|ids| toxic.classify_ids(ids)).collect::<Vec<_>>())
-        );
+        let (embeddings, toxic_probs) =
+            tokio::join!(self.embed.embed(embed_ids), blocking(move || toxic_ids.iter().map(|ids| toxic.classify_ids(ids)).collect::<Vec<_>>()));
         let (embeddings, toxic_probs) = (embeddings?, toxic_probs?);
         let mut verdicts = vec![Verdict { scores: [0.0; CATEGORIES.len()], flags: [false; CATEGORIES.len()] }; texts.len()];
         for ((owner, embedding), probs) in owners.into_iter().zip(&embeddings).zip(&toxic_probs) {

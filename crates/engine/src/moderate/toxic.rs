@@ -57,11 +57,7 @@ impl ToxicClassifier {
         };
         let (emb_shape, embedding) = get("embedding")?;
         let lstm = |dir: &str| -> anyhow::Result<Lstm> {
-            Ok(Lstm {
-                kernel: get(&format!("{dir}.kernel"))?.1,
-                recurrent: get(&format!("{dir}.recurrent"))?.1,
-                bias: get(&format!("{dir}.bias"))?.1,
-            })
+            Ok(Lstm { kernel: get(&format!("{dir}.kernel"))?.1, recurrent: get(&format!("{dir}.recurrent"))?.1, bias: get(&format!("{dir}.bias"))?.1 })
         };
         let (forward, backward) = (lstm("forward")?, lstm("backward")?);
         let (dim, units) = (emb_shape[1], forward.bias.len() / 4);
@@ -73,18 +69,7 @@ impl ToxicClassifier {
         if vocab.words.values().any(|&id| id as usize >= emb_shape[0]) {
             bail!("toxicity vocabulary has ids beyond the embedding table");
         }
-        Ok(Self {
-            vocab,
-            embedding,
-            dim,
-            units,
-            forward,
-            backward,
-            dense_b: get("dense.bias")?.1,
-            dense_w,
-            out_b: get("out.bias")?.1,
-            out_w,
-        })
+        Ok(Self { vocab, embedding, dim, units, forward, backward, dense_b: get("dense.bias")?.1, dense_w, out_b: get("out.bias")?.1, out_w })
     }
 
     /// Word ids as Keras `texts_to_sequences` gives them: lowercase, filter

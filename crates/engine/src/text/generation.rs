@@ -174,15 +174,18 @@ pub(crate) fn generate(engine: &TextEngine, req: TextRequest, scope: u64) -> Res
     for choice in 0..req.n {
         let mut sampling = req.sampling.clone();
         sampling.seed = sampling.seed.map(|seed| seed.wrapping_add(choice as u64));
-        let rx = engine.submit_scoped(GenerateRequest {
-            prompt: req.prompt.ids.clone(),
-            max_tokens: req.max_tokens,
-            sampling,
-            stop_tokens: vec![],
-            logprobs: req.logprobs,
-            prompt_logprobs: req.prompt_logprobs,
-            constraint: req.constraint.clone(),
-        }, scope)?;
+        let rx = engine.submit_scoped(
+            GenerateRequest {
+                prompt: req.prompt.ids.clone(),
+                max_tokens: req.max_tokens,
+                sampling,
+                stop_tokens: vec![],
+                logprobs: req.logprobs,
+                prompt_logprobs: req.prompt_logprobs,
+                constraint: req.constraint.clone(),
+            },
+            scope,
+        )?;
         streams.push(TextStream {
             rx: Some(rx),
             decoder: engine.tokenizer().incremental(),

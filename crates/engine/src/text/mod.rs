@@ -12,25 +12,25 @@
 //! The public items below are what the server uses;
 //! the modules fill in their bodies.
 
-mod generation; // TextRequest -> n TextStreams: ids to text, stop strings, logprobs as text
-mod message;    // typed chat messages and tools, what templates render
 pub mod constraint; // JSON Schema / tool-call grammars -> per-step token masks
-mod model;      // architectures: forward pass over a preallocated KV cache
-mod prefix;     // KV caches of recent prompts, reused by requests sharing their prefix
-mod prompt;     // messages / completion prompts -> token ids; context budget
-mod sampling;   // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs
-mod scheduler;  // continuous batching loop on its own thread
-mod stop;       // stop strings found across token boundaries
-mod tokenizer;  // GGUF metadata -> tokenizers::Tokenizer, incremental decoding
-mod template;   // chat template rendering with minijinja
+mod generation; // TextRequest -> n TextStreams: ids to text, stop strings, logprobs as text
+mod message; // typed chat messages and tools, what templates render
+mod model; // architectures: forward pass over a preallocated KV cache
+mod prefix; // KV caches of recent prompts, reused by requests sharing their prefix
+mod prompt; // messages / completion prompts -> token ids; context budget
+mod sampling; // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs
+mod scheduler; // continuous batching loop on its own thread
+mod stop; // stop strings found across token boundaries
+mod template;
+mod tokenizer; // GGUF metadata -> tokenizers::Tokenizer, incremental decoding // chat template rendering with minijinja
 
 pub use generation::{GeneratedToken, Logprob, PromptToken, TextChunk, TextEvent, TextRequest, TextStream, TokenText};
 pub use message::{ContentPart, Message, Role, ToolCall, ToolSpec};
 pub use prompt::{completion_budget, CompletionPrompt, ContextExceeded, PreparedPrompt, PromptError};
 
-pub use model::{Greedy, Model, Next, SeqCache, Want};
 /// Loads a model's weights from an opened GGUF (used by the scheduler and the model tests).
 pub use model::load as load_model;
+pub use model::{Greedy, Model, Next, SeqCache, Want};
 pub use tokenizer::{IncrementalDecoder, Tokenizer};
 
 /// The tokenizer and facts of a GGUF model, read without loading its weights.
@@ -142,8 +142,13 @@ pub enum FinishReason {
 pub enum Event {
     /// Sent first, only when `prompt_logprobs`: one entry per prompt token (None for the first).
     PromptLogprobs(Vec<Option<TokenLogprob>>),
-    Token { id: u32, logprob: Option<TokenLogprob> },
-    Finished { reason: FinishReason },
+    Token {
+        id: u32,
+        logprob: Option<TokenLogprob>,
+    },
+    Finished {
+        reason: FinishReason,
+    },
     Error(String),
 }
 

@@ -53,11 +53,7 @@ impl Sampler {
             c.mask_logits(logits);
         }
         self.adjust(logits);
-        let id = if self.params.temperature <= GREEDY_TEMPERATURE {
-            argmax(logits)
-        } else {
-            self.draw(logits)
-        };
+        let id = if self.params.temperature <= GREEDY_TEMPERATURE { argmax(logits) } else { self.draw(logits) };
         let logprob = self.logprobs.map(|k| token_logprob(logits, id, k));
         self.record(id);
         (id, logprob)

@@ -101,10 +101,7 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<EngineS
         running: Vec::new(),
         prefixes: PrefixStore::default(),
     };
-    std::thread::Builder::new()
-        .name(format!("hearth-text-{}", info.arch))
-        .spawn(move || worker.run())
-        .context("starting the scheduler thread")?;
+    std::thread::Builder::new().name(format!("hearth-text-{}", info.arch)).spawn(move || worker.run()).context("starting the scheduler thread")?;
     Ok(Arc::new(EngineShared { info, tokenizer, queue, config }))
 }
 
@@ -124,13 +121,9 @@ fn model_info(content: &gguf_file::Content, tokenizer: &Tokenizer, path: &Path) 
     let md = &content.metadata;
     let text = |key: &str| md.get(key).and_then(|v| v.to_string().ok()).cloned();
     let arch = text("general.architecture").unwrap_or_default();
-    let context_length = md
-        .get(&format!("{arch}.context_length"))
-        .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
-        .map_or(2048, |n| n as usize);
-    let name = text("general.name")
-        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_default();
+    let context_length =
+        md.get(&format!("{arch}.context_length")).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))).map_or(2048, |n| n as usize);
+    let name = text("general.name").or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default();
     ModelInfo {
         arch,
         name,
@@ -375,25 +368,23 @@ impl Worker {
         let tokens: Vec<u32> = batch.iter().filter_map(|&i| self.running[i].last).collect();
         let vocab_size = self.vocab_size;
         let result = {
-            let (mut caches, samplers): (Vec<&mut SeqCache>, Vec<&Sampler>) = self
-                .running
-                .iter_mut()
-                .filter(|s| s.decoding())
-                .map(|s| (&mut s.cache, &s.sampler))
-                .unzip();
+            let (mut caches, samplers): (Vec<&mut SeqCache>, Vec<&Sampler>) =
+                self.running.iter_mut().filter(|s| s.decoding()).map(|s| (&mut s.cache, &s.sampler)).unzip();
             let adjusted: Vec<Vec<u32>> = samplers.iter().map(|s| if s.greedy_only() { s.adjusted_ids() } else { Vec::new() }).collect();
             let adjust: Vec<_> = samplers.iter().map(|&s| move |id, l| s.adjust_one(id, l)).collect();
             let wants: Vec<model::Want> = samplers
                 .iter()
                 .zip(&adjusted)
                 .zip(&adjust)
-                .map(|((s, adjusted), adjust)| {
-                    if s.greedy_only() {
-                        model::Want::Greedy(model::Greedy { limit: vocab_size, adjusted, adjust })
-                    } else {
-                        model::Want::Logits
-                    }
-                })
+                .map(
+                    |((s, adjusted), adjust)| {
+                        if s.greedy_only() {
+                            model::Want::Greedy(model::Greedy { limit: vocab_size, adjusted, adjust })
+                        } else {
+                            model::Want::Logits
+                        }
+                    },
+                )
                 .collect();
             self.model.decode_next(&tokens, &mut caches, &wants)
         };

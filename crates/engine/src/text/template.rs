@@ -22,9 +22,7 @@ pub fn render(info: &ModelInfo, tokenizer: &Tokenizer, messages: &[Message], too
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
-        Err(Error::new(ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function("raise_exception", |msg: String| -> Result<Value, Error> { Err(Error::new(ErrorKind::InvalidOperation, msg)) });
     env.add_filter("tojson", tojson);
     let template = env.template_from_str(source).map_err(|e| anyhow!("chat template does not parse: {e}"))?;
     let ctx = minijinja::context! {

@@ -38,8 +38,7 @@ mod token_type {
 }
 
 /// Token texts llama.cpp treats as "end of generation" when present.
-const END_OF_GENERATION_TEXTS: &[&str] =
-    &["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>"];
+const END_OF_GENERATION_TEXTS: &[&str] = &["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum VocabKind {
@@ -105,28 +104,18 @@ impl Tokenizer {
         let specials: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)
-            .filter(|(text, ty)| {
-                !text.is_empty()
-                    && matches!(**ty, token_type::CONTROL | token_type::USER_DEFINED | token_type::UNKNOWN)
-            })
-            .map(|(text, ty)| {
-                AddedToken::from(text.clone(), *ty != token_type::USER_DEFINED).normalized(false)
-            })
+            .filter(|(text, ty)| !text.is_empty() && matches!(**ty, token_type::CONTROL | token_type::USER_DEFINED | token_type::UNKNOWN))
+            .map(|(text, ty)| AddedToken::from(text.clone(), *ty != token_type::USER_DEFINED).normalized(false))
             .collect();
         inner.add_special_tokens(&specials);
 
-        let pieces: Vec<Vec<u8>> =
-            tokens.iter().zip(&types).map(|(text, ty)| token_bytes(kind, text, *ty)).collect();
+        let pieces: Vec<Vec<u8>> = tokens.iter().zip(&types).map(|(text, ty)| token_bytes(kind, text, *ty)).collect();
 
         let id_of = |key: &str| meta_u32(md, key).filter(|&id| (id as usize) < tokens.len());
         let bos = id_of("tokenizer.ggml.bos_token_id");
         let eos = id_of("tokenizer.ggml.eos_token_id");
         let add_bos = meta_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(kind == VocabKind::SentencePiece);
-        let special_by_text = |text: &str| {
-            vocab.get(text).copied().filter(|&id| {
-                matches!(types[id as usize], token_type::CONTROL | token_type::USER_DEFINED)
-            })
-        };
+        let special_by_text = |text: &str| vocab.get(text).copied().filter(|&id| matches!(types[id as usize], token_type::CONTROL | token_type::USER_DEFINED));
 
         let fim = match (
             id_of("tokenizer.ggml.fim_pre_token_id").or_else(|| special_by_text("<|fim_prefix|>")),
@@ -139,10 +128,8 @@ impl Tokenizer {
 
         // llama.cpp's end-of-generation set: eos, eot, eom, FIM pad/repo/file-separator
         // tokens and every token whose text is a known end marker.
-        let mut stop_tokens: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
-            .iter()
-            .filter_map(|k| id_of(k))
-            .collect();
+        let mut stop_tokens: Vec<u32> =
+            ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"].iter().filter_map(|k| id_of(k)).collect();
         if fim.is_some() {
             stop_tokens.extend(["<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"].iter().filter_map(|t| special_by_text(t)));
         }
@@ -150,9 +137,7 @@ impl Tokenizer {
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
 
-        let control = (0..types.len() as u32)
-            .filter(|&id| matches!(types[id as usize], token_type::CONTROL | token_type::UNKNOWN))
-            .collect();
+        let control = (0..types.len() as u32).filter(|&id| matches!(types[id as usize], token_type::CONTROL | token_type::UNKNOWN)).collect();
 
         Ok(Self { inner, pieces: Arc::new(pieces), bos, eos, add_bos, stop_tokens, fim, control })
     }
@@ -290,9 +275,9 @@ impl IncrementalDecoder {
 fn pre_tokenizer_regexes(pre: &str) -> Vec<&'static str> {
     const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
     match pre {
-        "qwen2" | "deepseek-r1-qwen" => vec![
-            r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-        ],
+        "qwen2" | "deepseek-r1-qwen" => {
+            vec![r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"]
+        }
         "llama3" | "llama-bpe" | "llama-v3" | "falcon3" | "pixtral" => vec![
             r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
         ],
@@ -314,8 +299,8 @@ fn byte_level_tokenizer(vocab: HashMap<String, u32>, merges: &[String], pre: &st
     let bpe = BPE::builder().vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges).build().map_err(|e| anyhow!("building BPE: {e}"))?;
     let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
     for regex in pre_tokenizer_regexes(pre) {
-        let split = Split::new(SplitPattern::Regex(regex.to_owned()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| anyhow!("pre-tokenizer regex: {e}"))?;
+        let split =
+            Split::new(SplitPattern::Regex(regex.to_owned()), SplitDelimiterBehavior::Isolated, false).map_err(|e| anyhow!("pre-tokenizer regex: {e}"))?;
         steps.push(split.into());
     }
     // Bytes to the GPT-2 byte alphabet; the splitting was done above.
@@ -349,11 +334,8 @@ fn sentencepiece_tokenizer(vocab: HashMap<String, u32>, tokens: &[String], score
         // A duplicated token text would give the same pair twice; keep the best rank.
         .filter(|pair| seen.insert(pair.clone()))
         .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges)
-        .byte_fallback(true)
-        .build()
-        .map_err(|e| anyhow!("building BPE: {e}"))?;
+    let bpe =
+        BPE::builder().vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges).byte_fallback(true).build().map_err(|e| anyhow!("building BPE: {e}"))?;
     let mut tk = tokenizers::Tokenizer::new(bpe);
     tk.with_normalizer(Some(Replace::new(" ", "▁").map_err(|e| anyhow!("normalizer: {e}"))?));
     Ok(tk)

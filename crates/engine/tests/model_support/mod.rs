@@ -12,19 +12,14 @@ pub const ALL: [&str; 3] = [SMOLLM2, QWEN2, GEMMA3];
 
 /// `$HEARTH_TEST_MODELS` (default /tmp/models).
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/models"))
+    std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/models"))
 }
 
 /// Loads a test model, or None (with a note) when its file is absent.
 pub fn load(file_name: &str) -> Option<Box<dyn Model>> {
     let path = models_dir().join(file_name);
     if !path.exists() {
-        eprintln!(
-            "skipping {file_name}: {} not found (set HEARTH_TEST_MODELS)",
-            path.display()
-        );
+        eprintln!("skipping {file_name}: {} not found (set HEARTH_TEST_MODELS)", path.display());
         return None;
     }
     let mut file = std::fs::File::open(&path).expect("open model");
@@ -33,11 +28,7 @@ pub fn load(file_name: &str) -> Option<Box<dyn Model>> {
 }
 
 pub fn argmax_rows(logits: &Tensor) -> Vec<u32> {
-    logits
-        .argmax(1)
-        .expect("argmax")
-        .to_vec1::<u32>()
-        .expect("to_vec")
+    logits.argmax(1).expect("argmax").to_vec1::<u32>().expect("to_vec")
 }
 
 /// Greedy continuation of `prompt`: `n` tokens, one decode step each.
@@ -60,8 +51,5 @@ pub fn relative_max_diff(a: &Tensor, b: &Tensor) -> f32 {
     let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a.len(), b.len(), "logit shapes differ");
     let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    a.iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }

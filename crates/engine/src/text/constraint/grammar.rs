@@ -74,12 +74,7 @@ fn tool_call_grammar(functions: &[Function], parallel: bool) -> Result<String, C
         alternatives.push(format!("call_{i}"));
     }
     let more = if parallel { format!(" ({} block)*", json!("\n")) } else { String::new() };
-    Ok(format!(
-        "start: block{more}\nblock: {} \"{{\" ({}) \"}}\" {}\n{rules}",
-        json!(CALL_OPEN),
-        alternatives.join(" | "),
-        json!(CALL_CLOSE)
-    ))
+    Ok(format!("start: block{more}\nblock: {} \"{{\" ({}) \"}}\" {}\n{rules}", json!(CALL_OPEN), alternatives.join(" | "), json!(CALL_CLOSE)))
 }
 
 #[cfg(test)]

@@ -27,14 +27,7 @@ pub fn token_env(tokenizer: &Tokenizer) -> Result<TokEnv> {
     let Some(&eos) = tokenizer.eos().as_ref().or(stops.first()) else {
         bail!("the vocabulary has no end-of-sequence token");
     };
-    let info = TokRxInfo {
-        vocab_size: n as u32,
-        tok_eos: eos,
-        tok_bos: tokenizer.bos(),
-        tok_pad: None,
-        tok_unk: None,
-        tok_end_of_turn: None,
-    };
+    let info = TokRxInfo { vocab_size: n as u32, tok_eos: eos, tok_bos: tokenizer.bos(), tok_pad: None, tok_unk: None, tok_end_of_turn: None };
     let mut ends = vec![eos];
     ends.extend(stops.iter().copied().filter(|&s| s != eos));
     let trie = TokTrie::from(&info, &words).with_eos_tokens(&ends);

@@ -69,9 +69,7 @@ impl std::ops::Deref for AlignedRows {
 impl Block {
     /// Empty, with room reserved (not touched, so not yet resident) for `positions`.
     fn with_capacity(n_layer: usize, row: usize, positions: usize) -> Self {
-        let layers = (0..n_layer)
-            .map(|_| LayerKv { k: AlignedRows::with_capacity(positions * row), v: AlignedRows::with_capacity(positions * row) })
-            .collect();
+        let layers = (0..n_layer).map(|_| LayerKv { k: AlignedRows::with_capacity(positions * row), v: AlignedRows::with_capacity(positions * row) }).collect();
         Self { layers }
     }
 }

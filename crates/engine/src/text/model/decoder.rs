@@ -5,13 +5,13 @@
 use super::cache::SeqCache;
 use super::head::OutputHead;
 use super::hparams::{Arch, Hparams};
-use crate::attention;
-use super::threads::StepThreads;
 use super::ops::{add_assign, apply_rope, gelu_mul, rms_norm, rms_norm_into, silu_mul, RopeAngles};
+use super::threads::StepThreads;
 use super::weights::{Embedding, GgufReader, Linear, MatMul};
-use std::sync::Arc;
+use crate::attention;
 use candle_core::{bail, Device, Result, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 pub struct Decoder {
     hp: Hparams,
@@ -52,11 +52,7 @@ impl Decoder {
             bail!("token_embd has width {hidden}, metadata says {}", hp.n_embd);
         }
         // Tied output: the lm_head reuses the (quantized) embedding table.
-        let head_weight = if gguf.has("output.weight") {
-            gguf.qtensor("output.weight")?
-        } else {
-            token_embd.clone()
-        };
+        let head_weight = if gguf.has("output.weight") { gguf.qtensor("output.weight")? } else { token_embd.clone() };
         let head = OutputHead::new(&head_weight, MatMul::new(Arc::clone(&head_weight))?, hp.final_logit_softcap)?;
         drop(head_weight);
         let embedding = Embedding::new(token_embd)?;
@@ -86,37 +82,17 @@ impl Decoder {
             });
         }
         let embedding_scale = (hp.arch == Arch::Gemma3).then(|| (hp.n_embd as f32).sqrt());
-        Ok(Self {
-            hp,
-            vocab_size,
-            embedding,
-            embedding_scale,
-            layers,
-            output_norm,
-            head,
-            step_threads: StepThreads::new(),
-        })
+        Ok(Self { hp, vocab_size, embedding, embedding_scale, layers, output_norm, head, step_threads: StepThreads::new() })
     }
 
     pub fn new_cache(&self, capacity: usize) -> Result<SeqCache> {
-        SeqCache::new(
-            self.hp.n_layer,
-            self.hp.n_head_kv,
-            self.hp.head_dim,
-            capacity,
-        )
+        SeqCache::new(self.hp.n_layer, self.hp.n_head_kv, self.hp.head_dim, capacity)
     }
 
     /// Runs `counts[s]` new tokens of sequence `s` (taken in order from `tokens`) through the
     /// model, appending them to `caches[s]`. Returns f32 logits for the rows in `output_rows`
     /// (indices into `tokens`); with None, only fills the caches and returns an empty tensor.
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        counts: &[usize],
-        caches: &mut [&mut SeqCache],
-        output_rows: Option<&[u32]>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, tokens: &[u32], counts: &[usize], caches: &mut [&mut SeqCache], output_rows: Option<&[u32]>) -> Result<Tensor> {
         let rows = output_rows.unwrap_or(&[]);
         let h = self.hidden(tokens, counts, caches, rows)?;
         let logits = if rows.is_empty() { Vec::new() } else { self.head.logits(&h)? };
@@ -129,45 +105,23 @@ impl Decoder {
 
     /// Like [`Self::forward`], returning the final-normed hidden states of `output_rows`
     /// (the output head's input).
-    pub fn hidden(
-        &self,
-        tokens: &[u32],
-        counts: &[usize],
-        caches: &mut [&mut SeqCache],
-        output_rows: &[u32],
-    ) -> Result<Vec<f32>> {
-        if counts.len() != caches.len()
-            || counts.iter().sum::<usize>() != tokens.len()
-            || tokens.is_empty()
-        {
-            bail!(
-                "forward: {} tokens do not split into {} sequences as {counts:?}",
-                tokens.len(),
-                caches.len()
-            );
+    pub fn hidden(&self, tokens: &[u32], counts: &[usize], caches: &mut [&mut SeqCache], output_rows: &[u32]) -> Result<Vec<f32>> {
+        if counts.len() != caches.len() || counts.iter().sum::<usize>() != tokens.len() || tokens.is_empty() {
+            bail!("forward: {} tokens do not split into {} sequences as {counts:?}", tokens.len(), caches.len());
         }
         if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.vocab_size) {
-            bail!(
-                "token id {bad} is outside the vocabulary of {} tokens",
-                self.vocab_size
-            );
+            bail!("token id {bad} is outside the vocabulary of {} tokens", self.vocab_size);
         }
         let mut positions = Vec::with_capacity(tokens.len());
         for (cache, &n) in caches.iter().zip(counts) {
             if cache.len() + n > cache.capacity() {
-                bail!(
-                    "sequence of {} tokens does not fit its KV cache of {}",
-                    cache.len() + n,
-                    cache.capacity()
-                );
+                bail!("sequence of {} tokens does not fit its KV cache of {}", cache.len() + n, cache.capacity());
             }
             positions.extend(cache.len()..cache.len() + n);
         }
         let hp = &self.hp;
         let global_angles = RopeAngles::new(&positions, hp.n_rot, hp.rope_base, hp.rope_freq_scale);
-        let local_angles = hp
-            .sliding_window
-            .map(|sw| RopeAngles::new(&positions, hp.n_rot, sw.local_rope_base, 1.0));
+        let local_angles = hp.sliding_window.map(|sw| RopeAngles::new(&positions, hp.n_rot, sw.local_rope_base, 1.0));
 
         let mut x = self.embedding.lookup(tokens)?;
         if let Some(scale) = self.embedding_scale {
@@ -261,16 +215,7 @@ impl Decoder {
     /// of rows, and for a single decode step query heads); the query heads that share a
     /// key/value head are computed together.
     #[allow(clippy::too_many_arguments)]
-    fn attend(
-        &self,
-        il: usize,
-        window: Option<usize>,
-        counts: &[usize],
-        caches: &[&mut SeqCache],
-        q: &[f32],
-        out: &mut [f32],
-        heads_out: &mut Vec<f32>,
-    ) {
+    fn attend(&self, il: usize, window: Option<usize>, counts: &[usize], caches: &[&mut SeqCache], q: &[f32], out: &mut [f32], heads_out: &mut Vec<f32>) {
         let hp = &self.hp;
         let (hd, nh) = (hp.head_dim, hp.n_head);
         let group = nh / hp.n_head_kv;

@@ -285,9 +285,7 @@ mod tests {
     fn greedy_token_is_the_argmax_of_the_adjusted_full_row() {
         for (dtype, n, k) in [(GgmlDType::Q8_0, 1001, 64), (GgmlDType::Q6K, 203, 256), (GgmlDType::Q8_0, 500, 96)] {
             let (head, dense) = head(dtype, n, k, 0.0);
-            let (Some(shadow), MatMul::Packed(exact)) = (&head.shadow, &head.exact) else {
-                panic!("{dtype:?}: no shadow")
-            };
+            let (Some(shadow), MatMul::Packed(exact)) = (&head.shadow, &head.exact) else { panic!("{dtype:?}: no shadow") };
             let mut decided = 0;
             let cases = 60;
             for case in 0..cases {
@@ -305,13 +303,7 @@ mod tests {
                 let boost = |_: u32, l: f32| l + 3.0;
                 let ban = |_: u32, l: f32| l - 100.0;
                 let none = |_: u32, l: f32| l;
-                let wants = [
-                    want(n, &[], &none),
-                    want(n, &pen, &penalize),
-                    want(n, &boosted, &boost),
-                    want(n, &banned, &ban),
-                    want(n - 1, &[], &none),
-                ];
+                let wants = [want(n, &[], &none), want(n, &pen, &penalize), want(n, &boosted, &boost), want(n, &banned, &ban), want(n - 1, &[], &none)];
                 for w in &wants {
                     let Want::Greedy(g) = w else { unreachable!() };
                     let expected = argmax_adjusted(&mut full.clone(), g);

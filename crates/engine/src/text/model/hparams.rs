@@ -71,9 +71,7 @@ impl Hparams {
         let n_layer = md.usize(&key("block_count"))?;
         let n_embd = md.usize(&key("embedding_length"))?;
         let n_head = md.usize(&key("attention.head_count"))?;
-        let n_head_kv = md
-            .opt_usize(&key("attention.head_count_kv"))?
-            .unwrap_or(n_head);
+        let n_head_kv = md.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(n_head);
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
             bail!("invalid head counts: {n_head} query heads, {n_head_kv} kv heads");
         }
@@ -86,41 +84,23 @@ impl Hparams {
                 bail!("key length {head_dim} != value length {v} is not supported");
             }
         }
-        let n_rot = md
-            .opt_usize(&key("rope.dimension_count"))?
-            .unwrap_or(head_dim);
+        let n_rot = md.opt_usize(&key("rope.dimension_count"))?.unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
             bail!("invalid rope dimension count {n_rot} for head size {head_dim}");
         }
         let rope_base = md.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
         let rope_freq_scale = rope_freq_scale(&md, &key)?;
-        let rms_eps = md
-            .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
-            .unwrap_or(1e-6);
-        let final_logit_softcap = md
-            .opt_f32(&key("final_logit_softcapping"))?
-            .filter(|c| *c > 0.0);
+        let rms_eps = md.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6);
+        let final_logit_softcap = md.opt_f32(&key("final_logit_softcapping"))?.filter(|c| *c > 0.0);
 
         let (rope_style, sliding_window) = match arch {
             Arch::Llama => (RopeStyle::Interleaved, None),
             Arch::Qwen2 => (RopeStyle::Neox, None),
             Arch::Gemma3 => {
                 // llama.cpp: gemma3 uses a 5-local/1-global layer pattern and rope base 10k locally.
-                let window = md
-                    .opt_usize(&key("attention.sliding_window"))?
-                    .unwrap_or(4096);
-                let global_every = md
-                    .opt_usize(&key("attention.sliding_window_pattern"))?
-                    .unwrap_or(6)
-                    .max(1);
-                (
-                    RopeStyle::Neox,
-                    Some(SlidingWindow {
-                        size: window.max(1),
-                        global_every,
-                        local_rope_base: 10_000.0,
-                    }),
-                )
+                let window = md.opt_usize(&key("attention.sliding_window"))?.unwrap_or(4096);
+                let global_every = md.opt_usize(&key("attention.sliding_window_pattern"))?.unwrap_or(6).max(1);
+                (RopeStyle::Neox, Some(SlidingWindow { size: window.max(1), global_every, local_rope_base: 10_000.0 }))
             }
         };
 
@@ -221,19 +201,14 @@ impl Metadata<'_> {
                     Some(Value::I32(x)) if *x >= 0 => *x as u32,
                     _ => bail!("metadata `{key}` is not an integer array"),
                 };
-                if !it.all(|v| {
-                    matches!(v, Value::U32(x) if *x == first)
-                        || matches!(v, Value::I32(x) if *x as i64 == first as i64)
-                }) {
+                if !it.all(|v| matches!(v, Value::U32(x) if *x == first) || matches!(v, Value::I32(x) if *x as i64 == first as i64)) {
                     bail!("metadata `{key}` varies per layer, which is not supported");
                 }
                 first as i128
             }
             _ => bail!("metadata `{key}` is not an integer"),
         };
-        usize::try_from(n)
-            .map(Some)
-            .map_err(|_| candle_core::Error::Msg(format!("metadata `{key}` is out of range")))
+        usize::try_from(n).map(Some).map_err(|_| candle_core::Error::Msg(format!("metadata `{key}` is out of range")))
     }
 
     fn opt_f32(&self, key: &str) -> Result<Option<f32>> {

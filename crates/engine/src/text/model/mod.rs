@@ -56,10 +56,7 @@ pub enum Next {
 }
 
 /// Loads the weights of a GGUF file whose `general.architecture` is llama, qwen2 or gemma3.
-pub fn load(
-    content: &candle_core::quantized::gguf_file::Content,
-    file: &mut std::fs::File,
-) -> Result<Box<dyn Model>> {
+pub fn load(content: &candle_core::quantized::gguf_file::Content, file: &mut std::fs::File) -> Result<Box<dyn Model>> {
     let hp = hparams::Hparams::from_gguf(content)?;
     let decoder = decoder::Decoder::load(hp, weights::GgufReader { content, file })?;
     Ok(Box::new(decoder))
@@ -79,11 +76,7 @@ impl Model for decoder::Decoder {
 
     fn decode(&self, tokens: &[u32], caches: &mut [&mut SeqCache]) -> Result<Tensor> {
         if tokens.is_empty() || tokens.len() != caches.len() {
-            bail!(
-                "decode needs one token per sequence ({} tokens, {} caches)",
-                tokens.len(),
-                caches.len()
-            );
+            bail!("decode needs one token per sequence ({} tokens, {} caches)", tokens.len(), caches.len());
         }
         let counts = vec![1; tokens.len()];
         let rows: Vec<u32> = (0..tokens.len() as u32).collect();
@@ -92,12 +85,7 @@ impl Model for decoder::Decoder {
 
     fn decode_next(&self, tokens: &[u32], caches: &mut [&mut SeqCache], wants: &[Want]) -> Result<Vec<Next>> {
         if tokens.is_empty() || tokens.len() != caches.len() || wants.len() != tokens.len() {
-            bail!(
-                "decode needs one token and one want per sequence ({} tokens, {} caches, {} wants)",
-                tokens.len(),
-                caches.len(),
-                wants.len()
-            );
+            bail!("decode needs one token and one want per sequence ({} tokens, {} caches, {} wants)", tokens.len(), caches.len(), wants.len());
         }
         let counts = vec![1; tokens.len()];
         let rows: Vec<u32> = (0..tokens.len() as u32).collect();

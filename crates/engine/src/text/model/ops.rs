@@ -103,9 +103,7 @@ impl RopeAngles {
     /// Angle of pair `i` at position `p`: `p * freq_scale * base^(-2i / n_rot)`.
     pub fn new(positions: &[usize], n_rot: usize, base: f32, freq_scale: f32) -> Self {
         let half = n_rot / 2;
-        let inv_freq: Vec<f64> = (0..half)
-            .map(|i| (base as f64).powf(-2.0 * i as f64 / n_rot as f64) * freq_scale as f64)
-            .collect();
+        let inv_freq: Vec<f64> = (0..half).map(|i| (base as f64).powf(-2.0 * i as f64 / n_rot as f64) * freq_scale as f64).collect();
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &p in positions {

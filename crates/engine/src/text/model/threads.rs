@@ -68,8 +68,7 @@ impl StepThreads {
     /// on the caller's pool).
     fn pool(&self, threads: usize) -> Option<&ThreadPool> {
         let slot = self.pools.get(threads - 1)?;
-        slot.get_or_init(|| ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("step{threads}-{i}")).build().ok())
-            .as_ref()
+        slot.get_or_init(|| ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("step{threads}-{i}")).build().ok()).as_ref()
     }
 }
 

@@ -16,10 +16,7 @@ impl GgufReader<'_> {
     }
 
     pub fn qtensor(&mut self, name: &str) -> Result<Arc<QTensor>> {
-        self.content
-            .tensor(self.file, name, &Device::Cpu)
-            .map(Arc::new)
-            .map_err(|e| e.context(format!("reading tensor `{name}`")))
+        self.content.tensor(self.file, name, &Device::Cpu).map(Arc::new).map_err(|e| e.context(format!("reading tensor `{name}`")))
     }
 
     /// A small tensor (norm weight, bias) as dense f32 values.

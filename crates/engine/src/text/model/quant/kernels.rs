@@ -252,12 +252,7 @@ pub(super) mod avx2 {
     const PREFETCH_AHEAD: usize = 2048;
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn kernel<const L: u8, const NX: usize>(
-        w: *const u8,
-        nb: usize,
-        x: &[&[ActBlock]],
-        out: &mut [[f32; ROWS]],
-    ) {
+    unsafe fn kernel<const L: u8, const NX: usize>(w: *const u8, nb: usize, x: &[&[ActBlock]], out: &mut [[f32; ROWS]]) {
         let layout = layout_of(L);
         let unsigned = layout.unsigned_quants();
         let gb = layout.group_bytes();

@@ -8,11 +8,11 @@ mod shadow;
 #[cfg(target_arch = "x86_64")]
 mod tile;
 
+use crate::linalg::SendPtr;
 use candle_core::quantized::QTensor;
 use candle_core::{bail, Result};
 use kernels::GroupKernel;
 use pack::{Block32, Layout};
-use crate::linalg::SendPtr;
 use rayon::prelude::*;
 
 pub use kernels::{quantize_row, ActBlock};
@@ -55,8 +55,7 @@ impl PackedWeight {
         }
         let raw = t.data()?;
         let row_bytes = k / t.dtype().block_size() * t.dtype().type_size();
-        Self::pack(layout, n, k, |r, out| pack::decode_row(t.dtype(), &raw[r * row_bytes..(r + 1) * row_bytes], out))
-            .map(Some)
+        Self::pack(layout, n, k, |r, out| pack::decode_row(t.dtype(), &raw[r * row_bytes..(r + 1) * row_bytes], out)).map(Some)
     }
 
     /// Packs rows `0..n`, which `decode` gives as 32-value blocks; groups of rows are
@@ -66,24 +65,21 @@ impl PackedWeight {
         let gb = layout.group_bytes();
         let mut data = vec![0u8; n.div_ceil(ROWS) * nb * gb];
         huge_pages(&mut data);
-        data.par_chunks_mut(nb * gb).enumerate().try_for_each_init(
-            <[Vec<Block32>; ROWS]>::default,
-            |rows, (g, dst)| -> Result<()> {
-                for (r, blocks) in rows.iter_mut().enumerate() {
-                    blocks.clear();
-                    if g * ROWS + r < n {
-                        decode(g * ROWS + r, blocks)?;
-                        if blocks.len() != nb {
-                            bail!("row decoded into {} blocks, expected {nb}", blocks.len());
-                        }
+        data.par_chunks_mut(nb * gb).enumerate().try_for_each_init(<[Vec<Block32>; ROWS]>::default, |rows, (g, dst)| -> Result<()> {
+            for (r, blocks) in rows.iter_mut().enumerate() {
+                blocks.clear();
+                if g * ROWS + r < n {
+                    decode(g * ROWS + r, blocks)?;
+                    if blocks.len() != nb {
+                        bail!("row decoded into {} blocks, expected {nb}", blocks.len());
                     }
                 }
-                for (b, dst) in dst.chunks_exact_mut(gb).enumerate() {
-                    pack::write_group(layout, std::array::from_fn(|r| rows[r].get(b)), dst);
-                }
-                Ok(())
-            },
-        )?;
+            }
+            for (b, dst) in dst.chunks_exact_mut(gb).enumerate() {
+                pack::write_group(layout, std::array::from_fn(|r| rows[r].get(b)), dst);
+            }
+            Ok(())
+        })?;
         #[cfg(target_arch = "x86_64")]
         let tile = tile::available();
         #[cfg(not(target_arch = "x86_64"))]
@@ -142,11 +138,8 @@ impl PackedWeight {
             return Ok(());
         }
         // (weight, first group) of every task.
-        let tasks: Vec<(usize, usize)> = ws
-            .iter()
-            .enumerate()
-            .flat_map(|(i, w)| (0..w.n.div_ceil(ROWS)).step_by(GROUPS_PER_TASK).map(move |g| (i, g)))
-            .collect();
+        let tasks: Vec<(usize, usize)> =
+            ws.iter().enumerate().flat_map(|(i, w)| (0..w.n.div_ceil(ROWS)).step_by(GROUPS_PER_TASK).map(move |g| (i, g))).collect();
         let run = |&(i, g0): &(usize, usize)| {
             let (w, y_ptr) = (ws[i], &y_ptrs[i]);
             let n = w.n;

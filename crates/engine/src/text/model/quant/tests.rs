@@ -39,10 +39,7 @@ fn check(dtype: GgmlDType, n: usize, k: usize, m: usize) {
         // Activations are quantized to 8 bits: allow that error, relative to the row's scale.
         let scale = expected.iter().fold(0f32, |a, v| a.max(v.abs()));
         for (i, (a, b)) in y.iter().zip(&expected).enumerate() {
-            assert!(
-                (a - b).abs() <= 0.02 * scale + 1e-3,
-                "{dtype:?} {name} kernel, n={n} k={k} m={m}: y[{i}] = {a}, reference {b}"
-            );
+            assert!((a - b).abs() <= 0.02 * scale + 1e-3, "{dtype:?} {name} kernel, n={n} k={k} m={m}: y[{i}] = {a}, reference {b}");
         }
     }
 }

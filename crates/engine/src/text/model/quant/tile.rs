@@ -55,11 +55,8 @@ pub fn available() -> bool {
 /// [`available`]).
 pub fn matmul_many(ws: &[&PackedWeight], x: &[&[ActBlock]], ys: &[SendPtr]) {
     let nb = ws[0].k / BLOCK;
-    let tasks: Vec<(usize, usize)> = ws
-        .iter()
-        .enumerate()
-        .flat_map(|(i, w)| (0..w.n.div_ceil(TILE_ROWS)).step_by(TILES_PER_TASK).map(move |t| (i, t)))
-        .collect();
+    let tasks: Vec<(usize, usize)> =
+        ws.iter().enumerate().flat_map(|(i, w)| (0..w.n.div_ceil(TILE_ROWS)).step_by(TILES_PER_TASK).map(move |t| (i, t))).collect();
     tasks.par_iter().for_each(|&(i, t0)| {
         let w = ws[i];
         let tiles = t0..(t0 + TILES_PER_TASK).min(w.n.div_ceil(TILE_ROWS));
@@ -145,16 +142,7 @@ unsafe fn transpose_quads(r: [__m256i; TILE_ROWS]) -> [__m256i; TILE_ROWS] {
     let lo32 = |a, b| _mm256_unpacklo_epi32(a, b);
     let hi32 = |a, b| _mm256_unpackhi_epi32(a, b);
     // Pairs of rows, cells c and c + 1 interleaved in each 128-bit lane.
-    let t = [
-        lo32(r[0], r[1]),
-        hi32(r[0], r[1]),
-        lo32(r[2], r[3]),
-        hi32(r[2], r[3]),
-        lo32(r[4], r[5]),
-        hi32(r[4], r[5]),
-        lo32(r[6], r[7]),
-        hi32(r[6], r[7]),
-    ];
+    let t = [lo32(r[0], r[1]), hi32(r[0], r[1]), lo32(r[2], r[3]), hi32(r[2], r[3]), lo32(r[4], r[5]), hi32(r[4], r[5]), lo32(r[6], r[7]), hi32(r[6], r[7])];
     // u[j]: column j (low lane) and j + 4 (high lane) of rows 0..4; u[4 + j], rows 4..8.
     let u: [__m256i; 8] = std::array::from_fn(|i| {
         let (base, j) = (4 * (i / 4), i % 4);
@@ -165,25 +153,13 @@ unsafe fn transpose_quads(r: [__m256i; TILE_ROWS]) -> [__m256i; TILE_ROWS] {
             _mm256_unpackhi_epi64(a, b)
         }
     });
-    std::array::from_fn(|c| {
-        if c < 4 {
-            _mm256_permute2x128_si256::<0x20>(u[c], u[4 + c])
-        } else {
-            _mm256_permute2x128_si256::<0x31>(u[c - 4], u[c])
-        }
-    })
+    std::array::from_fn(|c| if c < 4 { _mm256_permute2x128_si256::<0x20>(u[c], u[4 + c]) } else { _mm256_permute2x128_si256::<0x31>(u[c - 4], u[c]) })
 }
 
 /// `out[i][col + r]` = dot of tile row r with activation row `x[i]`, activation rows
 /// taken 3, 2 or 1 at a time (4 would spill registers).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot(
-    layout: Layout,
-    tile: &[TileBlock],
-    x: &[&[ActBlock]],
-    out: &mut [[f32; TASK_COLS]],
-    col: usize,
-) {
+unsafe fn dot(layout: Layout, tile: &[TileBlock], x: &[&[ActBlock]], out: &mut [[f32; TASK_COLS]], col: usize) {
     type Kernel = unsafe fn(&[TileBlock], &[&[ActBlock]], &mut [[f32; TASK_COLS]], usize);
     let mut done = 0;
     while done < x.len() {
@@ -216,12 +192,7 @@ unsafe fn dot(
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_as<const L: u8, const NX: usize>(
-    tile: &[TileBlock],
-    x: &[&[ActBlock]],
-    out: &mut [[f32; TASK_COLS]],
-    col: usize,
-) {
+unsafe fn dot_as<const L: u8, const NX: usize>(tile: &[TileBlock], x: &[&[ActBlock]], out: &mut [[f32; TASK_COLS]], col: usize) {
     let layout = layout_of(L);
     let signed = !layout.unsigned_quants();
     let z = layout.zero_point();
@@ -261,10 +232,7 @@ unsafe fn dot_as<const L: u8, const NX: usize>(
             } else {
                 let all = if layout.quant_bits() == 4 {
                     // 8 pairs of 4-bit columns still fit an i16.
-                    widen(add16(
-                        add16(add16(p[0], p[1]), add16(p[2], p[3])),
-                        add16(add16(p[4], p[5]), add16(p[6], p[7])),
-                    ))
+                    widen(add16(add16(add16(p[0], p[1]), add16(p[2], p[3])), add16(add16(p[4], p[5]), add16(p[6], p[7]))))
                 } else {
                     add32(half(&p[..4]), half(&p[4..]))
                 };

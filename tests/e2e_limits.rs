@@ -360,7 +360,7 @@ async fn one_keys_cached_prompt_prefix_does_not_serve_another_key() {
 }
 
 #[tokio::test]
-async fn best_of_candidates_share_one_computation_of_the_prompts_logprobs() {
+async fn best_of_candidates_all_echo_the_prompts_logprobs() {
     let server = http_server();
     let base = completion(SMOL, json!("The lighthouse keeper climbed the stairs"), 3);
     let alone = ok(server, "/v1/completions", &with(base.clone(), json!({"echo": true, "logprobs": 2}))).await;

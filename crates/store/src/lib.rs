@@ -5,12 +5,14 @@
 //! database, behind [`blobs::BlobStore`].
 pub mod blobs;
 mod files;
+mod jobs;
 mod keys;
 mod log;
 mod rate;
 mod usage;
 
 pub use files::{FileRecord, ListOrder};
+pub use jobs::{time_id, Checkpoint, FineTunedModel, Job, JobEvent};
 pub use keys::{secret_hash, ApiKey, NewKey};
 pub use log::LoggedRequest;
 pub use rate::Window;

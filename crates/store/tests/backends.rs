@@ -1,7 +1,7 @@
 //! The store's whole suite, run on SQLite (always) and on PostgreSQL (the real
 //! server named by HEARTH_TEST_DATABASE_URL, which scripts/test.sh starts; in
 //! CI its absence is a failure, not a skip).
-use hearth_store::{FileRecord, ListOrder, LoggedRequest, NewKey, Store, UsageQuery, UsageRecord};
+use hearth_store::{time_id, FileRecord, FineTunedModel, Job, ListOrder, LoggedRequest, NewKey, Store, UsageQuery, UsageRecord};
 use std::path::PathBuf;
 
 fn scratch_dir() -> PathBuf {
@@ -59,6 +59,7 @@ async fn exercise(store: &Store) {
     usage(store).await;
     request_log(store).await;
     rate_windows(store).await;
+    jobs(store).await;
 }
 
 async fn files(store: &Store) {
@@ -200,4 +201,57 @@ async fn rate_windows(store: &Store) {
     let w = store.add_to_window("key_r", 600, 0, 3).await.unwrap();
     assert_eq!((w.requests, w.tokens), (20, 143));
     assert_eq!(store.add_to_window("key_r", 660, 1, 0).await.unwrap().requests, 1, "a new minute starts at zero");
+}
+
+async fn jobs(store: &Store) {
+    let mut ids = Vec::new();
+    for (kind, status) in [("fine_tuning", "running"), ("batch", "in_progress"), ("fine_tuning", "queued"), ("fine_tuning", "succeeded")] {
+        let id = time_id("ftjob-");
+        store.insert_job(&Job::new(id.clone(), kind, status, format!("{{\"id\":\"{id}\"}}"))).await.unwrap();
+        ids.push(id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let listed: Vec<String> = store.list_jobs("fine_tuning", None, 2).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(listed, vec![ids[3].clone(), ids[2].clone()], "newest first, of one kind");
+    let next: Vec<String> = store.list_jobs("fine_tuning", Some(&ids[2]), 10).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(next, vec![ids[0].clone()]);
+    let pending: Vec<String> = store.jobs_in("fine_tuning", &["queued", "running"]).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(pending, vec![ids[0].clone(), ids[2].clone()], "what a restart resumes, oldest first");
+    assert!(store.update_job(&ids[0], "failed", "{\"status\":\"failed\"}").await.unwrap());
+    let failed = store.job(&ids[0]).await.unwrap().unwrap();
+    assert_eq!((failed.status.as_str(), failed.body.as_str()), ("failed", "{\"status\":\"failed\"}"));
+    assert!(!store.update_job("ftjob-none", "failed", "{}").await.unwrap());
+
+    let mut events = Vec::new();
+    for i in 0..3 {
+        events.push(store.add_event(&ids[2], "info", &format!("step {i}"), Some("{\"step\":1}")).await.unwrap().id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    store.add_event(&ids[3], "info", "other job", None).await.unwrap();
+    let newest: Vec<String> = store.events(&ids[2], None, 2).await.unwrap().into_iter().map(|e| e.message).collect();
+    assert_eq!(newest, vec!["step 2", "step 1"]);
+    let older = store.events(&ids[2], Some(&events[1]), 10).await.unwrap();
+    assert_eq!((older.len(), older[0].message.as_str(), older[0].data.as_deref()), (1, "step 0", Some("{\"step\":1}")));
+    let since: Vec<String> = store.events_since(&ids[2], Some(&events[0])).await.unwrap().into_iter().map(|e| e.message).collect();
+    assert_eq!(since, vec!["step 1", "step 2"], "streaming reads forward from a cursor");
+
+    store.add_checkpoint(&ids[2], 4, "{}").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    store.add_checkpoint(&ids[2], 8, "{}").await.unwrap();
+    let steps: Vec<i64> = store.checkpoints(&ids[2], None, 10).await.unwrap().into_iter().map(|c| c.step).collect();
+    assert_eq!(steps, vec![8, 4]);
+
+    let model = FineTunedModel {
+        id: "ft:davinci:org:x:1".into(),
+        base: "gemma".into(),
+        path: "/m/x.gguf".into(),
+        owned_by: "org".into(),
+        job_id: ids[3].clone(),
+        created_at: 5,
+    };
+    store.insert_fine_tuned_model(&model).await.unwrap();
+    assert_eq!(store.fine_tuned_models().await.unwrap(), vec![model.clone()]);
+    assert!(store.delete_fine_tuned_model(&model.id).await.unwrap());
+    assert!(!store.delete_fine_tuned_model(&model.id).await.unwrap());
+    assert!(store.fine_tuned_models().await.unwrap().is_empty());
 }

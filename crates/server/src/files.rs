@@ -24,7 +24,7 @@ fn platform(state: &AppState) -> Result<&Arc<Platform>, ApiError> {
     state.platform.as_ref().ok_or_else(|| ApiError::internal("this server was started without a store"))
 }
 
-fn object(f: &FileRecord) -> Value {
+pub(crate) fn object(f: &FileRecord) -> Value {
     json!({
         "id": f.id,
         "object": "file",
@@ -251,7 +251,7 @@ impl JsonlCheck {
     }
 }
 
-fn example_problem(line: &[u8]) -> Result<(), String> {
+pub(crate) fn example_problem(line: &[u8]) -> Result<(), String> {
     let value: Value = serde_json::from_slice(line).map_err(|e| format!("not valid JSON ({e})."))?;
     let Some(obj) = value.as_object() else { return Err("expected a JSON object.".into()) };
     if let Some(messages) = obj.get("messages") {

@@ -11,6 +11,7 @@ mod embeddings;
 pub mod error;
 mod files;
 mod generate;
+mod jobs;
 mod limits;
 pub mod listen;
 mod logprobs;
@@ -18,6 +19,7 @@ mod metering;
 mod models;
 mod moderations;
 pub mod platform;
+mod priority;
 mod ratelimit;
 mod routes;
 mod sse;
@@ -69,7 +71,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     check_stored_keys(&config, &platform).await?;
     platform.spawn_retention();
     let engines = load_models(&catalog, &config).await?;
-    let state = Arc::new(AppState::new(catalog, engines, config.api_keys.clone()).with_platform(platform));
+    let mut state = AppState::new(catalog, engines, config.api_keys.clone()).with_platform(platform);
+    state.training =
+        Some(state::TrainingSetup { models_dir: config.home.join("models"), engine: config.engine.clone(), work_dir: config.platform.state_dir.join("jobs") });
+    let state = Arc::new(state);
+    jobs::runner::load_tuned(&state).await?;
+    jobs::runner::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
     tracing::info!("hearth is serving the OpenAI API on http://{}/v1", config.addr);
     listen::serve(listener, router(state), &config.http, async {

@@ -1,9 +1,10 @@
 //! The routes table and the layers around it (auth, rate limits, usage and
 //! request log, body limit, panics, tracing).
 use crate::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
+use crate::jobs::{batches, fine_tuning, legacy};
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
 use crate::state::AppState;
-use crate::{audio, auth, chat, completions, embeddings, files, metering, models, moderations, ratelimit, usage_api};
+use crate::{audio, auth, chat, completions, embeddings, files, metering, models, moderations, priority, ratelimit, usage_api};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -16,15 +17,31 @@ use tower_http::trace::TraceLayer;
 /// The whole HTTP API as a router, for `serve` or for embedding/tests.
 pub fn router(state: Arc<AppState>) -> Router {
     let file_limit = state.platform.as_ref().map_or(0, |p| p.config.max_file_bytes);
-    Router::new()
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{model}", get(models::retrieve))
+    // Requests on these routes are interactive: background work waits for them (priority.rs).
+    let interactive = Router::new()
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/completions", post(completions::create))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/moderations", post(moderations::create))
         .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
         .route("/v1/audio/translations", post(audio::translations).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), priority::track));
+    Router::new()
+        .merge(interactive)
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::retrieve).delete(models::delete))
+        .route("/v1/fine_tuning/jobs", post(fine_tuning::create).get(fine_tuning::list))
+        .route("/v1/fine_tuning/jobs/{id}", get(fine_tuning::retrieve))
+        .route("/v1/fine_tuning/jobs/{id}/cancel", post(fine_tuning::cancel))
+        .route("/v1/fine_tuning/jobs/{id}/events", get(fine_tuning::events))
+        .route("/v1/fine_tuning/jobs/{id}/checkpoints", get(fine_tuning::checkpoints))
+        .route("/v1/fine-tunes", post(legacy::create).get(legacy::list))
+        .route("/v1/fine-tunes/{id}", get(legacy::retrieve))
+        .route("/v1/fine-tunes/{id}/cancel", post(legacy::cancel))
+        .route("/v1/fine-tunes/{id}/events", get(legacy::events))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::retrieve))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/files", post(files::upload).get(files::list).layer(DefaultBodyLimit::max(file_limit + 1024 * 1024)))
         .route("/v1/files/{id}", get(files::retrieve).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))

@@ -6,8 +6,10 @@ use hearth_engine::audio::SpeechEngine;
 use hearth_engine::embed::EmbedEngine;
 use hearth_engine::moderate::ModerationEngine;
 use hearth_engine::text::TextEngine;
+use hearth_store::FineTunedModel;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 /// A loaded model, one variant per modality (chosen by the catalog `Format`).
 #[derive(Clone)]
@@ -51,6 +53,32 @@ pub struct AppState {
     /// Persistent state (keys, files, usage, rate limits, request log); None:
     /// a stateless server (static keys only, no /v1/files).
     pub platform: Option<Arc<Platform>>,
+    /// Models made by fine-tuning, by id: served like their base, added and removed at run time.
+    pub tuned: RwLock<HashMap<String, TunedModel>>,
+    /// Interactive requests in flight (background work yields to them).
+    pub interactive: crate::priority::Interactive,
+    /// Where fine-tuning reads base weights and writes its models; None: no fine-tuning.
+    pub training: Option<TrainingSetup>,
+    /// Wakes the job runner when a job is queued or cancelled.
+    pub jobs_wake: tokio::sync::Notify,
+}
+
+/// A fine-tuned model, loaded.
+#[derive(Clone)]
+pub struct TunedModel {
+    pub record: FineTunedModel,
+    pub engine: TextEngine,
+}
+
+/// What the job runner needs besides the store.
+#[derive(Clone)]
+pub struct TrainingSetup {
+    /// `$HEARTH_HOME/models`: base weights are there, fine-tuned GGUFs are written there.
+    pub models_dir: PathBuf,
+    /// Fine-tuned models are served with the same engine settings as the others.
+    pub engine: hearth_engine::text::TextEngineConfig,
+    /// Job scratch space (checkpoints), under the state directory.
+    pub work_dir: PathBuf,
 }
 
 /// A chat or completions request's model, resolved and loaded.
@@ -66,7 +94,17 @@ pub struct TextTarget {
 
 impl AppState {
     pub fn new(catalog: Catalog, engines: HashMap<String, LoadedModel>, api_keys: Vec<String>) -> Self {
-        Self { catalog, engines, api_keys, today: None, platform: None }
+        Self {
+            catalog,
+            engines,
+            api_keys,
+            today: None,
+            platform: None,
+            tuned: RwLock::default(),
+            interactive: Default::default(),
+            training: None,
+            jobs_wake: tokio::sync::Notify::new(),
+        }
     }
 
     pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {
@@ -92,6 +130,9 @@ impl AppState {
 
     /// A text model for chat or completions.
     pub fn text_target(&self, name: &str, endpoint: Endpoint) -> Result<TextTarget, ApiError> {
+        if let Some(target) = self.tuned_target(name, endpoint)? {
+            return Ok(target);
+        }
         let (resolved, engine) = self.runtime::<TextEngine>(name, endpoint)?;
         Ok(TextTarget {
             requested: resolved.requested.clone(),
@@ -100,6 +141,27 @@ impl AppState {
             engine: engine.clone(),
             system_fingerprint: fingerprint(&resolved.entry.id),
         })
+    }
+
+    /// A fine-tuned model serves the endpoints of its base, with its base's window.
+    fn tuned_target(&self, name: &str, endpoint: Endpoint) -> Result<Option<TextTarget>, ApiError> {
+        let Some(tuned) = self.tuned.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned() else { return Ok(None) };
+        let base = self.catalog.model(&tuned.record.base).ok_or_else(|| ApiError::model_not_found(name))?;
+        if !base.endpoints.contains(&endpoint) {
+            // The same refusal the base gets on this endpoint.
+            self.catalog.resolve(&base.id, Some(endpoint), &self.today())?;
+        }
+        Ok(Some(TextTarget {
+            requested: name.to_string(),
+            model_id: name.to_string(),
+            context_window: base.context_window.min(tuned.engine.info().context_length),
+            engine: tuned.engine,
+            system_fingerprint: fingerprint(name),
+        }))
+    }
+
+    pub fn tuned_model(&self, name: &str) -> Option<TunedModel> {
+        self.tuned.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// Whether a listed name leads to a loaded model (what `/v1/models` shows).

@@ -133,6 +133,19 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Replaces a job's status and object only while its status is still `expected`
+    /// (a runner's write never undoes a cancel that came meanwhile); false otherwise.
+    pub async fn update_job_if(&self, id: &str, expected: &str, status: &str, body: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE jobs SET status = $1, body = $2 WHERE id = $3 AND status = $4")
+            .bind(status)
+            .bind(body)
+            .bind(id)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Up to `limit` jobs of `kind`, newest first, after the cursor `after` (a job id).
     pub async fn list_jobs(&self, kind: &str, after: Option<&str>, limit: i64) -> Result<Vec<Job>> {
         let rows = sqlx::query("SELECT id, kind, status, body, created_at FROM jobs WHERE kind = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")

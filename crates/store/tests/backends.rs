@@ -221,6 +221,9 @@ async fn jobs(store: &Store) {
     let failed = store.job(&ids[0]).await.unwrap().unwrap();
     assert_eq!((failed.status.as_str(), failed.body.as_str()), ("failed", "{\"status\":\"failed\"}"));
     assert!(!store.update_job("ftjob-none", "failed", "{}").await.unwrap());
+    assert!(!store.update_job_if(&ids[0], "running", "succeeded", "{}").await.unwrap(), "a status changed meanwhile is kept");
+    assert!(store.update_job_if(&ids[0], "failed", "cancelled", "{}").await.unwrap());
+    assert_eq!(store.job(&ids[0]).await.unwrap().unwrap().status, "cancelled");
 
     let mut events = Vec::new();
     for i in 0..3 {

@@ -1,0 +1,228 @@
+//! `/v1/fine_tuning/jobs` in OpenAI's current shapes, and what both
+//! fine-tuning APIs share: creating, loading and cancelling a job.
+use super::spec::{self, FtJob, CURRENT, FINISHED};
+use super::{input_file, internal, page_limit, platform, read_file, ORG};
+use crate::error::{ApiError, INVALID_REQUEST};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use hearth_store::{now, time_id, Job, JobEvent};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn no_such_job(id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("Could not find fine-tune: {id}"), INVALID_REQUEST, Some("fine_tune_id"), Some("fine_tune_not_found"))
+}
+
+/// The job `id` of `kind`.
+pub async fn load(state: &AppState, id: &str, kind: &str) -> Result<FtJob, ApiError> {
+    let job = platform(state)?.store.job(id).await.map_err(internal)?.filter(|j| j.kind == kind).ok_or_else(|| no_such_job(id))?;
+    serde_json::from_str(&job.body).map_err(internal)
+}
+
+/// Checks the files against the base and stores the job, queued; the runner takes it from there.
+pub async fn submit(state: &Arc<AppState>, mut job: FtJob) -> Result<FtJob, ApiError> {
+    let platform = platform(state)?.clone();
+    input_file(&platform, &job.training_file, "fine-tune", "training_file").await?;
+    let training = read_file(&platform, &job.training_file).await.map_err(internal)?;
+    spec::check_data(&training, job.data, "training_file")?;
+    if let Some(validation) = &job.validation_file {
+        input_file(&platform, validation, "fine-tune", "validation_file").await?;
+        let bytes = read_file(&platform, validation).await.map_err(internal)?;
+        spec::check_data(&bytes, job.data, "validation_file")?;
+    }
+    if state.training.is_none() {
+        return Err(ApiError::internal("this server was started without a models directory for fine-tuning"));
+    }
+    job.status = "validating_files".into();
+    let store = &platform.store;
+    store.insert_job(&Job::new(job.id.clone(), job.kind(), &job.status, serde_json::to_string(&job).map_err(internal)?)).await.map_err(internal)?;
+    store.add_event(&job.id, "info", &format!("Created fine-tuning job: {}", job.id), None).await.map_err(internal)?;
+    store.add_event(&job.id, "info", "Validating training file", None).await.map_err(internal)?;
+    // The files were checked above: the job is queued at once.
+    job.status = "queued".into();
+    job.updated_at = now();
+    store.update_job(&job.id, &job.status, &serde_json::to_string(&job).map_err(internal)?).await.map_err(internal)?;
+    store.add_event(&job.id, "info", "Files validated, moving job to queued state", None).await.map_err(internal)?;
+    state.jobs_wake.notify_one();
+    Ok(job)
+}
+
+/// Cancels a job that has not finished; the runner stops its training at the next step.
+pub async fn cancel_job(state: &AppState, id: &str, kind: &str) -> Result<FtJob, ApiError> {
+    let store = &platform(state)?.store;
+    loop {
+        let mut job = load(state, id, kind).await?;
+        if FINISHED.contains(&job.status.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Job has already completed: {id} (status {})", job.status),
+                INVALID_REQUEST,
+                None,
+                None,
+            ));
+        }
+        let previous = job.status.clone();
+        job.status = "cancelled".into();
+        job.updated_at = now();
+        job.finished_at = Some(now());
+        if store.update_job_if(id, &previous, &job.status, &serde_json::to_string(&job).map_err(internal)?).await.map_err(internal)? {
+            store.add_event(id, "info", "Fine-tuning job cancelled", None).await.map_err(internal)?;
+            state.jobs_wake.notify_one();
+            return Ok(job);
+        }
+    }
+}
+
+/// The current API's job object.
+pub fn object(job: &FtJob) -> Value {
+    let hyper = json!({
+        "n_epochs": job.hyper.n_epochs.map_or(json!("auto"), |n| json!(n)),
+        "batch_size": job.hyper.batch_size.map_or(json!("auto"), |n| json!(n)),
+        "learning_rate_multiplier": job.hyper.learning_rate_multiplier.map_or(json!("auto"), |n| json!(n)),
+    });
+    json!({
+        "id": job.id,
+        "object": "fine_tuning.job",
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "model": job.model,
+        "fine_tuned_model": job.fine_tuned_model,
+        "organization_id": ORG,
+        "status": job.status,
+        "hyperparameters": hyper,
+        "training_file": job.training_file,
+        "validation_file": job.validation_file,
+        "result_files": job.result_files,
+        "trained_tokens": job.trained_tokens,
+        "error": job.error.clone().unwrap_or_else(|| json!({})),
+        "seed": job.seed,
+        "user_provided_suffix": job.suffix,
+        "estimated_finish": null,
+        "integrations": [],
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+    })
+}
+
+pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body = crate::body::json(body)?;
+    let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+    let Some(model) = text("model") else { return Err(ApiError::invalid("Missing required parameter: 'model'.", Some("model"))) };
+    let Some(training_file) = text("training_file") else {
+        return Err(ApiError::invalid("Missing required parameter: 'training_file'.", Some("training_file")));
+    };
+    let (base, data) = spec::trainable_base(&state, &model)?;
+    // `method.supervised.hyperparameters` is the newer place for the same settings.
+    let hyper_value = body.get("hyperparameters").or_else(|| body.pointer("/method/supervised/hyperparameters")).cloned().unwrap_or(Value::Null);
+    let hyper = spec::hyper(&hyper_value, "hyperparameters.")?;
+    let suffix = spec::suffix(body.get("suffix"), 64)?;
+    let seed = match body.get("seed") {
+        None | Some(Value::Null) => rand::random::<u32>() as i64,
+        Some(v) => v
+            .as_i64()
+            .filter(|s| (0..=2_147_483_647).contains(s))
+            .ok_or_else(|| ApiError::invalid(format!("Invalid 'seed': expected an integer between 0 and 2147483647, but got {v} instead."), Some("seed")))?,
+    };
+    let created = now();
+    let job = FtJob {
+        id: time_id("ftjob-"),
+        legacy: false,
+        model,
+        base,
+        data,
+        training_file,
+        validation_file: text("validation_file"),
+        hyper,
+        suffix,
+        seed,
+        status: "validating_files".into(),
+        fine_tuned_model: None,
+        trained_tokens: None,
+        result_files: vec![],
+        error: None,
+        created_at: created,
+        updated_at: created,
+        finished_at: None,
+    };
+    let job = submit(&state, job).await?;
+    Ok(Json(object(&job)))
+}
+
+#[derive(Deserialize)]
+pub struct PageParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
+    let limit = page_limit(params.limit.as_deref(), 20, 100)?;
+    let mut jobs = platform(&state)?.store.list_jobs(CURRENT, params.after.as_deref(), limit + 1).await.map_err(internal)?;
+    let has_more = jobs.len() as i64 > limit;
+    jobs.truncate(limit as usize);
+    let data = jobs.iter().map(|j| serde_json::from_str::<FtJob>(&j.body).map(|j| object(&j))).collect::<Result<Vec<_>, _>>().map_err(internal)?;
+    Ok(Json(json!({"object": "list", "data": data, "has_more": has_more})))
+}
+
+pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(object(&load(&state, &id, CURRENT).await?)))
+}
+
+pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(object(&cancel_job(&state, &id, CURRENT).await?)))
+}
+
+pub fn event_object(e: &JobEvent) -> Value {
+    let data = e.data.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok());
+    json!({
+        "object": "fine_tuning.job.event",
+        "id": e.id,
+        "created_at": e.created_at,
+        "level": e.level,
+        "message": e.message,
+        "type": if data.is_some() { "metrics" } else { "message" },
+        "data": data.unwrap_or_else(|| json!({})),
+    })
+}
+
+pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
+    load(&state, &id, CURRENT).await?;
+    let limit = page_limit(params.limit.as_deref(), 20, 1000)?;
+    let mut events = platform(&state)?.store.events(&id, params.after.as_deref(), limit + 1).await.map_err(internal)?;
+    let has_more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    Ok(Json(json!({"object": "list", "data": events.iter().map(event_object).collect::<Vec<_>>(), "has_more": has_more})))
+}
+
+pub async fn checkpoints(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
+    load(&state, &id, CURRENT).await?;
+    let limit = page_limit(params.limit.as_deref(), 10, 100)?;
+    let mut rows = platform(&state)?.store.checkpoints(&id, params.after.as_deref(), limit + 1).await.map_err(internal)?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|c| {
+            let body: Value = serde_json::from_str(&c.body).unwrap_or_else(|_| json!({}));
+            json!({
+                "object": "fine_tuning.job.checkpoint",
+                "id": c.id,
+                "created_at": c.created_at,
+                "fine_tuned_model_checkpoint": body["fine_tuned_model_checkpoint"],
+                "step_number": c.step,
+                "metrics": body["metrics"],
+                "fine_tuning_job_id": c.job_id,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "first_id": rows.first().map(|c| c.id.clone()),
+        "last_id": rows.last().map(|c| c.id.clone()),
+        "has_more": has_more,
+    })))
+}

@@ -1,0 +1,88 @@
+//! Background jobs on files: fine-tuning (current and legacy API) and batches.
+//! Jobs live in the store, so they outlive the process: at start the runner
+//! takes up every job that was not finished (see `runner`).
+pub mod batches;
+pub mod fine_tuning;
+pub mod legacy;
+pub mod runner;
+mod spec;
+mod trainer;
+
+use crate::error::{ApiError, INVALID_REQUEST};
+use crate::platform::Platform;
+use crate::state::AppState;
+use axum::http::StatusCode;
+use hearth_store::blobs::BlobStore;
+use hearth_store::FileRecord;
+use std::sync::Arc;
+
+/// The organization fine-tuned models are owned by and named after.
+pub const ORG: &str = "user-hearth";
+
+pub fn platform(state: &AppState) -> Result<&Arc<Platform>, ApiError> {
+    state.platform.as_ref().ok_or_else(|| ApiError::internal("this server was started without a store"))
+}
+
+pub fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e)
+}
+
+/// A page size: `limit` given as text (query strings), default `default`, within 1..=`max`.
+pub fn page_limit(limit: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid(format!("Invalid 'limit': expected an integer between 1 and {max}, but got {text} instead."), Some("limit"))),
+        },
+    }
+}
+
+/// The file `id` (of `purpose`), as a request's `param` names it.
+pub async fn input_file(platform: &Platform, id: &str, purpose: &str, param: &str) -> Result<FileRecord, ApiError> {
+    let file = platform
+        .store
+        .file(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such File object: {id}"), INVALID_REQUEST, Some(param), Some("file_not_found")))?;
+    if file.purpose != purpose {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("File {id} has purpose '{}'; this needs a file uploaded with purpose '{purpose}'.", file.purpose),
+            INVALID_REQUEST,
+            Some(param),
+            Some("invalid_file_purpose"),
+        ));
+    }
+    Ok(file)
+}
+
+/// A file's bytes, read off the async workers.
+pub async fn read_file(platform: &Arc<Platform>, id: &str) -> anyhow::Result<Vec<u8>> {
+    let (blobs, id) = (platform.blobs.clone(), id.to_string());
+    Ok(tokio::task::spawn_blocking(move || blobs.read(&id)).await??)
+}
+
+/// Writes `bytes` as a new file of `purpose` (outputs of jobs), in the files API.
+pub async fn write_file(platform: &Arc<Platform>, purpose: &str, filename: &str, bytes: Vec<u8>) -> anyhow::Result<FileRecord> {
+    let id = FileRecord::new_id();
+    let blobs: Arc<dyn BlobStore> = platform.blobs.clone();
+    let committed = tokio::task::spawn_blocking({
+        let id = id.clone();
+        move || -> std::io::Result<_> {
+            let mut writer = blobs.create()?;
+            writer.write(&bytes)?;
+            writer.commit(&id)
+        }
+    })
+    .await??;
+    let record = FileRecord::new(id, purpose, filename, committed.bytes, committed.sha256);
+    platform.store.insert_file(&record).await?;
+    Ok(record)
+}
+
+/// An API error met by background work, as an error of that work.
+pub fn to_anyhow(e: ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.body.error.message)
+}

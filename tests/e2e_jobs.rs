@@ -1,0 +1,218 @@
+//! Jobs on files against the real binary: `/v1/batches` (answers equal the
+//! same requests sent one by one), the fine-tuning APIs' refusals, and model
+//! deletion rules. One server with a state directory of its own.
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const MODELS: &str = "smollm2-135m-instruct-q4_1,gemma-3-270m-q4_k_m,all-minilm-l6-v2,hearth-moderation-1";
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hearth-e2e-jobs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Server::start(&["--models", MODELS, "--state-dir", dir.to_str().unwrap()], None)
+    })
+}
+
+async fn upload(purpose: &str, name: &str, text: String) -> String {
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", purpose.to_string())
+        .part("file", reqwest::multipart::Part::bytes(text.into_bytes()).file_name(name.to_string()));
+    let resp = client().post(server().url("/v1/files")).multipart(form).send().await.unwrap();
+    let (status, body) = read_json(resp).await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+async fn content(id: &str) -> String {
+    client().get(server().url(&format!("/v1/files/{id}/content"))).send().await.unwrap().text().await.unwrap()
+}
+
+async fn wait_batch(id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, b) = get(server(), &format!("/v1/batches/{id}")).await;
+        assert_eq!(status, 200, "{b}");
+        if ["completed", "failed", "cancelled", "expired"].contains(&b["status"].as_str().unwrap()) {
+            return b;
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "batch {id} did not finish: {b}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// What must be equal between a batch answer and the same request's own answer.
+fn answer(endpoint: &str, body: &Value) -> Value {
+    match endpoint {
+        "/v1/chat/completions" | "/v1/completions" => json!([body["model"], body["choices"], body["usage"]]),
+        _ => body.clone(),
+    }
+}
+
+/// Floats compared within `tol` (embedding and moderation scores depend on batch padding by rounding only).
+fn close(a: &Value, b: &Value, tol: f64) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= tol,
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q, tol)),
+        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w, tol))),
+        _ => a == b,
+    }
+}
+
+fn requests(endpoint: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| match endpoint {
+            "/v1/chat/completions" => {
+                json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": format!("Count to {i}.")}], "max_tokens": 3, "temperature": 0})
+            }
+            "/v1/completions" => json!({"model": "davinci", "prompt": format!("Item {i}:"), "max_tokens": 3, "temperature": 0}),
+            "/v1/embeddings" => json!({"model": "text-embedding-ada-002", "input": format!("sentence number {i}")}),
+            _ => json!({"model": "text-moderation-latest", "input": format!("message {i} is friendly")}),
+        })
+        .collect()
+}
+
+/// 200 requests over the four endpoints (one batch each, run together), plus
+/// two that fail; each answer equals the same request sent alone at temperature 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_answer_as_single_requests() {
+    let plan = [("/v1/chat/completions", 90), ("/v1/completions", 70), ("/v1/embeddings", 20), ("/v1/moderations", 20)];
+    let mut batches = Vec::new();
+    for (endpoint, n) in plan {
+        let mut bodies = requests(endpoint, n);
+        if endpoint == "/v1/chat/completions" {
+            bodies.push(json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}));
+            bodies.push(json!({"model": "gpt-3.5-turbo", "messages": []}));
+        }
+        let lines: String = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{}\n", json!({"custom_id": format!("req-{i}"), "method": "POST", "url": endpoint, "body": b})))
+            .collect();
+        let file = upload("batch", "requests.jsonl", lines).await;
+        let batch =
+            ok(server(), "/v1/batches", &json!({"input_file_id": file, "endpoint": endpoint, "completion_window": "24h", "metadata": {"k": "v"}})).await;
+        assert_eq!((batch["object"].as_str(), batch["status"].as_str()), (Some("batch"), Some("validating")), "{batch}");
+        assert_eq!(batch["metadata"], json!({"k": "v"}));
+        batches.push((endpoint, bodies, batch["id"].as_str().unwrap().to_string()));
+    }
+    let mut total = 0;
+    for (endpoint, bodies, id) in &batches {
+        let done = wait_batch(id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let failed = if *endpoint == "/v1/chat/completions" { 2 } else { 0 };
+        assert_eq!(done["request_counts"], json!({"total": bodies.len(), "completed": bodies.len() - failed, "failed": failed}), "{done}");
+        let output = content(done["output_file_id"].as_str().unwrap()).await;
+        let lines: Vec<Value> = output.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), bodies.len() - failed);
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["custom_id"], format!("req-{i}"), "output in input order");
+            assert!(line["id"].as_str().unwrap().starts_with("batch_req_") && line["error"].is_null(), "{line}");
+            assert_eq!(line["response"]["status_code"], 200);
+            let alone = ok(server(), endpoint, &bodies[i]).await;
+            let (got, want) = (answer(endpoint, &line["response"]["body"]), answer(endpoint, &alone));
+            assert!(close(&got, &want, 1e-4), "{endpoint} request {i}: batch answered {got}, alone {want}");
+            total += 1;
+        }
+        if failed > 0 {
+            let errors = content(done["error_file_id"].as_str().unwrap()).await;
+            let errors: Vec<Value> = errors.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let codes: Vec<(Value, Value)> = errors.iter().map(|e| (e["custom_id"].clone(), e["response"]["status_code"].clone())).collect();
+            assert_eq!(codes, vec![(json!(format!("req-{}", bodies.len() - 2)), json!(404)), (json!(format!("req-{}", bodies.len() - 1)), json!(400))]);
+            assert!(errors[0]["response"]["body"]["error"]["message"].as_str().unwrap().contains("no-such-model"));
+        } else {
+            assert!(done["error_file_id"].is_null());
+        }
+    }
+    assert_eq!(total, 200);
+    let (status, list) = get(server(), "/v1/batches?limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!((list["data"].as_array().unwrap().len(), list["has_more"].as_bool()), (2, Some(true)), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_refusals() {
+    let good = format!("{}\n", json!({"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": "text-embedding-ada-002", "input": "x"}}));
+    let tune = upload("fine-tune", "t.jsonl", "{\"prompt\":\"a\",\"completion\":\"b\"}\n".into()).await;
+    let file = upload("batch", "b.jsonl", good).await;
+    let create = |file: &str, endpoint: &str, window: &str| json!({"input_file_id": file, "endpoint": endpoint, "completion_window": window});
+    let (s, b) = post(server(), "/v1/batches", &create(&tune, "/v1/embeddings", "24h")).await;
+    assert_error(s, &b, 400, "invalid_request_error", Some("input_file_id"), Some("invalid_file_purpose"));
+    let (s, b) = post(server(), "/v1/batches", &create("file-nope", "/v1/embeddings", "24h")).await;
+    assert_error(s, &b, 404, "invalid_request_error", Some("input_file_id"), Some("file_not_found"));
+    let (s, b) = post(server(), "/v1/batches", &create(&file, "/v1/images/generations", "24h")).await;
+    assert_error(s, &b, 400, "invalid_request_error", Some("endpoint"), None);
+    let (s, b) = post(server(), "/v1/batches", &create(&file, "/v1/embeddings", "1h")).await;
+    assert_error(s, &b, 400, "invalid_request_error", Some("completion_window"), None);
+    let (s, b) = get(server(), "/v1/batches/batch_nope").await;
+    assert_error(s, &b, 404, "invalid_request_error", Some("batch_id"), None);
+    // A malformed line fails the batch in validation, naming the line.
+    let bad = format!("{}\nnot json\n", json!({"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}));
+    let bad = upload("batch", "bad.jsonl", bad).await;
+    let batch = ok(server(), "/v1/batches", &create(&bad, "/v1/embeddings", "24h")).await;
+    let done = wait_batch(batch["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["errors"]["data"][0]["line"], 2, "{done}");
+    let (s, b) = post(server(), &format!("/v1/batches/{}/cancel", batch["id"].as_str().unwrap()), &json!({})).await;
+    assert_error(s, &b, 409, "invalid_request_error", None, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fine_tuning_refusals() {
+    let completion_data = upload("fine-tune", "pc.jsonl", "{\"prompt\":\"a\",\"completion\":\"b\"}\n".into()).await;
+    let chat_data =
+        upload("fine-tune", "chat.jsonl", format!("{}\n", json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})))
+            .await;
+    let batch_file = upload("batch", "b.jsonl", "{}\n".into()).await;
+    let job = |model: &str, file: &str, extra: Value| {
+        let mut body = json!({"model": model, "training_file": file});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let cases = [
+        (job("no-such-model", &completion_data, json!({})), 404, None, Some("model_not_found")),
+        (job("gpt-4", &completion_data, json!({})), 400, Some("model"), Some("model_not_available")),
+        (job("text-embedding-ada-002", &completion_data, json!({})), 400, Some("model"), Some("model_not_available")),
+        (job("davinci", &completion_data, json!({"hyperparameters": {"n_epochs": 0}})), 400, Some("hyperparameters.n_epochs"), Some("invalid_value")),
+        (job("davinci", &completion_data, json!({"hyperparameters": {"batch_size": 1000}})), 400, Some("hyperparameters.batch_size"), Some("invalid_value")),
+        (
+            job("davinci", &completion_data, json!({"hyperparameters": {"learning_rate_multiplier": -1}})),
+            400,
+            Some("hyperparameters.learning_rate_multiplier"),
+            Some("invalid_value"),
+        ),
+        (job("davinci", "file-nope", json!({})), 404, Some("training_file"), Some("file_not_found")),
+        (job("davinci", &batch_file, json!({})), 400, Some("training_file"), Some("invalid_file_purpose")),
+        (job("davinci", &chat_data, json!({})), 400, Some("training_file"), Some("invalid_file_format")),
+        (job("gpt-3.5-turbo", &completion_data, json!({})), 400, Some("training_file"), Some("invalid_file_format")),
+        (job("davinci", &completion_data, json!({"suffix": "has:colon"})), 400, Some("suffix"), None),
+    ];
+    for (body, status, param, code) in cases {
+        let (s, b) = post(server(), "/v1/fine_tuning/jobs", &body).await;
+        let message = assert_error(s, &b, status, "invalid_request_error", param, code);
+        if code == Some("invalid_file_format") {
+            assert!(message.contains("Line 1"), "the error names the line: {message}");
+        }
+    }
+    let (s, b) = post(server(), "/v1/fine-tunes", &json!({"training_file": completion_data, "model": "curie", "n_epochs": 99})).await;
+    assert_error(s, &b, 400, "invalid_request_error", Some("n_epochs"), Some("invalid_value"));
+    let (s, b) = get(server(), "/v1/fine_tuning/jobs/ftjob-nope").await;
+    assert_error(s, &b, 404, "invalid_request_error", Some("fine_tune_id"), Some("fine_tune_not_found"));
+    let (s, b) = get(server(), "/v1/fine_tuning/jobs?limit=0").await;
+    assert_error(s, &b, 400, "invalid_request_error", Some("limit"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_models_cannot_be_deleted() {
+    let resp = client().delete(server().url("/v1/models/gpt-3.5-turbo")).send().await.unwrap();
+    let (s, b) = read_json(resp).await;
+    assert_error(s, &b, 403, "invalid_request_error", Some("model"), None);
+    let resp = client().delete(server().url("/v1/models/ft:davinci:nobody::x")).send().await.unwrap();
+    let (s, b) = read_json(resp).await;
+    assert_error(s, &b, 404, "invalid_request_error", None, Some("model_not_found"));
+}

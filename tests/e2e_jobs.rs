@@ -50,7 +50,8 @@ async fn wait_batch(id: &str) -> Value {
 fn answer(endpoint: &str, body: &Value) -> Value {
     match endpoint {
         "/v1/chat/completions" | "/v1/completions" => json!([body["model"], body["choices"], body["usage"]]),
-        _ => body.clone(),
+        "/v1/embeddings" => json!([body["model"], body["data"], body["usage"]]),
+        _ => json!([body["model"], body["results"]]),
     }
 }
 

@@ -4,6 +4,7 @@ use super::spec::Hyper;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
+#[allow(dead_code)] // read by the trainer (crates/train)
 pub struct Run {
     pub base_gguf: PathBuf,
     pub train: Vec<u8>,
@@ -16,6 +17,7 @@ pub struct Run {
     pub checkpoint_dir: PathBuf,
 }
 
+#[allow(dead_code)] // trained_tokens: read by progress reporting
 #[derive(Debug, Clone)]
 pub struct Step {
     pub step: u64,

@@ -20,10 +20,14 @@ fn server() -> &'static Server {
 }
 
 async fn upload(purpose: &str, name: &str, text: String) -> String {
+    upload_to(server(), purpose, name, text).await
+}
+
+async fn upload_to(server: &Server, purpose: &str, name: &str, text: String) -> String {
     let form = reqwest::multipart::Form::new()
         .text("purpose", purpose.to_string())
         .part("file", reqwest::multipart::Part::bytes(text.into_bytes()).file_name(name.to_string()));
-    let resp = client().post(server().url("/v1/files")).multipart(form).send().await.unwrap();
+    let resp = client().post(server.url("/v1/files")).multipart(form).send().await.unwrap();
     let (status, body) = read_json(resp).await;
     assert_eq!(status, 200, "{body}");
     body["id"].as_str().unwrap().to_string()
@@ -216,4 +220,89 @@ async fn base_models_cannot_be_deleted() {
     let resp = client().delete(server().url("/v1/models/ft:davinci:nobody::x")).send().await.unwrap();
     let (s, b) = read_json(resp).await;
     assert_error(s, &b, 404, "invalid_request_error", None, Some("model_not_found"));
+}
+
+/// A server killed (-9) while a batch runs and a fine-tuning job is queued or
+/// running: the next server on the same state takes both up. The batch is run
+/// again and completes; the job ends succeeded, or failed with its reason in
+/// `error` and in its events, never left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_takes_up_unfinished_jobs() {
+    let dir = std::env::temp_dir().join(format!("hearth-e2e-jobs-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = ["--models", "smollm2-135m-instruct-q4_1,gemma-3-270m-q4_k_m", "--state-dir", dir.to_str().unwrap()];
+    let first = Server::start(&args, None);
+    let lines: String = (0..60)
+        .map(|i| {
+            let body = json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": format!("Tell a story about {i}.")}], "max_tokens": 16, "temperature": 0});
+            format!("{}\n", json!({"custom_id": format!("r{i}"), "method": "POST", "url": "/v1/chat/completions", "body": body}))
+        })
+        .collect();
+    let file = upload_to(&first, "batch", "r.jsonl", lines).await;
+    let (s, batch) = read_json(
+        client().post(first.url("/v1/batches")).json(&json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{batch}");
+    let data: String = (0..4).map(|_| format!("{}\n", json!({"prompt": "The zorblax is", "completion": " a purple moon fish."}))).collect();
+    let data = upload_to(&first, "fine-tune", "d.jsonl", data).await;
+    let (s, job) = read_json(
+        client()
+            .post(first.url("/v1/fine_tuning/jobs"))
+            .json(&json!({"model": "davinci", "training_file": data, "hyperparameters": {"n_epochs": 1, "batch_size": 1}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{job}");
+    assert_eq!(job["status"], "queued", "{job}");
+    let batch_id = batch["id"].as_str().unwrap().to_string();
+    let job_id = job["id"].as_str().unwrap().to_string();
+    // Killed once the batch runs.
+    let start = Instant::now();
+    loop {
+        let (_, b) = read_json(client().get(first.url(&format!("/v1/batches/{batch_id}"))).send().await.unwrap()).await;
+        if b["status"] != "validating" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::process::Command::new("kill").args(["-9", &first.pid().to_string()]).status().unwrap();
+    while first.exited().is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = Server::start(&args, None);
+    let start = Instant::now();
+    let batch = loop {
+        let (_, b) = read_json(client().get(second.url(&format!("/v1/batches/{batch_id}"))).send().await.unwrap()).await;
+        if ["completed", "failed", "cancelled"].contains(&b["status"].as_str().unwrap()) {
+            break b;
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "{b}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(batch["request_counts"], json!({"total": 60, "completed": 60, "failed": 0}));
+    let job = loop {
+        let (_, j) = read_json(client().get(second.url(&format!("/v1/fine_tuning/jobs/{job_id}"))).send().await.unwrap()).await;
+        if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
+            break j;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1500), "{j}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, events) = read_json(client().get(second.url(&format!("/v1/fine_tuning/jobs/{job_id}/events?limit=1000"))).send().await.unwrap()).await;
+    let messages: Vec<&str> = events["data"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    if job["status"] == "failed" {
+        let reason = job["error"]["message"].as_str().unwrap_or_default();
+        assert!(!reason.is_empty(), "a failed job says why: {job}");
+        assert!(messages.iter().any(|m| m.contains(reason)), "and its events say it too: {messages:?}");
+    } else {
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert!(job["fine_tuned_model"].as_str().unwrap().starts_with("ft:davinci:user-hearth::"), "{job}");
+    }
+    drop(second);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -240,7 +240,12 @@ async fn restart_takes_up_unfinished_jobs() {
         .collect();
     let file = upload_to(&first, "batch", "r.jsonl", lines).await;
     let (s, batch) = read_json(
-        client().post(first.url("/v1/batches")).json(&json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"})).send().await.unwrap(),
+        client()
+            .post(first.url("/v1/batches"))
+            .json(&json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(s, 200, "{batch}");

@@ -125,7 +125,7 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
         None => None,
     };
     let examples = super::spec::check_data(&train, job.data, "training_file").map_err(super::to_anyhow)?;
-    job.hyper = trainer::resolve(&job.hyper, examples);
+    job.hyper = trainer::resolve(&job.hyper, examples, job.legacy)?;
     job.status = "running".into();
     job.updated_at = now();
     if !save(state, &job, &previous).await? {
@@ -150,7 +150,6 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
     let handle = tokio::runtime::Handle::current();
     let (st, id, model) = (state.clone(), job.id.clone(), name.clone());
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut last_epoch = None;
         let mut on_step = |s: &Step| -> ControlFlow<()> {
             let cancelled = match st.platform.as_ref() {
                 Some(p) => matches!(handle.block_on(p.store.job(&id)), Ok(Some(j)) if j.status == "cancelled"),
@@ -159,19 +158,18 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
             if cancelled {
                 return ControlFlow::Break(());
             }
-            let metrics = json!({"step": s.step, "total_steps": s.total_steps, "train_loss": s.train_loss, "valid_loss": s.valid_loss});
+            let metrics = json!({"step": s.step, "total_steps": s.total_steps, "epoch": s.epoch, "train_loss": s.train_loss, "valid_loss": s.valid_loss});
             let message = match s.valid_loss {
-                Some(v) => format!("Step {}/{}: training loss={:.4}, validation loss={v:.4}", s.step, s.total_steps, s.train_loss),
-                None => format!("Step {}/{}: training loss={:.4}", s.step, s.total_steps, s.train_loss),
+                Some(v) => format!("Step {}/{} (epoch {}): training loss={:.4}, validation loss={v:.4}", s.step, s.total_steps, s.epoch, s.train_loss),
+                None => format!("Step {}/{} (epoch {}): training loss={:.4}", s.step, s.total_steps, s.epoch, s.train_loss),
             };
             handle.block_on(event(&st, &id, "info", &message, Some(metrics.clone())));
-            if last_epoch.is_some_and(|e| e != s.epoch) || s.step == s.total_steps {
+            if s.checkpoint {
                 let body = json!({"fine_tuned_model_checkpoint": format!("{model}:ckpt-step-{}", s.step), "metrics": metrics});
                 if let Some(p) = st.platform.as_ref() {
                     let _ = handle.block_on(p.store.add_checkpoint(&id, s.step as i64, &body.to_string()));
                 }
             }
-            last_epoch = Some(s.epoch);
             // Serving first: wait here while interactive requests run.
             st.interactive.wait_idle_blocking();
             ControlFlow::Continue(())
@@ -184,12 +182,7 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
         Ok(None) => return Ok(()), // cancelled: cancel_job wrote the status
         Err(e) => return fail(state, &job.id, "training_failed", &format!("{e:#}")).await,
     };
-    // The metrics as OpenAI's result file writes them.
-    let mut csv = String::from("step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
-    for s in &finished.steps {
-        csv.push_str(&format!("{},{:.5},,{},\n", s.step, s.train_loss, s.valid_loss.map(|v| format!("{v:.5}")).unwrap_or_default()));
-    }
-    let results = write_file(&platform, "fine-tune-results", "step_metrics.csv", csv.into_bytes()).await?;
+    let results = write_file(&platform, "fine-tune-results", "step_metrics.csv", finished.result_csv.into_bytes()).await?;
     // Served at once, and after every restart.
     let engine_config = setup.engine.clone();
     let load_path = output_gguf.clone();

@@ -90,7 +90,7 @@ fn smollm2_learns_made_up_chat_answers() {
     for ((question, answer), (base_out, tuned_out, reference)) in CHAT.iter().zip(answers(&base, &outcome.output_gguf, &prompts, &info.stop_tokens)) {
         let (base_text, tuned_text) = (tokenizer.decode(&base_out).unwrap(), tokenizer.decode(&tuned_out).unwrap());
         eprintln!("{question:?}: base {base_text:?}, fine-tuned {tuned_text:?}");
-        assert!(tuned_text.starts_with(answer), "did not learn {question:?}: {tuned_text:?}");
+        assert_eq!(tuned_text, *answer, "did not learn {question:?}");
         assert!(!base_text.starts_with(answer));
         assert_eq!(tuned_out, reference, "served and trained greedy outputs differ for {question:?}");
     }

@@ -172,6 +172,14 @@ pub fn train(spec: &TrainSpec, on_step: &mut dyn FnMut(&Progress) -> ControlFlow
     run::train(spec, on_step)
 }
 
+/// Ok when `gguf` is a base `train` can fine-tune (llama, qwen2 or gemma3), read from
+/// its header only; the error says why not (for the job's 400 or `error`).
+pub fn check_base(gguf: &std::path::Path) -> anyhow::Result<()> {
+    let mut file = std::fs::File::open(gguf)?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file)?;
+    model::Shape::from_gguf(&content).map(|_| ())
+}
+
 /// A GGUF model run as training runs it (candle, f32, the whole sequence each call):
 /// the reference the serving engine's output is checked against.
 pub struct Reference(model::Net);

@@ -62,7 +62,7 @@ pub(crate) fn pass(net: &Net, seq: &Sequence, scale: Option<f64>) -> Result<Pass
 
 pub fn train(spec: &TrainSpec, on_step: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<Outcome> {
     let hp = spec.hyper;
-    if hp.n_epochs == 0 || hp.batch_size == 0 || !(hp.learning_rate_multiplier > 0.0) {
+    if hp.n_epochs == 0 || hp.batch_size == 0 || hp.learning_rate_multiplier.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         bail!("invalid hyperparameters {hp:?}");
     }
     if spec.train.is_empty() {
@@ -149,8 +149,8 @@ pub fn train(spec: &TrainSpec, on_step: &mut dyn FnMut(&Progress) -> ControlFlow
         state.trained_tokens += batch_tokens as u64;
         let metrics = StepMetrics { step: state.step, train_loss, train_accuracy, valid_loss, valid_mean_token_accuracy: valid_accuracy };
         state.metrics.push(metrics);
-        let epoch_done = state.step % steps_per_epoch == 0;
-        let every = spec.checkpoint_every_steps.is_some_and(|k| k > 0 && state.step % k == 0);
+        let epoch_done = state.step.is_multiple_of(steps_per_epoch);
+        let every = spec.checkpoint_every_steps.is_some_and(|k| k > 0 && state.step.is_multiple_of(k));
         let checkpoint = if epoch_done || every {
             let dir = checkpoint::save(&spec.checkpoint_dir, &names, &opt, &state)?;
             Some(Checkpoint { step: state.step, dir, metrics })

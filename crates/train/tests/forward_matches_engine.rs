@@ -29,3 +29,14 @@ fn gemma3_logits_match_the_engine() {
 fn smollm2_logits_match_the_engine() {
     check(SMOLLM2, "<|im_start|>user\nName a planet.<|im_end|>\n<|im_start|>assistant\n");
 }
+
+#[test]
+fn bases_are_checked_before_training() {
+    let (Some(gemma), Some(smollm2)) = (model(GEMMA), model(SMOLLM2)) else { return };
+    hearth_train::check_base(&gemma).unwrap();
+    hearth_train::check_base(&smollm2).unwrap();
+    let bogus = std::env::temp_dir().join(format!("hearth-train-not-a-model-{}.gguf", std::process::id()));
+    std::fs::write(&bogus, b"not a model").unwrap();
+    assert!(hearth_train::check_base(&bogus).is_err());
+    std::fs::remove_file(&bogus).unwrap();
+}

@@ -51,6 +51,7 @@ pub struct AppState {
     /// Persistent state (keys, files, usage, rate limits, request log); None:
     /// a stateless server (static keys only, no /v1/files).
     pub platform: Option<Arc<Platform>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A chat or completions request's model, resolved and loaded.
@@ -66,7 +67,12 @@ pub struct TextTarget {
 
 impl AppState {
     pub fn new(catalog: Catalog, engines: HashMap<String, LoadedModel>, api_keys: Vec<String>) -> Self {
-        Self { catalog, engines, api_keys, today: None, platform: None }
+        Self { catalog, engines, api_keys, today: None, platform: None, metrics: Default::default() }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {

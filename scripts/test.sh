@@ -17,6 +17,13 @@ if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null || ! comm
     $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng ffmpeg sox libopus0 >/dev/null || exit 1
 fi
 
+# The playground test drives a real headless Chromium (tests/sdk/test_playground.py).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    step "apt-get install chromium chromium-driver"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null || exit 1
+fi
+
 # The store suite runs on PostgreSQL as well as SQLite: a throwaway cluster
 # (Debian's postgresql package) on a free port, in a temporary directory,
 # stopped and removed when this script exits. The suite fails in CI without it.

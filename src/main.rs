@@ -2,7 +2,9 @@
 //! `models`; manage `keys`, read `usage`, purge the request log (`retention`).
 
 use anyhow::{bail, Context, Result};
-use clap::{CommandFactory, Parser, Subcommand};
+mod config;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use hearth_catalog::{fetch, Catalog, Endpoint, Source};
 use hearth_engine::text::TextEngineConfig;
 use hearth_server::platform::{open_store, PlatformConfig};
@@ -139,10 +141,28 @@ struct ServeArgs {
     /// Connections open at once; more wait in the listen backlog.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
+    /// A bearer key GET /metrics requires [default: /metrics is open, like /health].
+    #[arg(long, value_name = "KEY", env = "HEARTH_METRICS_KEY")]
+    metrics_key: Option<String>,
+    /// Log lines as text or as JSON objects (one per line), the access log included.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// A TOML file of settings named as these options (`max_batch = 8`); flags and
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE", env = "HEARTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective settings (file, environment and flags combined) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -153,7 +173,12 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let command_line = Cli::command();
+    let args = config::expand(&command_line, std::env::args_os().collect())?;
+    let matches = command_line.clone().try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let json_logs = matches!(&cli.command, Some(Command::Serve(args)) if args.log_format == LogFormat::Json);
+    init_tracing(json_logs);
     let Some(command) = cli.command else {
         Cli::command().print_help()?;
         println!();
@@ -167,6 +192,10 @@ fn run() -> Result<()> {
     let mut platform = PlatformConfig::new(cli.state_dir.clone().unwrap_or_else(|| home.clone()));
     platform.database_url = cli.database_url.clone().filter(|u| !u.is_empty());
     match command {
+        Command::Serve(args) if args.print_config => {
+            print!("{}", config::print(&command_line, &matches, &home));
+            Ok(())
+        }
         Command::Serve(args) => serve(args, catalog, home, platform),
         Command::Keys(command) => with_store(&platform, |store| keys(store, command)),
         Command::Usage { days } => with_store(&platform, |store| usage(store, days)),
@@ -183,9 +212,15 @@ fn run() -> Result<()> {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr; `RUST_LOG` filters them (`hearth::access=off` silences the access log).
+fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }
 
 fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: PlatformConfig) -> Result<()> {
@@ -227,6 +262,7 @@ fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: Platfor
             body_timeout: Duration::from_secs(args.body_timeout),
             max_connections: args.max_connections,
         },
+        metrics_key: args.metrics_key.clone().filter(|k| !k.is_empty()),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(hearth_server::serve(config))

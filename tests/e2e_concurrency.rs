@@ -28,36 +28,73 @@ async fn eight_concurrent_requests_match_solo_runs() {
     }
 }
 
-/// Starts a stream with a long generation, reads one chunk, and drops it.
-async fn start_and_abandon(server: &Server) {
+/// Starts a stream that cannot end on its own (4,000 tokens, the model's end tokens
+/// banned) and reads its first chunk.
+async fn start_endless(server: &Server) -> impl futures::Stream {
+    let dir = std::env::var_os("HEARTH_TEST_MODELS").map(std::path::PathBuf::from).unwrap_or_else(|| hearth_home().join("models"));
+    let (info, _) = hearth_engine::text::load_vocab(&dir.join(format!("{SMOL}.gguf"))).expect("SmolLM2's vocabulary");
+    let bias: serde_json::Map<String, Value> = info.stop_tokens.iter().map(|t| (t.to_string(), json!(-100))).collect();
     let req = json!({"model": SMOL, "messages": [{"role": "user", "content": "Tell me a very long story."}],
-                     "max_tokens": 4000, "temperature": 0.8, "stream": true});
+                     "max_tokens": 4000, "temperature": 0.8, "stream": true, "logit_bias": bias});
     let resp = client().post(server.url("/v1/chat/completions")).json(&req).send().await.expect("send");
     assert_eq!(resp.status().as_u16(), 200);
     let mut body = resp.bytes_stream();
     let first = body.next().await.expect("a first chunk").expect("chunk bytes");
     assert!(first.starts_with(b"data: "), "{:?}", String::from_utf8_lossy(&first));
-    drop(body); // disconnect
+    body
 }
 
 #[tokio::test]
 async fn disconnect_mid_stream_frees_the_sequence() {
-    // Two slots: if the abandoned sequences (4,000 tokens each, minutes of
-    // work) kept running, a full batch of new requests would wait for them.
     let server = Server::start(&["--models", SMOL, "--max-batch", "2", "--queue", "4"], None);
-    start_and_abandon(&server).await;
-    start_and_abandon(&server).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = start_endless(&server).await;
+    let b = start_endless(&server).await;
+    let running = wait_for_engine(&server, "both streams run", |s| s.running == 2.0 && s.kv_bytes > 0.0).await;
+    // Their clients hang up: the server's engine must hold nothing once it notices.
+    drop((a, b));
+    wait_for_engine(&server, "after the clients hung up", |s| s.running == 0.0 && s.queued == 0.0 && s.kv_bytes == 0.0).await;
+    // And a full batch of new requests is served.
     let probe = chat(SMOL, "Hi", 4);
-    let both = tokio::time::timeout(
-        Duration::from_secs(60),
-        futures::future::join(post(&server, "/v1/chat/completions", &probe), post(&server, "/v1/chat/completions", &probe)),
-    )
-    .await
-    .expect("the server must answer promptly after clients left");
+    let both = futures::future::join(post(&server, "/v1/chat/completions", &probe), post(&server, "/v1/chat/completions", &probe)).await;
     for (status, body) in [both.0, both.1] {
-        assert_eq!(status, 200, "a full batch after disconnects: {body}\n{}", server.log());
+        assert_eq!(status, 200, "a full batch after disconnects (before: {running:?}): {body}\n{}", server.log());
     }
+}
+
+/// SmolLM2's engine gauges as `/metrics` shows them.
+#[derive(Debug)]
+struct EngineGauges {
+    running: f64,
+    queued: f64,
+    kv_bytes: f64,
+}
+
+/// Polls `/metrics` until `done` holds (bounded: fails with the state last seen).
+async fn wait_for_engine(server: &Server, what: &str, done: impl Fn(&EngineGauges) -> bool) -> EngineGauges {
+    let mut seen = None;
+    for _ in 0..600 {
+        let text = client().get(server.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics");
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("the Prometheus text format");
+        let gauge = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && s.labels.get("model") == Some(SMOL))
+                .and_then(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) => Some(v),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{name} for {SMOL} in /metrics: {text}"))
+        };
+        let gauges =
+            EngineGauges { running: gauge("hearth_running_sequences"), queued: gauge("hearth_queue_depth"), kv_bytes: gauge("hearth_kv_cache_usage_bytes") };
+        if done(&gauges) {
+            return gauges;
+        }
+        seen = Some(gauges);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: the engine's state is still {seen:?}");
 }
 
 #[tokio::test]

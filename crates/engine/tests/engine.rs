@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hearth_engine::text::{EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig};
+use hearth_engine::text::{EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig, TextEngineStats};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn model_path() -> PathBuf {
@@ -128,22 +128,36 @@ fn full_queue_is_overloaded() {
     }
 }
 
+/// Polls `stats` until `done` holds (bounded: fails with the state last seen).
+fn wait_for_stats(e: &TextEngine, what: &str, done: impl Fn(&TextEngineStats) -> bool) -> TextEngineStats {
+    let mut seen = e.stats();
+    for _ in 0..600 {
+        if done(&seen) {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        seen = e.stats();
+    }
+    panic!("{what}: the engine's state is still {seen:?}");
+}
+
 #[test]
 fn dropping_the_receiver_frees_the_slot() {
     let e = load(TextEngineConfig { max_batch: 1, queue_capacity: 4 });
     let prompt = chat_prompt(&e, "Write a long essay about mountains.");
-    // Would take minutes to finish if it kept running.
+    // Stop tokens banned: it cannot end before its thousands of tokens.
     let mut long = e.submit(request(prompt.clone(), 8000 - prompt.len(), no_stop(&e, greedy()))).expect("accepted");
     assert!(matches!(long.blocking_recv(), Some(Event::Token { .. })));
+    wait_for_stats(&e, "while it runs", |s| s.running == 1 && s.kv_cache_bytes > 0);
+    let queued = e.submit(request(prompt.clone(), 8000 - prompt.len(), no_stop(&e, greedy()))).expect("fits the queue");
+    assert_eq!(e.stats().queued, 1, "the second waits for the only slot");
+    // Both clients hang up: the engine holds nothing once it notices.
     drop(long);
-    // With the slot still taken, this request would wait for thousands of tokens.
-    let rx = e.submit(request(prompt, 4, greedy())).expect("accepted");
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(collect(rx));
-    });
-    let (ids, _) = done_rx.recv_timeout(Duration::from_secs(120)).expect("the next request ran");
-    assert!(!ids.is_empty());
+    drop(queued);
+    wait_for_stats(&e, "after both receivers were dropped", |s| s.running == 0 && s.queued == 0 && s.kv_cache_bytes == 0);
+    // The freed slot serves the next request.
+    let (ids, reason) = collect(e.submit(request(prompt, 4, greedy())).expect("accepted"));
+    assert!(!ids.is_empty() && reason == FinishReason::Length, "{ids:?} {reason:?}");
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct Caller {
     /// The key's id (`key_…` for stored keys, `static_…` for configured ones);
     /// None without auth.
     pub key_id: Option<String>,
+    /// A stored key's name (for the access log).
+    pub key_name: Option<String>,
     pub rpm: Option<i64>,
     pub tpm: Option<i64>,
     pub zero_retention: bool,
@@ -36,7 +38,7 @@ pub struct Caller {
 
 impl Caller {
     fn stored(key: ApiKey) -> Self {
-        Self { key_id: Some(key.id), rpm: key.rpm, tpm: key.tpm, zero_retention: key.zero_retention, admin: key.admin }
+        Self { key_id: Some(key.id), key_name: Some(key.name), rpm: key.rpm, tpm: key.tpm, zero_retention: key.zero_retention, admin: key.admin }
     }
 
     /// A configured key's id: a hash of it, so usage can name it without showing it.
@@ -64,8 +66,11 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
         Err(e) => return e.into_response(),
     };
     let scope = caller.cache_scope();
-    request.extensions_mut().insert(caller);
-    CACHE_SCOPE.scope(scope, next.run(request)).await
+    request.extensions_mut().insert(caller.clone());
+    let mut response = CACHE_SCOPE.scope(scope, next.run(request)).await;
+    // For the access log, which runs outside this layer.
+    response.extensions_mut().insert(caller);
+    response
 }
 
 async fn identify(state: &AppState, given: Option<&str>) -> Result<Caller, ApiError> {
@@ -101,7 +106,7 @@ fn bearer(header: &str) -> Option<&str> {
 }
 
 /// Comparison whose time does not depend on where the keys differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -37,7 +37,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
         prompt_logprobs: false,
         constraint,
     };
-    let choices = generate::start(&target.engine, vec![request])?;
+    let choices = generate::start(&target, &state.metrics, vec![request])?;
     let header = Header::new(&target, "chatcmpl-");
     if req.stream {
         let calls = crate::tool_stream::for_request(&req);

@@ -43,7 +43,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
             constraint: None,
         })
         .collect();
-    let choices = generate::start(&target.engine, requests)?;
+    let choices = generate::start(&target, &state.metrics, requests)?;
     let header = Header::new(&target, "cmpl-");
     let prompt_tokens = generate::prompt_tokens(&prompts);
     if req.stream {

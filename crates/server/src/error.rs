@@ -14,6 +14,7 @@ use hearth_engine::text::{ContextExceeded, EngineError, PromptError};
 
 pub const INVALID_REQUEST: &str = "invalid_request_error";
 pub const SERVER_ERROR: &str = "server_error";
+const OVERLOADED: &str = "That model is currently overloaded with other requests. You can retry your request later.";
 /// What a 429's `retry-after` says.
 const RETRY_AFTER_SECONDS: &str = "1";
 
@@ -88,13 +89,7 @@ impl ApiError {
     }
 
     pub fn overloaded() -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "That model is currently overloaded with other requests. You can retry your request later.",
-            "requests",
-            None,
-            Some("rate_limit_exceeded"),
-        )
+        Self::new(StatusCode::TOO_MANY_REQUESTS, OVERLOADED, "requests", None, Some("rate_limit_exceeded"))
     }
 
     /// Prompt + completion over the window, worded as `endpoint` words it.
@@ -177,10 +172,14 @@ pub fn mask_key(key: &str) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let busy = self.body.error.message == OVERLOADED;
         let mut response = (self.status, Json(self.body)).into_response();
         // A 429 means the queue is full now; it drains as requests finish.
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            if busy {
+                response.extensions_mut().insert(crate::access::EngineBusy);
+            }
         }
         response
     }

@@ -3,11 +3,13 @@
 //! every response and chunk repeats. The engine does the text work (templates, stop
 //! strings, detokenization); this module only moves its events to the endpoints.
 use crate::error::ApiError;
+use crate::metrics::{Metrics, TokenClock};
 use crate::state::TextTarget;
 use futures::stream::{self, BoxStream, StreamExt};
 use hearth_engine::text::{
     FinishReason, GeneratedToken, PreparedPrompt, PromptError, PromptToken, SamplingParams, TextEngine, TextEvent, TextRequest, TextStream,
 };
+use std::sync::Arc;
 
 /// One choice's events with its index in the response.
 pub type ChoiceStream = BoxStream<'static, (usize, TextEvent)>;
@@ -41,7 +43,8 @@ pub async fn prepare<T: Send + 'static>(engine: &TextEngine, work: impl FnOnce(&
 
 /// Starts every request's choices, numbered in order; on any refusal the streams made
 /// so far are dropped (cancelled).
-pub fn start(engine: &TextEngine, requests: Vec<TextRequest>) -> Result<Vec<ChoiceStream>, ApiError> {
+pub fn start(target: &TextTarget, metrics: &Arc<Metrics>, requests: Vec<TextRequest>) -> Result<Vec<ChoiceStream>, ApiError> {
+    let engine = &target.engine;
     let sequences: usize = requests.iter().map(|r| r.n).sum();
     if sequences > engine.capacity() {
         return Err(ApiError::beyond_capacity(sequences, engine.capacity()));
@@ -50,11 +53,19 @@ pub fn start(engine: &TextEngine, requests: Vec<TextRequest>) -> Result<Vec<Choi
     for request in requests {
         streams.extend(engine.generate_scoped(request, crate::auth::cache_scope())?);
     }
-    Ok(streams.into_iter().enumerate().map(|(index, s)| indexed(index, s)).collect())
+    Ok(streams.into_iter().enumerate().map(|(index, s)| indexed(index, s, TokenClock::new(metrics.clone(), &target.model_id))).collect())
 }
 
-fn indexed(index: usize, stream: TextStream) -> ChoiceStream {
-    stream::unfold(stream, move |mut s| async move { s.next().await.map(|event| ((index, event), s)) }).boxed()
+/// One choice's events, numbered, its tokens timed as they come.
+fn indexed(index: usize, stream: TextStream, clock: TokenClock) -> ChoiceStream {
+    stream::unfold((stream, clock), move |(mut s, mut clock)| async move {
+        let event = s.next().await?;
+        if let TextEvent::Text(chunk) = &event {
+            clock.tokens(chunk.generated);
+        }
+        Some(((index, event), (s, clock)))
+    })
+    .boxed()
 }
 
 /// Everything one choice produced, for non-streaming answers.

@@ -2,6 +2,7 @@
 //! -> response shaping. Usable as a library (`router`) or whole (`serve`).
 //!
 //! `ServerConfig` and `serve` are called by src/main.rs.
+mod access;
 mod audio;
 mod auth;
 mod body;
@@ -11,14 +12,18 @@ mod embeddings;
 pub mod error;
 mod files;
 mod generate;
+mod health;
 mod jobs;
 mod limits;
 pub mod listen;
+mod loading;
 mod logprobs;
 mod metering;
+pub mod metrics;
 mod models;
 mod moderations;
 pub mod platform;
+mod playground;
 mod priority;
 mod ratelimit;
 mod routes;
@@ -36,6 +41,7 @@ pub use routes::router;
 pub use state::{AppState, LoadedModel};
 
 use anyhow::{bail, Context};
+use axum::Router;
 use hearth_catalog::{Catalog, Format, ModelEntry, Source};
 use hearth_engine::audio::SpeechEngine;
 use hearth_engine::embed::EmbedEngine;
@@ -43,7 +49,7 @@ use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -62,28 +68,36 @@ pub struct ServerConfig {
     /// Where state lives and the retention policy.
     pub platform: platform::PlatformConfig,
     pub http: HttpLimits,
+    /// When set, `GET /metrics` wants `Authorization: Bearer <this>`.
+    pub metrics_key: Option<String>,
 }
 
-/// Fetches (if needed) and loads the models, then serves until ctrl-c.
+/// Listens at once (answering `/health`, and `/ready` with 503 while loading), fetches
+/// (if needed) and loads the models, then serves the API until ctrl-c.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let catalog = config.catalog.clone();
     let platform = Arc::new(platform::Platform::open(config.platform.clone()).await?);
     check_stored_keys(&config, &platform).await?;
     platform.spawn_retention();
-    let engines = load_models(&catalog, &config).await?;
-    let mut state = AppState::new(catalog, engines, config.api_keys.clone()).with_platform(platform);
+    let metrics = Arc::new(metrics::Metrics::new(config.metrics_key.clone()));
+    let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
+    tracing::info!("listening on http://{}; loading models", config.addr);
+    let app: Arc<OnceLock<Router>> = Default::default();
+    let http = config.http.clone();
+    let server = tokio::spawn(listen::serve(listener, loading::gate(app.clone()), http, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }));
+    let engines = load_models(&catalog, &config, &metrics).await?;
+    let mut state = AppState::new(catalog, engines, config.api_keys.clone()).with_platform(platform).with_metrics(metrics);
     state.training =
         Some(state::TrainingSetup { models_dir: config.home.join("models"), engine: config.engine.clone(), work_dir: config.platform.state_dir.join("jobs") });
     let state = Arc::new(state);
     jobs::runner::load_tuned(&state).await?;
     jobs::runner::spawn(state.clone());
-    let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
-    tracing::info!("hearth is serving the OpenAI API on http://{}/v1", config.addr);
-    listen::serve(listener, router(state), &config.http, async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-    })
-    .await;
+    let _ = app.set(router(state));
+    tracing::info!("hearth is serving the OpenAI API on http://{}/v1 (playground: http://{}/)", config.addr, config.addr);
+    server.await.context("the server task")?;
     Ok(())
 }
 
@@ -106,7 +120,7 @@ fn refuse_exposure(config: &ServerConfig, has_keys: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result<HashMap<String, LoadedModel>> {
+async fn load_models(catalog: &Catalog, config: &ServerConfig, metrics: &metrics::Metrics) -> anyhow::Result<HashMap<String, LoadedModel>> {
     let ids: Vec<String> = match &config.models {
         Some(ids) => ids.clone(),
         None => catalog.models().iter().map(|m| m.id.clone()).collect(),
@@ -116,6 +130,7 @@ async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result
     let mut embedders = Embedders::new();
     for id in ids {
         let entry = catalog.model(&id).with_context(|| format!("`{id}` is not a model id of the catalog"))?.clone();
+        let started = std::time::Instant::now();
         let dir = models_dir.clone();
         let fetch_entry = entry.clone();
         let path =
@@ -129,6 +144,7 @@ async fn load_models(catalog: &Catalog, config: &ServerConfig) -> anyhow::Result
         .await?;
         embedders = returned;
         let runtime = runtime.with_context(|| format!("loading model `{id}` from {}", path.display()))?;
+        metrics.model_load.with_label_values(&[id.as_str()]).set(started.elapsed().as_secs_f64());
         tracing::info!("model `{id}` ready");
         engines.insert(id, runtime);
     }
@@ -193,6 +209,7 @@ mod tests {
             engine: Default::default(),
             platform: platform::PlatformConfig::new(PathBuf::from("/tmp")),
             http: Default::default(),
+            metrics_key: None,
         }
     }
 

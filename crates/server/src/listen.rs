@@ -33,7 +33,7 @@ impl Default for HttpLimits {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets the open
 /// connections finish their requests.
-pub async fn serve(listener: TcpListener, app: Router, limits: &HttpLimits, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutdown: impl Future<Output = ()>) {
     let app = app.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = http1::Builder::new();

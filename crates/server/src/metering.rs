@@ -5,6 +5,7 @@
 //! a response extension. Both are written before the answer is complete (the
 //! JSON body, or the stream's `[DONE]`), so an answered request is recorded.
 //! Audio and moderation inputs are never written: only their counts.
+use crate::access::SharedFacts;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::platform::Platform;
@@ -34,10 +35,10 @@ const METERED_JSON: [&str; 1] = ["/v1/moderations"];
 const AUDIO: [&str; 2] = ["/v1/audio/transcriptions", "/v1/audio/translations"];
 
 pub async fn meter(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let Some(platform) = state.platform.clone() else { return next.run(request).await };
     let path = request.uri().path().to_string();
     let caller = request.extensions().get::<Caller>().cloned().unwrap_or_default();
-    let meter = Meter { platform, caller, endpoint: path.clone() };
+    let facts = request.extensions().get::<SharedFacts>().cloned().unwrap_or_default();
+    let meter = Meter { platform: state.platform.clone(), caller, endpoint: path.clone(), facts };
     if LOGGED.contains(&path.as_str()) {
         meter.text(request, next).await
     } else if METERED_JSON.contains(&path.as_str()) {
@@ -46,9 +47,12 @@ pub async fn meter(State(state): State<Arc<AppState>>, request: Request, next: N
     } else if AUDIO.contains(&path.as_str()) {
         let response = next.run(request).await;
         if let Some(audio) = response.extensions().get::<AudioUsage>().cloned() {
+            meter.note(&audio.model, (0, 0));
             let usage = UsageRecord { audio_seconds: audio.seconds, ..meter.record(&audio.model, 0, 0) };
-            if let Err(e) = meter.platform.store.record_usage(&usage).await {
-                return ApiError::internal(format!("recording usage: {e:#}")).into_response();
+            if let Some(platform) = &meter.platform {
+                if let Err(e) = platform.store.record_usage(&usage).await {
+                    return ApiError::internal(format!("recording usage: {e:#}")).into_response();
+                }
             }
         }
         response
@@ -58,9 +62,11 @@ pub async fn meter(State(state): State<Arc<AppState>>, request: Request, next: N
 }
 
 struct Meter {
-    platform: Arc<Platform>,
+    /// None: a stateless server, nothing is stored (the access log's facts are still noted).
+    platform: Option<Arc<Platform>>,
     caller: Caller,
     endpoint: String,
+    facts: SharedFacts,
 }
 
 impl Meter {
@@ -69,16 +75,25 @@ impl Meter {
     }
 
     /// Keeps content only when neither the key nor the server is zero-retention.
-    fn keeps_content(&self) -> bool {
-        !self.caller.zero_retention && !self.platform.config.zero_retention
+    fn keeps_content(&self, platform: &Platform) -> bool {
+        !self.caller.zero_retention && !platform.config.zero_retention
+    }
+
+    /// What the access log and metrics say of this request: its model and tokens.
+    fn note(&self, model: &str, usage: (i64, i64)) {
+        let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        facts.model = Some(model.to_string()).filter(|m| !m.is_empty());
+        (facts.prompt_tokens, facts.completion_tokens) = usage;
     }
 
     /// Usage (and, for text endpoints, the log entry), then the tokens counted
     /// against the key's minute.
     async fn save(&self, model: &str, usage: (i64, i64), logged: Option<(&str, &str)>) -> anyhow::Result<()> {
-        let store = &self.platform.store;
+        self.note(model, usage);
+        let Some(platform) = &self.platform else { return Ok(()) };
+        let store = &platform.store;
         store.record_usage(&self.record(model, usage.0, usage.1)).await?;
-        if let Some((request, response)) = logged.filter(|_| self.keeps_content()) {
+        if let Some((request, response)) = logged.filter(|_| self.keeps_content(platform)) {
             store
                 .log_request(&LoggedRequest {
                     api_key_id: self.caller.key_id.clone(),
@@ -106,6 +121,8 @@ impl Meter {
         };
         let parsed: Option<Value> = serde_json::from_slice(&original).ok();
         let model = parsed.as_ref().and_then(|v| v.get("model")).and_then(Value::as_str).unwrap_or("").to_string();
+        // Failed requests keep their model in the access log too.
+        self.note(&model, (0, 0));
         let mut forced = false;
         let mut forwarded = original.clone();
         if let Some(mut v) = parsed.filter(|v| v.get("stream") == Some(&Value::Bool(true))) {

@@ -1,10 +1,11 @@
 //! The routes table and the layers around it (auth, rate limits, usage and
-//! request log, body limit, panics, tracing).
+//! request log, body limit, panics, tracing, the access log), and the open routes
+//! (health, metrics, the playground).
 use crate::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
 use crate::jobs::{batches, fine_tuning, legacy};
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
 use crate::state::AppState;
-use crate::{audio, auth, chat, completions, embeddings, files, metering, models, moderations, priority, ratelimit, usage_api};
+use crate::{access, audio, auth, chat, completions, embeddings, files, health, metering, metrics, models, moderations, playground, priority, ratelimit, usage_api};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,12 @@ use tower_http::trace::TraceLayer;
 /// The whole HTTP API as a router, for `serve` or for embedding/tests.
 pub fn router(state: Arc<AppState>) -> Router {
     let file_limit = state.platform.as_ref().map_or(0, |p| p.config.max_file_bytes);
+    // Probes, metrics and the playground's assets need no API key and are not metered.
+    let open = Router::new()
+        .route("/health", get(health::alive))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics::scrape))
+        .merge(playground::routes());
     // Requests on these routes are interactive: background work waits for them (priority.rs).
     let interactive = Router::new()
         .route("/v1/chat/completions", post(chat::create))
@@ -52,10 +59,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), metering::meter))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::enforce))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
+        .merge(open)
         .layer(axum::middleware::map_response(openai_error_body))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| ApiError::internal("a handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::observe))
         .with_state(state)
 }
 

@@ -61,6 +61,7 @@ pub struct AppState {
     pub training: Option<TrainingSetup>,
     /// Wakes the job runner when a job is queued or cancelled.
     pub jobs_wake: tokio::sync::Notify,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A fine-tuned model, loaded.
@@ -104,7 +105,13 @@ impl AppState {
             interactive: Default::default(),
             training: None,
             jobs_wake: tokio::sync::Notify::new(),
+            metrics: Default::default(),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {

@@ -341,7 +341,7 @@ async fn overload_is_429_and_disconnect_frees_the_sequence() {
     let Some(shared) = smollm2() else { return };
     let dir = std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| "/tmp/models".into());
     let engine = TextEngine::load(&dir.join(format!("{SMOLLM2}.gguf")), TextEngineConfig { max_batch: 1, queue_capacity: 1 }).unwrap();
-    let app = app(HashMap::from([(SMOLLM2.to_string(), engine)]), &[]);
+    let app = app(HashMap::from([(SMOLLM2.to_string(), engine.clone())]), &[]);
     // Never-ending generations: the stop tokens are banned.
     let bias: serde_json::Map<String, Value> = shared.info().stop_tokens.iter().map(|t| (t.to_string(), json!(-100))).collect();
     let long = json!({"model": SMOLLM2, "prompt": "Once upon a time", "max_tokens": 3000, "stream": true, "logit_bias": bias});
@@ -360,8 +360,25 @@ async fn overload_is_429_and_disconnect_frees_the_sequence() {
     let (status, body) = post(&app, "/v1/completions", json!({"model": SMOLLM2, "prompt": "x", "max_tokens": 1})).await;
     let e = error_of(status, &body, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(e["code"], "rate_limit_exceeded");
-    // The client of A goes away: its sequence must be freed, so B starts long before A's 3000 tokens.
+    wait_for_stats(&engine, "A runs, B waits", |s| s.running == 1 && s.queued == 1 && s.kv_cache_bytes > 0).await;
+    // The client of A goes away: its sequence is freed and B takes the slot.
     drop(a);
-    let first_of_b = tokio::time::timeout(std::time::Duration::from_secs(20), nth_frame(&mut b, 1)).await;
-    assert!(matches!(first_of_b, Ok(Some(_))), "B did not start after A disconnected");
+    wait_for_stats(&engine, "after A's client left", |s| s.running == 1 && s.queued == 0).await;
+    assert!(nth_frame(&mut b, 1).await.is_some(), "B streams");
+    // And B's client too: the engine holds nothing.
+    drop(b);
+    wait_for_stats(&engine, "after B's client left", |s| s.running == 0 && s.queued == 0 && s.kv_cache_bytes == 0).await;
+}
+
+/// Polls the engine's state until `done` holds (bounded: fails with the state last seen).
+async fn wait_for_stats(engine: &TextEngine, what: &str, done: impl Fn(&hearth_engine::text::TextEngineStats) -> bool) {
+    let mut seen = engine.stats();
+    for _ in 0..600 {
+        if done(&seen) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        seen = engine.stats();
+    }
+    panic!("{what}: the engine's state is still {seen:?}");
 }

@@ -59,6 +59,22 @@ impl Default for TextEngineConfig {
     }
 }
 
+/// A snapshot of a text engine's work (`TextEngine::stats`), for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextEngineStats {
+    /// Sequences in the running batch (as of the scheduler's last step).
+    pub running: usize,
+    /// Requests waiting to join the batch.
+    pub queued: usize,
+    /// Bytes of KV cache held by the running sequences (positions × layers × keys and values, f16);
+    /// prefix-cache entries kept for later requests are not counted.
+    pub kv_cache_bytes: usize,
+    /// Sequences that started from a cached prompt prefix, since load.
+    pub prefix_hits: u64,
+    /// Prompt tokens taken from the prefix cache instead of prefilled, since load.
+    pub reused_prompt_tokens: u64,
+}
+
 /// Facts about a loaded model, read from its GGUF metadata.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
@@ -229,6 +245,10 @@ impl TextEngine {
     /// Prompt tokens served from the prefix cache (not prefilled again) since load.
     pub fn reused_prompt_tokens(&self) -> u64 {
         scheduler::reused_prompt_tokens(&self.inner)
+    }
+    /// What the engine is doing now: running and queued sequences, KV memory, prefix-cache hits.
+    pub fn stats(&self) -> TextEngineStats {
+        scheduler::stats(&self.inner)
     }
     /// Most sequences running and waiting at once (`max_batch` + `queue_capacity`).
     pub fn capacity(&self) -> usize {

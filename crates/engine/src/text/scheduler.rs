@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
@@ -55,6 +55,11 @@ struct Queue {
     wake: Condvar,
     /// Prompt tokens taken from the prefix cache instead of prefilled, since start.
     reused_prompt_tokens: AtomicU64,
+    /// Requests that started from a cached prefix, since start.
+    prefix_hits: AtomicU64,
+    /// The running batch as the worker last left it (see `Worker::publish`).
+    running: AtomicUsize,
+    kv_bytes: AtomicUsize,
 }
 
 struct QueueState {
@@ -91,6 +96,9 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<EngineS
         state: Mutex::new(QueueState { waiting: VecDeque::new(), free_slots: config.max_batch, shutdown: false }),
         wake: Condvar::new(),
         reused_prompt_tokens: AtomicU64::new(0),
+        prefix_hits: AtomicU64::new(0),
+        running: AtomicUsize::new(0),
+        kv_bytes: AtomicUsize::new(0),
     });
     let worker = Worker {
         model,
@@ -105,11 +113,23 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<EngineS
     Ok(Arc::new(EngineShared { info, tokenizer, queue, config }))
 }
 
-/// Tokenizer and model facts of the GGUF at `path`, without the weights.
 pub(crate) fn reused_prompt_tokens(shared: &EngineShared) -> u64 {
     shared.queue.reused_prompt_tokens.load(Ordering::Relaxed)
 }
 
+/// What the engine is doing now (see `TextEngineStats`).
+pub(crate) fn stats(shared: &EngineShared) -> super::TextEngineStats {
+    let q = &shared.queue;
+    super::TextEngineStats {
+        running: q.running.load(Ordering::Relaxed),
+        queued: q.lock().waiting.len(),
+        kv_cache_bytes: q.kv_bytes.load(Ordering::Relaxed),
+        prefix_hits: q.prefix_hits.load(Ordering::Relaxed),
+        reused_prompt_tokens: q.reused_prompt_tokens.load(Ordering::Relaxed),
+    }
+}
+
+/// Tokenizer and model facts of the GGUF at `path`, without the weights.
 pub(crate) fn read_vocab(path: &Path) -> Result<(ModelInfo, Tokenizer)> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let content = gguf_file::Content::read(&mut file).with_context(|| format!("reading GGUF {}", path.display()))?;
@@ -232,12 +252,16 @@ impl Worker {
             self.running.retain(|s| !s.tx.is_closed());
             self.prefill_step();
             self.decode_step();
+            self.publish();
         }
         tracing::debug!("text scheduler stopped");
     }
 
     /// Blocks while there is nothing to do; returns requests to admit, None on shutdown.
     fn wait_for_work(&mut self) -> Option<Vec<Pending>> {
+        // Sequences whose client left are freed before waiting, so an idle engine holds nothing.
+        self.running.retain(|s| !s.tx.is_closed());
+        self.publish();
         let mut q = self.queue.lock();
         while self.running.is_empty() && q.waiting.is_empty() {
             if q.shutdown {
@@ -258,6 +282,12 @@ impl Worker {
         Some(admitted)
     }
 
+    /// Makes the running batch's size and KV memory visible to `stats`.
+    fn publish(&self) {
+        self.queue.running.store(self.running.len(), Ordering::Relaxed);
+        self.queue.kv_bytes.store(self.running.iter().map(|s| s.cache.bytes()).sum(), Ordering::Relaxed);
+    }
+
     fn admit(&mut self, Pending { req, scope, tx }: Pending) {
         let capacity = req.prompt.len() + req.max_tokens;
         let mut cache = match self.model.new_cache(capacity) {
@@ -271,6 +301,7 @@ impl Worker {
         let prefilled = if req.prompt_logprobs { 0 } else { self.prefixes.reuse(scope, &req.prompt, &mut cache) };
         self.queue.reused_prompt_tokens.fetch_add(prefilled as u64, Ordering::Relaxed);
         if prefilled > 0 {
+            self.queue.prefix_hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(tokens = prefilled, "prompt prefix reused from the cache");
         }
         self.running.push(Sequence {

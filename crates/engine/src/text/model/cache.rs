@@ -132,6 +132,12 @@ impl SeqCache {
         self.capacity
     }
 
+    /// Bytes of keys and values this sequence holds: every cached position (shared runs
+    /// included) in every layer, f16.
+    pub fn bytes(&self) -> usize {
+        self.len * self.row * self.own.layers.len() * 2 * std::mem::size_of::<f16>()
+    }
+
     /// Makes every position cached so far read-only and returns a handle to them, which
     /// other caches of the same model can start from (`start_from`). No data is copied:
     /// this cache keeps attending to the same memory and appends after it as before.

@@ -437,17 +437,19 @@ async fn silence_gives_an_empty_transcript() {
 }
 
 /// Real noise, loud enough that the −60 dBFS shortcut does not skip it: the
-/// model's no-speech rule must (whisper-base's greedy pass loops on
-/// "1-2-3-4-4-4…" here with no_speech ≈ 0.8; fallback and the rule clear it).
+/// model's no-speech rule must. This is also the clip that makes the first
+/// pass loop: whisper-base's beam search writes "1-2-3-4-4-4-4…" (compression
+/// ratio 12, no_speech 0.8, logprob −0.1); temperature fallback must retry
+/// (it once took no_speech alone for silence and returned the loop) until a
+/// pass is unconfident enough for the no-speech rule to drop it.
+/// (Brown noise behaves the same; one colour keeps the test short.)
 #[tokio::test]
 async fn noise_gives_an_empty_transcript() {
-    for colour in ["pinknoise", "brownnoise"] {
-        let wav = work_dir().join(format!("{colour}.wav"));
-        run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&wav).args(["synth", "5", colour, "vol", "0.3"]));
-        let body = json_ok(TRANSCRIBE, "whisper-1", std::fs::read(&wav).unwrap(), "noise.wav", &[("response_format", "verbose_json")]).await;
-        assert_eq!(body["text"], "", "{colour}: {body}");
-        assert_eq!(body["segments"].as_array().unwrap().len(), 0, "{colour}: {body}");
-    }
+    let wav = work_dir().join("pinknoise.wav");
+    run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&wav).args(["synth", "5", "pinknoise", "vol", "0.3"]));
+    let body = json_ok(TRANSCRIBE, "whisper-1", std::fs::read(&wav).unwrap(), "noise.wav", &[("response_format", "verbose_json")]).await;
+    assert_eq!(body["text"], "", "{body}");
+    assert_eq!(body["segments"].as_array().unwrap().len(), 0, "{body}");
 }
 
 #[tokio::test]

@@ -14,8 +14,11 @@ use hearth_engine::audio::{decode_audio, TranscribeOptions, WhisperEngine};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// Log-probability gap within which two candidates are a tie for numerical purposes.
-const NEAR_TIE: f32 = 0.1;
+/// Log-probability gap within which two candidates are a tie for numerical
+/// purposes. At the time of recording, hearth equals CTranslate2 on every token
+/// of all five cases; only one step of one case (museum-en on base, its last
+/// timestamp) is within this gap, so 139 of the 140 tokens are enforced.
+const NEAR_TIE: f32 = 0.01;
 
 fn models_dir() -> PathBuf {
     std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/models"))

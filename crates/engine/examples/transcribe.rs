@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
             println!("    {}", s.words.iter().map(|w| format!("{}@{:.2}-{:.2}", w.word.trim(), w.start, w.end)).collect::<Vec<_>>().join(" "));
         }
     }
+    println!("text {}", out.text);
     println!("language {} duration {:.2}s took {:.2}s rtf {:.3}", out.language, out.duration, secs, secs / out.duration);
     Ok(())
 }

@@ -208,7 +208,11 @@ impl WhisperEngine {
         loop {
             let attempt = self.decode_once(cross, prefix, sot_index, temperature, opts, rng)?;
             let poor = attempt.compression_ratio > COMPRESSION_RATIO_LIMIT || attempt.avg_logprob < LOGPROB_LIMIT;
-            let silent = attempt.no_speech_prob > NO_SPEECH_LIMIT;
+            // Silence, which the caller skips, needs no retry. It takes both
+            // signs, as the skip does: a confident no-speech token over a
+            // confident text is no silence (noise makes greedy loop on
+            // "1-2-3-4-4-4..." at no_speech 0.8 and logprob −0.1).
+            let silent = attempt.no_speech_prob > NO_SPEECH_LIMIT && attempt.avg_logprob < LOGPROB_LIMIT;
             if !poor || silent {
                 return Ok(attempt);
             }

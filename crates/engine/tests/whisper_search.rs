@@ -1,0 +1,82 @@
+//! Beam search against greedy decoding on the same clips, with the real
+//! whisper-base. Speech is synthesised at test time by espeak-ng (a Debian
+//! package scripts/test.sh installs) from sentences written for this test.
+use hearth_engine::audio::{decode_audio, TranscribeOptions, WhisperEngine};
+use std::path::PathBuf;
+use std::process::Command;
+
+const SENTENCES: [&str; 6] = [
+    "Seven brave sailors rowed the little boat through the storm.",
+    "The baker sold the last loaf of rye bread before noon.",
+    "A flock of geese flew low over the frozen pond.",
+    "My uncle repairs old radios in his garage on weekends.",
+    "The students waited quietly while the teacher read the names.",
+    "Thick fog covered the harbour until late in the afternoon.",
+];
+
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).map(str::to_string).collect()
+}
+
+/// Word-level edit distance (substitutions, insertions, deletions).
+fn errors(reference: &str, hypothesis: &str) -> usize {
+    let (r, h) = (words(reference), words(hypothesis));
+    let mut row: Vec<usize> = (0..=h.len()).collect();
+    for i in 1..=r.len() {
+        let mut prev = row[0];
+        row[0] = i;
+        for j in 1..=h.len() {
+            let sub = prev + usize::from(r[i - 1] != h[j - 1]);
+            prev = row[j];
+            row[j] = sub.min(row[j] + 1).min(row[j - 1] + 1);
+        }
+    }
+    row[h.len()]
+}
+
+fn speak(name: &str, voice: &str, text: &str) -> Vec<f32> {
+    let wav = std::env::temp_dir().join(format!("hearth-search-{}-{name}.wav", std::process::id()));
+    let out = Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&wav).arg(text).output().expect("espeak-ng (scripts/test.sh installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let samples = decode_audio(std::fs::read(&wav).unwrap(), Some("a.wav"), &Default::default()).expect("decode");
+    let _ = std::fs::remove_file(&wav);
+    samples
+}
+
+fn base() -> Option<WhisperEngine> {
+    let dir = std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/models")).join("whisper-base");
+    if !dir.join("model.bin").exists() {
+        eprintln!("SKIPPING: {} not found (set HEARTH_TEST_MODELS; `hearth pull` fetches it)", dir.display());
+        return None;
+    }
+    Some(WhisperEngine::load(&dir).expect("load whisper-base"))
+}
+
+/// Beam search keeps hypotheses greedy decoding drops (a misheard first word
+/// it cannot take back): over the English set it makes no more word errors.
+#[test]
+fn beam_search_errs_no_more_than_greedy() {
+    let Some(engine) = base() else { return };
+    let (mut greedy_errors, mut beam_errors, mut total) = (0, 0, 0);
+    // Two sentences per clip, two voices: 6 clips of about 7 s.
+    for (i, pair) in SENTENCES.chunks(2).enumerate() {
+        for voice in ["en-us", "en-gb+m3"] {
+            let text = pair.join(" ");
+            let samples = speak(&format!("{i}-{voice}"), voice, &text);
+            let run = |beam_size| {
+                let opts = TranscribeOptions { language: Some("en".into()), beam_size, ..Default::default() };
+                engine.transcribe(&samples, &opts).expect("transcribe").text
+            };
+            let (greedy, beam) = (run(1), run(5));
+            let (g, b) = (errors(&text, &greedy), errors(&text, &beam));
+            eprintln!("{voice} clip {i}: greedy {g} errors {greedy:?}, beam {b} errors {beam:?}");
+            greedy_errors += g;
+            beam_errors += b;
+            total += words(&text).len();
+        }
+    }
+    let (g, b) = (greedy_errors as f64 / total as f64, beam_errors as f64 / total as f64);
+    eprintln!("WER greedy {g:.3}, beam 5 {b:.3} over {total} words");
+    assert!(b <= g, "beam search WER {b:.3} is above greedy's {g:.3}");
+    assert!(b < 0.25, "beam search WER {b:.3}: the model or search is broken");
+}

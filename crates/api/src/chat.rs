@@ -52,6 +52,8 @@ pub struct ChatCompletionRequest {
     pub messages: Vec<Value>,
     /// `tools` (or legacy `functions` wrapped as tools), for the template.
     pub tools: Option<Value>,
+    /// The functions came as legacy `functions`: a call is answered as `message.function_call`.
+    pub legacy_functions: bool,
     pub tool_choice: Option<Value>,
     pub sampling: Sampling,
     pub n: usize,
@@ -74,6 +76,7 @@ impl ChatCompletionRequest {
         schema::reject_unknown(obj, FIELDS)?;
         let messages = messages(obj)?;
         let tools = tools(obj)?;
+        let legacy_functions = tools.is_some() && schema::get(obj, "tools").is_none();
         let tool_choice = match schema::get(obj, "tool_choice").or_else(|| schema::get(obj, "function_call")) {
             None => None,
             Some(v @ (Value::String(_) | Value::Object(_))) => Some(v.clone()),
@@ -102,6 +105,7 @@ impl ChatCompletionRequest {
             model,
             messages,
             tools,
+            legacy_functions,
             tool_choice,
             sampling,
             n,
@@ -170,25 +174,28 @@ impl ChatCompletionRequest {
 fn chat_message(m: &Value) -> ChatMessage {
     let text = |key: &str| m.get(key).and_then(Value::as_str).map(str::to_string);
     let tool_calls = match m.get("tool_calls") {
-        Some(Value::Array(calls)) => calls
-            .iter()
-            .map(|c| {
-                let function = c.get("function");
-                let arguments = match function.and_then(|f| f.get("arguments")) {
-                    Some(Value::String(s)) => s.clone(),
-                    None | Some(Value::Null) => String::new(),
-                    Some(v) => v.to_string(),
-                };
-                ToolCall {
-                    index: None,
-                    id: c.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    kind: "function".into(),
-                    function: FunctionCall { name: function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(), arguments },
-                }
-            })
-            .collect(),
+        // A legacy assistant `function_call` is one call without an id.
+        None if m.get("function_call").is_some_and(Value::is_object) => vec![serde_json::json!({"id": "", "function": m["function_call"]})],
+        Some(Value::Array(calls)) => calls.clone(),
         _ => Vec::new(),
     };
+    let tool_calls = tool_calls
+        .iter()
+        .map(|c| {
+            let function = c.get("function");
+            let arguments = match function.and_then(|f| f.get("arguments")) {
+                Some(Value::String(s)) => s.clone(),
+                None | Some(Value::Null) => String::new(),
+                Some(v) => v.to_string(),
+            };
+            ToolCall {
+                index: None,
+                id: c.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                kind: "function".into(),
+                function: FunctionCall { name: function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(), arguments },
+            }
+        })
+        .collect();
     ChatMessage {
         role: text("role").unwrap_or_default(),
         content: text("content").unwrap_or_default(),
@@ -234,6 +241,12 @@ fn message(i: usize, m: &Value) -> Result<Value, Invalid> {
         if !name.is_string() {
             return Err(Invalid::not_of_type(&format!("{path}.name"), name, "string"));
         }
+    }
+    if role == "tool" && !obj.get("tool_call_id").is_some_and(Value::is_string) {
+        return Err(Invalid::new(
+            "Missing parameter 'tool_call_id': messages with role 'tool' must have a 'tool_call_id'.",
+            Some(&format!("messages.[{i}].tool_call_id")),
+        ));
     }
     let mut out = obj.clone();
     out.insert("role".into(), Value::String(if role == "developer" { "system" } else { role }.into()));
@@ -328,6 +341,9 @@ pub struct ResponseMessage {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool_calls: Option<Vec<ToolCall>>,
+    /// The legacy shape of one call (requests that sent `functions`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub function_call: Option<FunctionCall>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

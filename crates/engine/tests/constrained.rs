@@ -1,7 +1,8 @@
 //! Constrained decoding on the real models: sampled outputs at temperature 1 over many
 //! seeds always parse and validate (checked by the independent `jsonschema` crate), for
 //! nested schemas, enum/const, `$ref`, any JSON object and tool calls; constrained rows
-//! run in a batch beside unconstrained ones; unsupported keywords are refused by name.
+//! run in a batch beside unconstrained ones; `auto` tool calls are held from the model's
+//! own call-open tag on; unsupported keywords are refused by name.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -285,6 +286,52 @@ fn every_vocabulary_compiles_and_masks() {
         assert!(n > 0, "{file}: nothing allowed");
         for &stop in &info.stop_tokens {
             assert!(!allowed.is_allowed(stop), "{file}: stop token {stop} allowed before the object");
+        }
+    }
+}
+
+/// `tool_choice: "auto"`: nothing is masked until the model writes the call-open tag; from
+/// there the call is held to the tools. The tag is given here as if the model had written
+/// it (the small models rarely open a call on their own): the constraint reads it from its
+/// tokens, and the model, sampled at temperature 1, writes the rest after it.
+#[test]
+fn auto_calls_are_held_once_the_model_opens_one() {
+    let weather = json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": false
+    });
+    let functions = vec![Function { name: "get_weather".into(), parameters: weather.clone() }];
+    let spec = ConstraintSpec::AutoToolCalls { functions, parallel: false };
+    for e in [smol(), qwen()] {
+        // Free text: nothing masked, however long.
+        let mut free = e.constraint(&spec).expect("compiles");
+        assert!(!free.is_active());
+        for id in e.encode("Let me check. <tool", false).unwrap() {
+            free.advance(id);
+        }
+        assert!(!free.is_active(), "activated before the whole tag");
+        let requests = (0..4)
+            .map(|seed| {
+                let mut r = request(e, "What's the weather in Paris?", None, 60, sampled(seed));
+                let mut c = e.constraint(&spec).expect("compiles");
+                let tag = e.encode("Sure.<tool_call>", false).unwrap();
+                for &id in &tag {
+                    c.advance(id);
+                }
+                assert!(c.is_active(), "the tag did not switch the constraint on");
+                r.prompt.extend(tag);
+                r.constraint = Some(c);
+                r
+            })
+            .collect();
+        for (text, reason) in run_all(e, requests) {
+            assert_eq!(reason, FinishReason::Stop, "{text}");
+            let body = text.strip_prefix('\n').and_then(|t| t.strip_suffix(CALL_CLOSE)).unwrap_or_else(|| panic!("not one call: {text:?}"));
+            let call: Value = serde_json::from_str(body).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"));
+            assert_eq!(call["name"], "get_weather", "{text}");
+            assert!(jsonschema::is_valid(&weather, &call["arguments"]), "{text}");
         }
     }
 }

@@ -98,3 +98,27 @@ fn python_methods_raise_exception_and_special_tokens() {
     let err = render_chat(&info, &tok, &[Message::assistant("x")], &[]).unwrap_err();
     assert!(err.to_string().contains("first message must be from the user"), "{err}");
 }
+
+/// SmolLM2's template knows no tools: the tools go into the system message and calls and
+/// results into the messages, in the format Qwen's template uses (and the parser reads).
+#[test]
+fn smollm2_gets_tools_calls_and_results_written_in() {
+    let (info, tok) = smollm();
+    let tools = [ToolSpec { name: "get_weather".into(), description: None, parameters: Some(json!({"type": "object"})), strict: None }];
+    let mut call = Message::assistant("");
+    call.tool_calls.push(ToolCall { id: "c1".into(), name: "get_weather".into(), arguments: "{\"city\": \"Paris\"}".into() });
+    let mut result = Message::new(Role::Tool, "sunny");
+    result.tool_call_id = Some("c1".into());
+    let messages = [Message::system("Be brief."), Message::user("Weather?"), call, result];
+    let expected = "<|im_start|>system\nBe brief.\n\n\
+        # Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+        You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n\
+        {\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}}\n</tools>\n\n\
+        For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n\
+        <tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n\
+        <|im_start|>user\nWeather?<|im_end|>\n\
+        <|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n\
+        <|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n\
+        <|im_start|>assistant\n";
+    assert_eq!(render_chat(&info, &tok, &messages, &tools).unwrap(), expected);
+}

@@ -40,8 +40,9 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     let choices = generate::start(&target, &state.metrics, vec![request])?;
     let header = Header::new(&target, "chatcmpl-");
     if req.stream {
-        let calls = crate::tool_stream::for_request(&req);
-        let chunker = ChatChunker { header, n: req.n, include_usage: req.include_usage(), logprobs: req.logprobs, prompt_tokens, calls };
+        let calls = crate::tool_calls::CallStream::for_request(&req);
+        let call_finish = crate::tool_calls::finish_reason(&req);
+        let chunker = ChatChunker { header, n: req.n, include_usage: req.include_usage(), logprobs: req.logprobs, prompt_tokens, calls, call_finish };
         return Ok(sse::response(chunker, choices));
     }
     let results = generate::collect(choices).await?;
@@ -56,8 +57,8 @@ fn engine_messages(req: &ChatCompletionRequest) -> Vec<Message> {
             let role = match m.role.as_str() {
                 "system" | "developer" => Role::System,
                 "assistant" => Role::Assistant,
-                "tool" => Role::Tool,
-                "function" => Role::Function,
+                // A legacy function result is a tool result: templates know only the latter.
+                "tool" | "function" => Role::Tool,
                 _ => Role::User,
             };
             let mut message = Message::new(role, m.content);
@@ -85,13 +86,13 @@ fn respond(req: &ChatCompletionRequest, header: Header, prompt_tokens: usize, re
         .enumerate()
         .map(|(index, r)| {
             let logprobs = req.logprobs.then(|| logprobs(&r.tokens));
-            let calls = if req.tools.is_some() { crate::tools::parse(&r.text) } else { None };
+            let calls = if crate::tool_calls::parsed(req) { crate::tool_calls::parse(req, &r.text) } else { None };
             let (message, finish_reason) = match calls {
-                Some((content, calls)) => (
-                    ResponseMessage { role: "assistant".into(), content: (!content.is_empty()).then_some(content), tool_calls: Some(calls) },
-                    "tool_calls".to_string(),
+                Some((content, tool_calls, function_call)) => (
+                    ResponseMessage { role: "assistant".into(), content: (!content.is_empty()).then_some(content), tool_calls, function_call },
+                    crate::tool_calls::finish_reason(req).to_string(),
                 ),
-                None => (ResponseMessage { role: "assistant".into(), content: Some(r.text), tool_calls: None }, r.reason.to_string()),
+                None => (ResponseMessage { role: "assistant".into(), content: Some(r.text), tool_calls: None, function_call: None }, r.reason.to_string()),
             };
             ChatChoice { index, message, logprobs, finish_reason }
         })
@@ -114,7 +115,9 @@ struct ChatChunker {
     logprobs: bool,
     prompt_tokens: usize,
     /// Per choice, when tool calls are parsed: text inside `<tool_call>` becomes call deltas.
-    calls: Option<Vec<crate::tool_stream::CallStream>>,
+    calls: Option<Vec<crate::tool_calls::CallStream>>,
+    /// The finish reason of a choice that made calls.
+    call_finish: &'static str,
 }
 
 impl ChatChunker {
@@ -144,12 +147,13 @@ impl ChatChunker {
 
     /// A choice whose tool calls are parsed: its text as content or `delta.tool_calls` frames.
     fn call_frames(&mut self, index: usize, chunk: TextChunk) -> Vec<String> {
+        let call_finish = self.call_finish;
         let Some(stream) = self.calls.as_mut().map(|calls| &mut calls[index]) else { return vec![] };
         let mut pieces = stream.push(&chunk.text);
         let finished = chunk.finish.map(|reason| {
             pieces.extend(stream.finish());
             if stream.called() {
-                "tool_calls".to_string()
+                call_finish.to_string()
             } else {
                 generate::finish_reason(reason).to_string()
             }
@@ -157,12 +161,14 @@ impl ChatChunker {
         let mut frames: Vec<String> = pieces
             .into_iter()
             .map(|piece| match piece {
-                crate::tool_stream::Piece::Content(text) => self.delta(index, Delta { content: Some(text), ..Delta::default() }, None),
-                crate::tool_stream::Piece::Call(call) => {
+                crate::tool_calls::Piece::Content(text) => self.delta(index, Delta { content: Some(text), ..Delta::default() }, None),
+                crate::tool_calls::Piece::Delta(fields) => {
                     // The call delta is OpenAI's JSON shape already: set it into the chunk as is.
                     let choice = ChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason: None };
                     let mut value = serde_json::to_value(self.payload(vec![choice], None)).unwrap_or_default();
-                    value["choices"][0]["delta"]["tool_calls"] = serde_json::Value::Array(vec![call]);
+                    if let (Some(delta), serde_json::Value::Object(fields)) = (value["choices"][0]["delta"].as_object_mut(), fields) {
+                        delta.extend(fields);
+                    }
                     frame(&value)
                 }
             })

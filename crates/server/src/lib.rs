@@ -30,8 +30,7 @@ mod routes;
 mod sse;
 mod state;
 mod structured;
-mod tool_stream;
-mod tools;
+mod tool_calls;
 mod usage_api;
 
 pub use error::ApiError;

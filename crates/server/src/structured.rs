@@ -2,7 +2,8 @@
 //! that every choice parses and validates: `response_format` `json_object` (any JSON
 //! object) and `json_schema` (a value valid against the schema), and forced tool calls
 //! (`tool_choice` `required` or a named function: `<tool_call>` blocks whose arguments
-//! follow the function's `parameters`).
+//! follow the function's `parameters`); under `auto`, the same calls once the model itself
+//! opens one.
 use crate::error::ApiError;
 use hearth_api::chat::ChatCompletionRequest;
 use hearth_engine::text::constraint::{Constraint, ConstraintSpec, Function};
@@ -17,16 +18,54 @@ pub struct Structure {
     param: &'static str,
 }
 
-/// The structure `body` asks for: a forced tool call, else its `response_format`.
+/// The structure `body` asks for: a forced tool call, else its `response_format`, else
+/// (tools offered, `auto`) calls the model may open.
 pub fn requested(body: &Value, req: &ChatCompletionRequest) -> Result<Option<Structure>, ApiError> {
+    let tools_param = if req.legacy_functions { "functions" } else { "tools" };
     if let Some(spec) = forced_calls(body, req)? {
-        return Ok(Some(Structure { spec, owner: "tools".into(), param: "tools" }));
+        return Ok(Some(Structure { spec, owner: tools_param.into(), param: tools_param }));
     }
     let owner = match body.pointer("/response_format/json_schema/name").and_then(Value::as_str) {
         Some(name) => format!("response_format '{name}'"),
         None => "response_format".into(),
     };
-    Ok(response_format(body, &req.messages)?.map(|spec| Structure { spec, owner, param: "response_format" }))
+    if let Some(spec) = response_format(body, &req.messages)? {
+        return Ok(Some(Structure { spec, owner, param: "response_format" }));
+    }
+    Ok(auto_calls(body, req).map(|spec| Structure { spec, owner: tools_param.into(), param: tools_param }))
+}
+
+/// Tools offered and `tool_choice` `auto` (or left out): the model may write text or open
+/// a call; an opened call is held to the tools.
+fn auto_calls(body: &Value, req: &ChatCompletionRequest) -> Option<ConstraintSpec> {
+    let auto = match &req.tool_choice {
+        None => true,
+        Some(Value::String(s)) => s == "auto",
+        Some(_) => false,
+    };
+    let functions = functions(req, None);
+    (auto && !functions.is_empty()).then(|| ConstraintSpec::AutoToolCalls { functions, parallel: parallel(body, req, None) })
+}
+
+/// The request's functions (only `named`, when given), with their parameters' schemas.
+fn functions(req: &ChatCompletionRequest, named: Option<&str>) -> Vec<Function> {
+    let Some(tools) = req.tools.as_ref().and_then(Value::as_array) else { return Vec::new() };
+    tools
+        .iter()
+        .filter_map(|t| t.get("function"))
+        .filter_map(|f| {
+            let name = f.get("name")?.as_str()?.to_string();
+            let parameters = f.get("parameters").filter(|p| !p.is_null()).cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            Some(Function { name, parameters })
+        })
+        .filter(|f| named.is_none_or(|n| n == f.name))
+        .collect()
+}
+
+/// Whether several calls may be made: legacy `functions` and a named function get one;
+/// OpenAI's default is parallel.
+fn parallel(body: &Value, req: &ChatCompletionRequest, named: Option<&str>) -> bool {
+    !req.legacy_functions && named.is_none() && body.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(true)
 }
 
 /// `tool_choice` `required` (any of the tools) or naming one function (legacy
@@ -43,27 +82,15 @@ fn forced_calls(body: &Value, req: &ChatCompletionRequest) -> Result<Option<Cons
         },
         _ => return Ok(None),
     };
-    let Some(tools) = req.tools.as_ref().and_then(Value::as_array) else {
+    if req.tools.is_none() {
         return Err(ApiError::invalid("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", Some("tool_choice")));
-    };
-    let functions: Vec<Function> = tools
-        .iter()
-        .filter_map(|t| t.get("function"))
-        .filter_map(|f| {
-            let name = f.get("name")?.as_str()?.to_string();
-            let parameters = f.get("parameters").filter(|p| !p.is_null()).cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            Some(Function { name, parameters })
-        })
-        .filter(|f| named.is_none_or(|n| n == f.name))
-        .collect();
+    }
+    let functions = functions(req, named);
     if functions.is_empty() {
         let name = named.unwrap_or_default();
         return Err(ApiError::invalid(format!("Invalid value for 'tool_choice': no function named '{name}' in 'tools'."), Some("tool_choice")));
     }
-    // Legacy `functions` and a named function get one call; OpenAI's default is parallel.
-    let legacy = body.get("functions").is_some();
-    let parallel = !legacy && named.is_none() && body.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(true);
-    Ok(Some(ConstraintSpec::ToolCalls { functions, parallel }))
+    Ok(Some(ConstraintSpec::ToolCalls { functions, parallel: parallel(body, req, named) }))
 }
 
 /// The constraint `response_format` asks for, checked against the messages (`body` is the
@@ -133,7 +160,7 @@ pub async fn constraint(engine: &TextEngine, structure: Option<Structure>) -> Re
     let engine = engine.clone();
     let compiled = tokio::task::spawn_blocking(move || {
         // A refused tool call is told by the function whose parameters were refused.
-        if let ConstraintSpec::ToolCalls { functions, .. } = &spec {
+        if let ConstraintSpec::ToolCalls { functions, .. } | ConstraintSpec::AutoToolCalls { functions, .. } = &spec {
             for f in functions {
                 if let Err(e) = engine.constraint(&ConstraintSpec::JsonSchema(f.parameters.clone())) {
                     return Err((e, format!("function '{}'", f.name)));

@@ -61,9 +61,10 @@ impl Sampler {
 
     /// Whether the next token is the argmax of the adjusted logits and nothing else is
     /// reported of them: the model may then find it without most logits (`Want::Greedy`).
-    /// A constrained row needs all its logits: the mask may rule out the model's favourites.
+    /// A constrained row needs all its logits: the mask may rule out the model's favourites
+    /// (a constraint that waits for a tool call masks nothing yet).
     pub fn greedy_only(&self) -> bool {
-        self.params.temperature <= GREEDY_TEMPERATURE && self.logprobs.is_none() && self.constraint.is_none()
+        self.params.temperature <= GREEDY_TEMPERATURE && self.logprobs.is_none() && !self.constraint.as_ref().is_some_and(Constraint::is_active)
     }
 
     /// Records a token picked by the model itself (`Want::Greedy`), and moves the

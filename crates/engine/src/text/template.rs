@@ -6,7 +6,8 @@ use anyhow::{anyhow, bail, Result};
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde_json::{json, Map, Value as Json};
 
-use super::message::{Message, ToolCall, ToolSpec};
+use super::constraint::{CALL_CLOSE, CALL_OPEN};
+use super::message::{Message, Role, ToolCall, ToolSpec};
 use super::tokenizer::Tokenizer;
 use super::ModelInfo;
 
@@ -15,6 +16,14 @@ use super::ModelInfo;
 pub fn render(info: &ModelInfo, tokenizer: &Tokenizer, messages: &[Message], tools: &[ToolSpec]) -> Result<String> {
     let Some(source) = info.chat_template.as_deref() else {
         bail!("model has no chat template");
+    };
+    // A template that knows no tool calls (SmolLM2's) gets them written into the messages.
+    let written;
+    let (messages, tools) = if source.contains("tool_calls") {
+        (messages, tools)
+    } else {
+        written = with_tools_written(messages, tools);
+        (&written[..], &[][..])
     };
     let messages: Vec<Json> = messages.iter().map(message_value).collect();
     let tools: Vec<Json> = tools.iter().map(tool_value).collect();
@@ -33,6 +42,50 @@ pub fn render(info: &ModelInfo, tokenizer: &Tokenizer, messages: &[Message], too
         eos_token => tokenizer.eos().map(|id| tokenizer.token_text(id)).unwrap_or_default(),
     };
     template.render(ctx).map_err(|e| anyhow!("chat template: {}", describe(&e)))
+}
+
+/// What a model whose template has no tool format is told of the tools: the Hermes format
+/// Qwen2.5's template uses, which the tool grammar writes and the call parser reads.
+const TOOLS_PROMPT: &str = "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+    You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+const TOOLS_PROMPT_END: &str = "\n</tools>\n\nFor each function call, return a json object with function name and arguments \
+    within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
+
+/// `messages` with the tools in the system message, the assistant's calls as `<tool_call>`
+/// blocks in its content and tool results as user messages in `<tool_response>` tags.
+fn with_tools_written(messages: &[Message], tools: &[ToolSpec]) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len() + 1);
+    if !tools.is_empty() {
+        let mut prompt = TOOLS_PROMPT.to_string();
+        for tool in tools {
+            prompt.push('\n');
+            write_python_json(&tool_value(tool), None, 0, &mut prompt);
+        }
+        prompt.push_str(TOOLS_PROMPT_END);
+        match messages.first() {
+            Some(first) if first.role == Role::System => out.push(Message::system(format!("{}\n\n{prompt}", first.text()))),
+            _ => out.push(Message::system(prompt)),
+        }
+    }
+    let skip = usize::from(!tools.is_empty() && messages.first().is_some_and(|m| m.role == Role::System));
+    for m in &messages[skip..] {
+        let mut m = m.clone();
+        if !m.tool_calls.is_empty() {
+            let mut text = m.text();
+            for call in std::mem::take(&mut m.tool_calls) {
+                let mut arguments = String::new();
+                write_python_json(&tool_call_value(&call)["function"]["arguments"], None, 0, &mut arguments);
+                let sep = if text.is_empty() { "" } else { "\n" };
+                text.push_str(&format!("{sep}{CALL_OPEN}{{\"name\": {}, \"arguments\": {arguments}}}{CALL_CLOSE}", Json::String(call.name)));
+            }
+            m = Message { content: vec![super::message::ContentPart::Text(text)], ..m };
+        }
+        if m.role == Role::Tool {
+            m = Message::user(format!("<tool_response>\n{}\n</tool_response>", m.text()));
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// The message text of a template error (`raise_exception` messages come through as is).

@@ -4,6 +4,7 @@
 use llguidance::api::TopLevelGrammar;
 use serde_json::{json, Value};
 
+use super::calls::{CALL_CLOSE, CALL_OPEN, OPEN_TAG};
 use super::ConstraintError;
 
 /// The shape an output must have.
@@ -17,6 +18,9 @@ pub enum ConstraintSpec {
     /// `<tool_call>\n{"name": <one of the names>, "arguments": <its parameters>}\n</tool_call>`,
     /// one block or (`parallel`) one or more separated by newlines.
     ToolCalls { functions: Vec<Function>, parallel: bool },
+    /// Free text, until the model itself writes the call-open tag; from there on, the
+    /// rest of the calls as in `ToolCalls` (`tool_choice: "auto"`).
+    AutoToolCalls { functions: Vec<Function>, parallel: bool },
 }
 
 /// A function a tool call may name, with the JSON Schema of its arguments.
@@ -48,19 +52,23 @@ impl ConstraintSpec {
         match self {
             ConstraintSpec::JsonObject => Ok(TopLevelGrammar::from_json_schema(with_layout(&json!({"type": "object"}), "")?)),
             ConstraintSpec::JsonSchema(schema) => Ok(TopLevelGrammar::from_json_schema(with_layout(schema, "the schema")?)),
-            ConstraintSpec::ToolCalls { functions, parallel } => tool_call_grammar(functions, *parallel).map(TopLevelGrammar::from_lark),
+            ConstraintSpec::ToolCalls { functions, parallel } => tool_call_grammar(functions, *parallel, false).map(TopLevelGrammar::from_lark),
+            ConstraintSpec::AutoToolCalls { functions, parallel } => tool_call_grammar(functions, *parallel, true).map(TopLevelGrammar::from_lark),
         }
     }
 }
 
-/// Opens and closes one call (the tags Qwen2.5's template teaches; the server's parser
-/// reads them back).
-pub const CALL_OPEN: &str = "<tool_call>\n";
-pub const CALL_CLOSE: &str = "\n</tool_call>";
+impl ConstraintSpec {
+    /// Whether the output is free until the model opens a call (see `AutoToolCalls`).
+    pub fn waits_for_call(&self) -> bool {
+        matches!(self, ConstraintSpec::AutoToolCalls { .. })
+    }
+}
 
 /// A Lark grammar of tool-call blocks, each choosing one function, then its arguments by
-/// that function's schema.
-fn tool_call_grammar(functions: &[Function], parallel: bool) -> Result<String, ConstraintError> {
+/// that function's schema. `after_tag`: the grammar starts after the first block's
+/// open tag, which the model wrote itself.
+fn tool_call_grammar(functions: &[Function], parallel: bool, after_tag: bool) -> Result<String, ConstraintError> {
     if functions.is_empty() {
         return Err(ConstraintError::Invalid("a tool call needs at least one function".into()));
     }
@@ -74,7 +82,9 @@ fn tool_call_grammar(functions: &[Function], parallel: bool) -> Result<String, C
         alternatives.push(format!("call_{i}"));
     }
     let more = if parallel { format!(" ({} block)*", json!("\n")) } else { String::new() };
-    Ok(format!("start: block{more}\nblock: {} \"{{\" ({}) \"}}\" {}\n{rules}", json!(CALL_OPEN), alternatives.join(" | "), json!(CALL_CLOSE)))
+    let body = format!("\"{{\" ({}) \"}}\" {}", alternatives.join(" | "), json!(CALL_CLOSE));
+    let first = if after_tag { format!("{} {body}", json!(&CALL_OPEN[OPEN_TAG.len()..])) } else { "block".into() };
+    Ok(format!("start: {first}{more}\nblock: {} {body}\n{rules}", json!(CALL_OPEN)))
 }
 
 #[cfg(test)]
@@ -84,9 +94,11 @@ mod tests {
     #[test]
     fn tool_grammar_names_every_function() {
         let f = |name: &str| Function { name: name.into(), parameters: json!({"type": "object"}) };
-        let g = tool_call_grammar(&[f("a"), f("b_c")], true).unwrap();
+        let g = tool_call_grammar(&[f("a"), f("b_c")], true, false).unwrap();
         assert!(g.starts_with("start: block (\"\\n\" block)*\nblock: \"<tool_call>\\n\" \"{\" (call_0 | call_1) \"}\" \"\\n</tool_call>\"\n"), "{g}");
         assert!(g.contains(r#"call_1: "\"name\": \"b_c\", \"arguments\": " args_1"#), "{g}");
+        let after = tool_call_grammar(&[f("a")], false, true).unwrap();
+        assert!(after.starts_with("start: \"\\n\" \"{\" (call_0) \"}\" \"\\n</tool_call>\"\n"), "{after}");
     }
 
     #[test]

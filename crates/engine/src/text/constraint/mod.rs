@@ -7,6 +7,7 @@
 //! lexeme ("slices") so that most of the vocabulary is decided without walking it.
 //! [`Grammars`] holds that per-model state; each sequence gets its own [`Constraint`].
 
+mod calls;
 mod grammar;
 mod vocab;
 
@@ -14,11 +15,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use llguidance::{Matcher, ParserFactory};
-use toktrie::SimpleVob;
+use toktrie::{SimpleVob, TokEnv, TokTrie};
 
 use super::tokenizer::Tokenizer;
 
-pub use grammar::{ConstraintSpec, Function, CALL_CLOSE, CALL_OPEN};
+pub use calls::{parse_calls, CallEvent, CallParser, ParsedCall, CALL_CLOSE, CALL_OPEN, OPEN_TAG};
+pub use grammar::{ConstraintSpec, Function};
 
 /// Why a constraint could not be compiled. The server answers 400 with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -81,7 +83,8 @@ impl Grammars {
         }
         let mask = self.factory.tok_env().tok_trie().alloc_token_set();
         let ends: Arc<[u32]> = self.factory.tok_env().tok_trie().eos_tokens().into();
-        Ok(Constraint { matcher, mask, ends, failed: None })
+        let trigger = spec.waits_for_call().then(|| Trigger { env: self.factory.tok_env().clone(), seen: Vec::new() });
+        Ok(Constraint { matcher, mask, ends, failed: None, trigger })
     }
 }
 
@@ -95,15 +98,51 @@ pub struct Constraint {
     ends: Arc<[u32]>,
     /// Set when the automaton broke (never for a token it allowed); then only ends remain.
     failed: Option<String>,
+    /// Some while the output is free, until the model writes `OPEN_TAG`.
+    trigger: Option<Trigger>,
+}
+
+/// Watches free output for the call-open tag.
+#[derive(Clone)]
+struct Trigger {
+    /// The vocabulary: token bytes, and tokens for what followed the tag in its token.
+    env: TokEnv,
+    /// The output's last bytes (as many as may hold a partial tag).
+    seen: Vec<u8>,
+}
+
+impl Trigger {
+    /// Adds token `id`'s bytes; once the tag is written, the bytes after it (in the same token).
+    fn push(&mut self, id: u32) -> Option<Vec<u8>> {
+        let bytes = self.env.tok_trie().token(id);
+        // Control tokens are not text: they cannot write the tag.
+        if bytes.first() == Some(&TokTrie::SPECIAL_TOKEN_MARKER) {
+            self.seen.clear();
+            return None;
+        }
+        self.seen.extend_from_slice(bytes);
+        let tag = OPEN_TAG.as_bytes();
+        if let Some(at) = self.seen.windows(tag.len()).position(|w| w == tag) {
+            return Some(self.seen[at + tag.len()..].to_vec());
+        }
+        let keep = self.seen.len().min(tag.len() - 1);
+        self.seen.drain(..self.seen.len() - keep);
+        None
+    }
 }
 
 impl fmt::Debug for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Constraint").field("complete", &self.is_complete()).field("failed", &self.failed).finish()
+        f.debug_struct("Constraint").field("active", &self.is_active()).field("complete", &self.is_complete()).field("failed", &self.failed).finish()
     }
 }
 
 impl Constraint {
+    /// Whether the output is held to the grammar now (false while it waits for a call).
+    pub fn is_active(&self) -> bool {
+        self.trigger.is_none()
+    }
+
     /// Computes the allowed tokens of this step.
     pub fn allowed(&mut self) -> &SimpleVob {
         let mask = if self.failed.is_some() { Err(anyhow::anyhow!("failed")) } else { self.matcher.compute_mask_or_eos() };
@@ -126,6 +165,9 @@ impl Constraint {
     /// Sets every token this step does not allow to -inf (`logits` may be shorter or
     /// longer than the vocabulary: the ids past either end are left out or masked).
     pub fn mask_logits(&mut self, logits: &mut [f32]) {
+        if !self.is_active() {
+            return;
+        }
         let mask = self.allowed();
         let words = mask.as_slice();
         for (w, chunk) in logits.chunks_mut(32).enumerate() {
@@ -143,6 +185,17 @@ impl Constraint {
 
     /// Advances past the chosen token.
     pub fn advance(&mut self, id: u32) {
+        if let Some(trigger) = &mut self.trigger {
+            if let Some(rest) = trigger.push(id) {
+                let env = trigger.env.clone();
+                self.trigger = None;
+                // The tag's own token may have written the start of the call too.
+                for t in env.tok_trie().greedy_tokenize(&rest) {
+                    self.advance(t);
+                }
+            }
+            return;
+        }
         if self.failed.is_some() || self.matcher.is_stopped() {
             return;
         }

@@ -2,6 +2,7 @@
 //! seeds always parse and validate (checked by the independent `jsonschema` crate), for
 //! nested schemas, enum/const, `$ref`, any JSON object and tool calls; constrained rows
 //! run in a batch beside unconstrained ones; unsupported keywords are refused by name.
+mod model_support;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -12,8 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn model(file: &str) -> PathBuf {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS").map_or_else(|| PathBuf::from("/tmp/models"), PathBuf::from);
-    dir.join(file)
+    model_support::model_path(file)
 }
 
 const SMOL: &str = "smollm2-135m-instruct-q4_1.gguf";

@@ -1,8 +1,6 @@
 //! POST /v1/chat/completions: responses, streaming framing, sampling fields,
 //! logprobs, usage and the context window.
 mod common;
-#[path = "common/openapi.rs"]
-mod openapi;
 use common::*;
 use serde_json::{json, Value};
 
@@ -258,7 +256,8 @@ async fn tool_calls_have_openais_shape() {
         json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
     );
     let body = ok(server, "/v1/chat/completions", &req).await;
-    openapi::assert_matches("CreateChatCompletionResponse", &body);
+    // The 2023 contract predates `tool_calls` (its finish reasons end at
+    // `function_call`): the call is checked against OpenAI's current shape.
     let choice = &body["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
     let message = &choice["message"];

@@ -6,6 +6,15 @@ mod model_support;
 use candle_core::Tensor;
 use hearth_engine::text::{Greedy, Model, Next, SeqCache, Want};
 
+/// Deterministic in-vocabulary prompt ids (no tokenizer needed).
+fn prompt(len: usize, salt: u32) -> Vec<u32> {
+    (0..len as u32).map(|i| 200 + (i * 7919 + salt * 104_729) % 20_000).collect()
+}
+
+fn row(t: &Tensor, i: usize) -> Tensor {
+    t.narrow(0, i, 1).expect("row")
+}
+
 /// The same positions give the same logits, bit for bit, whatever the computation order:
 /// every kernel computes each output with the same operations in the same order, so the
 /// row count of a matmul (prefill, chunks, a batch) never changes a result. (A tolerance

@@ -47,6 +47,45 @@ async fn keys_are_required_and_checked() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// 200 with this key, 401 `invalid_api_key` with any other.
+async fn assert_only_these_keys(server: &Server, keys: &[&str]) {
+    for key in keys {
+        let (status, body) = get_with(server, "/v1/models", Some(&format!("Bearer {key}"))).await;
+        assert_eq!(status, 200, "{key}: {body}");
+    }
+    for wrong in ["sk-not-listed", "# a comment line", ""] {
+        let (status, body) = get_with(server, "/v1/models", Some(&format!("Bearer {wrong}"))).await;
+        assert_eq!(status, 401, "{wrong:?} is not a key: {body}");
+    }
+    let (status, body) = get_with(server, "/v1/models", None).await;
+    assert_error(status, &body, 401, "invalid_request_error", None, Some("invalid_api_key"));
+}
+
+#[tokio::test]
+async fn keys_from_the_environment_and_a_keys_file() {
+    let file = std::env::temp_dir().join(format!("hearth-keys-{}.txt", std::process::id()));
+    std::fs::write(&file, "# keys of the e2e test\nsk-from-file-1\n\n  sk-from-file-2  \n").expect("write the keys file");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let server =
+        Server::start_with_env(&["--models", SMOL, "--api-keys-file", file_arg], Some("sk-from-env-1"), &[("HEARTH_API_KEYS", "sk-from-env-1,sk-from-env-2")]);
+    assert_only_these_keys(&server, &["sk-from-env-1", "sk-from-env-2", "sk-from-file-1", "sk-from-file-2"]).await;
+    drop(server);
+
+    // The file alone, named by its environment variable.
+    let server = Server::start_with_env(&["--models", SMOL], Some("sk-from-file-1"), &[("HEARTH_API_KEYS_FILE", file_arg)]);
+    assert_only_these_keys(&server, &["sk-from-file-1", "sk-from-file-2"]).await;
+    let _ = std::fs::remove_file(&file);
+}
+
+#[tokio::test]
+async fn insecure_public_bind_serves_without_keys_when_allowed() {
+    let server = Server::start_on_host("0.0.0.0", &["--models", SMOL, "--allow-insecure-no-auth"], None, &[]);
+    let (status, body) = get_with(&server, "/v1/models", None).await;
+    assert_eq!(status, 200, "no key needed: {body}");
+    let resp = client().post(server.url("/v1/chat/completions")).json(&chat(SMOL, "Hi", 1)).send().await.expect("send");
+    assert_eq!(read_json(resp).await.0, 200);
+}
+
 #[test]
 fn public_bind_without_keys_is_refused() {
     let port = free_port().to_string();

@@ -208,15 +208,78 @@ async fn logit_bias_forces_a_token() {
     assert_eq!(content(&body, 0), tokens.concat());
 }
 
+/// Generated tokens that repeat an earlier generated token.
+fn repeated_tokens(body: &Value) -> usize {
+    let tokens: Vec<&str> = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap_or_else(|| panic!("logprobs.content: {body}"))
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    tokens.iter().enumerate().filter(|(i, t)| tokens[..*i].contains(t)).count()
+}
+
 #[tokio::test]
-async fn penalties_are_accepted() {
+async fn penalties_make_greedy_output_repeat_less() {
     let server = shared();
-    let req = with(chat(SMOL, "Repeat: a a a a a", 8), json!({"presence_penalty": 1.5, "frequency_penalty": 2.0}));
-    let body = ok(server, "/v1/chat/completions", &req).await;
-    assert!(usage(&body).1 >= 1);
+    let req = with(chat(SMOL, "Write a short poem about the sea.", 24), json!({"logprobs": true}));
+    let plain = repeated_tokens(&ok(server, "/v1/chat/completions", &req).await);
+    for penalty in [json!({"presence_penalty": 2}), json!({"frequency_penalty": 2})] {
+        let body = ok(server, "/v1/chat/completions", &with(req.clone(), penalty.clone())).await;
+        assert!(repeated_tokens(&body) < plain, "{penalty}: {} repeated tokens, {plain} without: {body}", repeated_tokens(&body));
+    }
     let req =
         with(chat(SMOL, "Repeat: a a a a a", 8), json!({"presence_penalty": -2, "frequency_penalty": -2, "top_p": 0.5, "temperature": 0.7, "user": "u-1"}));
     ok(server, "/v1/chat/completions", &req).await;
+}
+
+const WEATHER_TOOL: &str = r#"[{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]"#;
+
+/// OpenAI's tool call: `id` "call_…", `type` "function", `function.name`, and
+/// `function.arguments` a string holding JSON. Returns the parsed arguments.
+fn assert_tool_call(call: &Value, name: &str) -> Value {
+    let id = call["id"].as_str().unwrap_or_else(|| panic!("id: {call}"));
+    assert!(id.strip_prefix("call_").is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric())), "id {id:?}");
+    assert_eq!(call["type"], "function", "{call}");
+    assert_eq!(call["function"]["name"], name, "{call}");
+    let arguments = call["function"]["arguments"].as_str().unwrap_or_else(|| panic!("arguments must be a string: {call}"));
+    serde_json::from_str(arguments).unwrap_or_else(|e| panic!("arguments are not JSON ({e}): {arguments:?}"))
+}
+
+#[tokio::test]
+async fn tool_calls_have_openais_shape() {
+    let server = shared();
+    let tools: Value = serde_json::from_str(WEATHER_TOOL).unwrap();
+    let req = with(
+        chat("gpt-4", "What is the weather in Paris?", 40),
+        json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+    );
+    let body = ok(server, "/v1/chat/completions", &req).await;
+    // The 2023 contract predates `tool_calls` (its finish reasons end at
+    // `function_call`): the call is checked against OpenAI's current shape.
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    let message = &choice["message"];
+    assert_eq!(message["role"], "assistant");
+    assert!(message.as_object().unwrap().contains_key("content") && message["content"].is_null(), "content is null beside tool calls: {body}");
+    let calls = message["tool_calls"].as_array().unwrap_or_else(|| panic!("tool_calls: {body}"));
+    assert_eq!(calls.len(), 1, "{body}");
+    let arguments = assert_tool_call(&calls[0], "get_weather");
+    assert!(arguments["city"].is_string(), "{arguments}");
+
+    // Streamed: the call's first delta carries index, id, type and name; the
+    // arguments arrive as string fragments that join to the same JSON.
+    let events = stream(server, "/v1/chat/completions", &with(req, json!({"stream": true}))).await;
+    let deltas: Vec<&Value> = events.iter().filter_map(|e| e["choices"][0]["delta"]["tool_calls"].as_array()).flatten().collect();
+    let first = deltas.first().unwrap_or_else(|| panic!("no tool-call deltas: {events:?}"));
+    assert_eq!(first["index"], 0, "{first}");
+    let joined: String = deltas.iter().filter_map(|d| d["function"]["arguments"].as_str()).collect();
+    let streamed = json!({"id": first["id"], "type": first["type"], "function": {"name": first["function"]["name"], "arguments": joined}});
+    assert_eq!(assert_tool_call(&streamed, "get_weather"), arguments, "streamed and whole calls agree");
+    assert!(deltas[1..].iter().all(|d| d.get("id").is_none() && d["index"] == 0), "later deltas only extend call 0: {deltas:?}");
+    let last = events.iter().rev().find(|e| e["choices"][0]["finish_reason"].is_string()).expect("a finish_reason");
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
 }
 
 #[tokio::test]

@@ -90,6 +90,36 @@ async fn n_and_best_of() {
     assert_error(status, &body, 400, "invalid_request_error", Some("best_of"), None);
 }
 
+/// Sum of a choice's token logprobs.
+fn summed_logprob(choice: &Value) -> f64 {
+    choice["logprobs"]["token_logprobs"].as_array().unwrap_or_else(|| panic!("token_logprobs: {choice}")).iter().map(|l| l.as_f64().unwrap()).sum()
+}
+
+#[tokio::test]
+async fn best_of_returns_the_likeliest_candidate_and_counts_them_all() {
+    let server = shared();
+    // Sequence i of a seeded request samples with seed + i, so `n: 3` shows the three
+    // candidates that `best_of: 3` ranks. With seed 2 the likeliest is the last one and
+    // with seed 1 the middle one, so neither "first" nor "last" passes by chance.
+    for seed in [1, 2] {
+        let base = with(completion(SMOL, json!("Once upon a time"), 5), json!({"temperature": 1.0, "seed": seed, "logprobs": 0}));
+        let all = ok(server, "/v1/completions", &with(base.clone(), json!({"n": 3}))).await;
+        let candidates = all["choices"].as_array().unwrap();
+        assert_eq!(candidates.len(), 3, "{all}");
+        // All run to max_tokens: the highest sum is also the highest mean per token (OpenAI's rule).
+        assert!(candidates.iter().all(|c| c["finish_reason"] == "length"), "{all}");
+        let best = candidates.iter().max_by(|a, b| summed_logprob(a).total_cmp(&summed_logprob(b))).unwrap();
+
+        let picked = ok(server, "/v1/completions", &with(base, json!({"n": 1, "best_of": 3}))).await;
+        let choices = picked["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 1, "{picked}");
+        assert_eq!(choices[0]["text"], best["text"], "seed {seed}: best_of must return the candidate with the highest logprob; candidates {all}");
+        assert!((summed_logprob(&choices[0]) - summed_logprob(best)).abs() < 1e-4, "{picked}");
+        assert_eq!(usage(&picked), usage(&all), "usage counts every candidate, returned or not: {picked} vs {all}");
+        assert_eq!(usage(&picked).1, 15, "{picked}");
+    }
+}
+
 #[tokio::test]
 async fn max_tokens_length_and_determinism() {
     let server = shared();
@@ -198,23 +228,38 @@ async fn logit_bias_forces_a_token() {
     assert!(!lp_tokens(&body, 0).contains(&forced_text), "{body}");
 }
 
+/// Generated tokens that repeat an earlier generated token.
+fn repeated_tokens(tokens: &[String]) -> usize {
+    tokens.iter().enumerate().filter(|(i, t)| tokens[..*i].contains(t)).count()
+}
+
 #[tokio::test]
-async fn penalties_accepted() {
+async fn penalties_make_greedy_output_repeat_less() {
     let server = shared();
-    let req = with(completion(SMOL, json!("a a a a a a"), 6), json!({"presence_penalty": 2, "frequency_penalty": 2}));
-    ok(server, "/v1/completions", &req).await;
+    let req = with(completion(SMOL, json!("I like"), 24), json!({"logprobs": 0}));
+    let plain = ok(server, "/v1/completions", &req).await;
+    let plain_repeats = repeated_tokens(&lp_tokens(&plain, 0));
+    for penalty in ["presence_penalty", "frequency_penalty"] {
+        let body = ok(server, "/v1/completions", &with(req.clone(), Value::Object([(penalty.to_string(), json!(2))].into_iter().collect()))).await;
+        let repeats = repeated_tokens(&lp_tokens(&body, 0));
+        assert!(repeats < plain_repeats, "{penalty} 2 repeats {repeats} tokens, no penalty {plain_repeats}: {body} vs {plain}");
+    }
 }
 
 #[tokio::test]
 async fn suffix_on_qwen_inserts() {
     let server = shared();
+    // The only sensible middle is the function's name, which only the suffix tells.
+    let suffix = "(a, b):\n    return a * b\n\n\nprint(multiply(6, 7))\n";
     for model in [QWEN, "code-davinci-002"] {
-        let req = with(completion(model, json!("def add(a, b):\n    "), 6), json!({"suffix": "\n\nprint(add(1, 2))\n"}));
+        let req = with(completion(model, json!("def "), 8), json!({"suffix": suffix}));
         let body = ok(server, "/v1/completions", &req).await;
-        let t = text(&body, 0);
-        assert!(!t.contains("<|fim"), "FIM tokens never leak into text: {t:?}");
-        assert!(usage(&body).1 >= 1);
+        assert_eq!(text(&body, 0).trim(), "multiply", "{model}: the middle between the prefix and the suffix: {body}");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop", "the middle ends where the suffix begins: {body}");
     }
+    // Without the suffix the model names some other function.
+    let body = ok(server, "/v1/completions", &completion(QWEN, json!("def "), 8)).await;
+    assert!(!text(&body, 0).starts_with("multiply"), "{body}");
 }
 
 #[tokio::test]

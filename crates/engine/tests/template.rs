@@ -1,13 +1,11 @@
 //! Chat templates from the real GGUF files, rendered to the exact prompt text.
-
-use std::path::PathBuf;
+mod model_support;
 
 use hearth_engine::text::{load_vocab, render_chat, ContentPart, Message, ModelInfo, Role, Tokenizer, ToolCall, ToolSpec};
 use serde_json::json;
 
 fn vocab(file: &str) -> (ModelInfo, Tokenizer) {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS").map_or_else(|| PathBuf::from("/tmp/models"), PathBuf::from);
-    load_vocab(&dir.join(file)).unwrap_or_else(|e| panic!("loading {file}: {e:#}"))
+    load_vocab(&model_support::model_path(file)).unwrap_or_else(|e| panic!("loading {file}: {e:#}"))
 }
 
 fn smollm() -> (ModelInfo, Tokenizer) {

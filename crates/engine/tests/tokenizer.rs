@@ -1,8 +1,7 @@
 //! Our tokenizer against llama.cpp's, id for id, on the three default models.
 //! Reference ids: tests/fixtures/tokenizer_llamacpp.json, recorded by
-//! scripts/record_tokenizer_fixture.py. Models come from $HEARTH_TEST_MODELS (default /tmp/models).
-
-use std::path::PathBuf;
+//! scripts/record_tokenizer_fixture.py. Models: those `hearth pull` fetched (`model_support::models_dir`).
+mod model_support;
 
 use hearth_engine::text::{load_vocab, ModelInfo, Tokenizer};
 use serde_json::Value;
@@ -11,12 +10,8 @@ const SMOLLM: &str = "smollm2-135m-instruct-q4_1.gguf";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODELS").map_or_else(|| PathBuf::from("/tmp/models"), PathBuf::from)
-}
-
 fn vocab(file: &str) -> (ModelInfo, Tokenizer) {
-    load_vocab(&models_dir().join(file)).unwrap_or_else(|e| panic!("loading {file}: {e:#}"))
+    load_vocab(&model_support::model_path(file)).unwrap_or_else(|e| panic!("loading {file}: {e:#}"))
 }
 
 fn fixture() -> Value {

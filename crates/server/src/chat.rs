@@ -7,6 +7,7 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_api::chat::*;
@@ -16,8 +17,8 @@ use hearth_catalog::Endpoint;
 use hearth_engine::text::{self as engine, completion_budget, GeneratedToken, Message, PromptToken, Role, TextChunk, TextRequest, ToolSpec};
 use std::sync::Arc;
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let body = crate::body::json(body)?;
+pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = crate::body::json(&headers, body)?;
     let req = ChatCompletionRequest::parse(&body)?;
     let structure = crate::structured::requested(&body, &req)?;
     let target = state.text_target(&req.model, Endpoint::ChatCompletions)?;

@@ -7,6 +7,7 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_api::completions::*;
@@ -16,8 +17,8 @@ use hearth_catalog::Endpoint;
 use hearth_engine::text::{completion_budget, CompletionPrompt, GeneratedToken, PreparedPrompt, PromptToken, TextChunk, TextRequest};
 use std::sync::Arc;
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req = CompletionRequest::parse(&crate::body::json(body)?)?;
+pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req = CompletionRequest::parse(&crate::body::json(&headers, body)?)?;
     let target = state.text_target(&req.model, Endpoint::Completions)?;
     let prompts: Vec<CompletionPrompt> = match &req.prompt {
         Prompt::Texts(texts) => texts.iter().cloned().map(CompletionPrompt::Text).collect(),

@@ -5,6 +5,7 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use hearth_api::embeddings::{Embedding, EmbeddingRequest, EmbeddingResponse, Input, INVALID_INPUT};
 use hearth_catalog::Endpoint;
@@ -14,8 +15,8 @@ use std::sync::Arc;
 /// Tokens of all inputs together, as OpenAI limits a request.
 pub const MAX_REQUEST_TOKENS: usize = 300_000;
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<EmbeddingResponse>, ApiError> {
-    let req = EmbeddingRequest::parse(&crate::body::json(body)?)?;
+pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<EmbeddingResponse>, ApiError> {
+    let req = EmbeddingRequest::parse(&crate::body::json(&headers, body)?)?;
     let (resolved, engine) = state.runtime::<EmbedEngine>(&req.model, Endpoint::Embeddings)?;
     let native = engine.dimensions();
     let dimensions = match req.dimensions {

@@ -41,6 +41,18 @@ impl ApiError {
         )
     }
 
+    pub fn unsupported_content_type(given: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Unsupported content type: '{given}'. This API method only accepts 'application/json' requests, but you specified the header 'Content-Type: {given}'. Please try again with a supported content type."
+            ),
+            INVALID_REQUEST,
+            None,
+            Some("unsupported_content_type"),
+        )
+    }
+
     pub fn body_too_large(limit: usize) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, format!("The request body is too large. The maximum size is {limit} bytes."), INVALID_REQUEST, None, None)
     }

@@ -5,14 +5,15 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use hearth_api::moderations::{ModerationRequest, ModerationResponse, ModerationResult};
 use hearth_catalog::Endpoint;
 use hearth_engine::moderate::{ModerationEngine, CATEGORIES};
 use std::sync::Arc;
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<ModerationResponse>, ApiError> {
-    let req = ModerationRequest::parse(&crate::body::json(body)?)?;
+pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<ModerationResponse>, ApiError> {
+    let req = ModerationRequest::parse(&crate::body::json(&headers, body)?)?;
     let (resolved, engine) = state.runtime::<ModerationEngine>(&req.model, Endpoint::Moderations)?;
     tracing::debug!(inputs = req.inputs.len(), "moderation request");
     let verdicts = engine.moderate(&req.inputs).await?;

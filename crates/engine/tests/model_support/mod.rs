@@ -10,21 +10,37 @@ pub const QWEN2: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 pub const ALL: [&str; 3] = [SMOLLM2, QWEN2, GEMMA3];
 
-/// `$HEARTH_TEST_MODELS` (default /tmp/models).
+/// Where `hearth pull` put the models: `$HEARTH_TEST_MODELS`, else `$HEARTH_HOME/models`,
+/// else `~/.cache/hearth/models`.
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/models"))
+    if let Some(dir) = std::env::var_os("HEARTH_TEST_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HEARTH_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let cache =
+            std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        cache.join("hearth")
+    });
+    home.join("models")
 }
 
-/// Loads a test model, or None (with a note) when its file is absent.
-pub fn load(file_name: &str) -> Option<Box<dyn Model>> {
-    let path = models_dir().join(file_name);
-    if !path.exists() {
-        eprintln!("skipping {file_name}: {} not found (set HEARTH_TEST_MODELS)", path.display());
-        return None;
-    }
-    let mut file = std::fs::File::open(&path).expect("open model");
+/// The path of a pulled model (a file, or a bundle's directory). A missing model fails
+/// the test: a test that passed without its model would prove nothing.
+pub fn model_path(name: &str) -> PathBuf {
+    let path = models_dir().join(name);
+    assert!(
+        path.exists(),
+        "test model missing: {}. Run `hearth pull` first (scripts/test.sh does) and point HEARTH_TEST_MODELS (or HEARTH_HOME) at its cache",
+        path.display()
+    );
+    path
+}
+
+/// Loads a test model (fails the test when it is not pulled).
+pub fn load(file_name: &str) -> Box<dyn Model> {
+    let mut file = std::fs::File::open(model_path(file_name)).expect("open model");
     let content = gguf_file::Content::read(&mut file).expect("read gguf header");
-    Some(load_model(&content, &mut file).expect("load model"))
+    load_model(&content, &mut file).expect("load model")
 }
 
 pub fn argmax_rows(logits: &Tensor) -> Vec<u32> {

@@ -292,7 +292,7 @@ async fn completions_prompts_echo_and_logprobs() {
 #[tokio::test]
 async fn completions_token_prompt_stream_and_errors() {
     let app = model_app();
-    let engine = smollm2().unwrap();
+    let engine = smollm2();
     let ids = engine.encode("Hello, my name is", false).unwrap();
     let body = json!({"model": SMOLLM2, "prompt": ids, "max_tokens": 4, "temperature": 0, "stream": true});
     let (status, text) = send(&app, "POST", "/v1/completions", Some(&body.to_string()), None).await;

@@ -31,8 +31,8 @@ fn no_such_batch(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("No batch found with id '{id}'."), INVALID_REQUEST, Some("batch_id"), None)
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::json(body)?;
+pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body = crate::body::json(&headers, body)?;
     let platform = platform(&state)?.clone();
     let field = |name: &str| body.get(name).and_then(Value::as_str);
     let Some(file_id) = field("input_file_id") else { return Err(ApiError::invalid("Missing required parameter: 'input_file_id'.", Some("input_file_id"))) };
@@ -203,11 +203,12 @@ pub async fn dispatch(state: &Arc<AppState>, endpoint: &str, mut body: Value) ->
     }
     let bytes = Ok(Bytes::from(body.to_string()));
     let st = State(state.clone());
+    let headers = axum::http::HeaderMap::new();
     let response: Response = match endpoint {
-        "/v1/chat/completions" => chat::create(st, bytes).await.into_response(),
-        "/v1/completions" => completions::create(st, bytes).await.into_response(),
-        "/v1/embeddings" => embeddings::create(st, bytes).await.into_response(),
-        "/v1/moderations" => moderations::create(st, bytes).await.into_response(),
+        "/v1/chat/completions" => chat::create(st, headers, bytes).await.into_response(),
+        "/v1/completions" => completions::create(st, headers, bytes).await.into_response(),
+        "/v1/embeddings" => embeddings::create(st, headers, bytes).await.into_response(),
+        "/v1/moderations" => moderations::create(st, headers, bytes).await.into_response(),
         other => ApiError::invalid_url("POST", other).into_response(),
     };
     let status = response.status().as_u16();

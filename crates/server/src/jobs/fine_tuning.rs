@@ -108,8 +108,8 @@ pub fn object(job: &FtJob) -> Value {
     })
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::json(body)?;
+pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body = crate::body::json(&headers, body)?;
     let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
     let Some(model) = text("model") else { return Err(ApiError::invalid("Missing required parameter: 'model'.", Some("model"))) };
     let Some(training_file) = text("training_file") else {

@@ -72,8 +72,8 @@ async fn object(state: &AppState, job: &FtJob, with_events: bool) -> Result<Valu
     Ok(value)
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::json(body)?;
+pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body = crate::body::json(&headers, body)?;
     let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
     let Some(training_file) = text("training_file") else {
         return Err(ApiError::invalid("Missing required parameter: 'training_file'.", Some("training_file")));

@@ -5,7 +5,9 @@ use crate::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
 use crate::jobs::{batches, fine_tuning, legacy};
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
 use crate::state::AppState;
-use crate::{access, audio, auth, chat, completions, embeddings, files, health, metering, metrics, models, moderations, playground, priority, ratelimit, usage_api};
+use crate::{
+    access, audio, auth, chat, completions, embeddings, files, health, metering, metrics, models, moderations, playground, priority, ratelimit, usage_api,
+};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

@@ -31,7 +31,11 @@ fn no_such_batch(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("No batch found with id '{id}'."), INVALID_REQUEST, Some("batch_id"), None)
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body = crate::body::json(&headers, body)?;
     let platform = platform(&state)?.clone();
     let field = |name: &str| body.get(name).and_then(Value::as_str);

@@ -17,6 +17,8 @@ const ALIASES: [&str; 13] = [
     "curie",
     "babbage",
     "ada",
+    "davinci-002",
+    "babbage-002",
 ];
 
 fn assert_model_object(m: &serde_json::Value) {

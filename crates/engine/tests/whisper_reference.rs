@@ -10,19 +10,16 @@
 //! and the no-speech probability agrees within 0.02. A near-tie is a coin flip
 //! for any other float implementation: our mel is computed in f32 (faster-whisper's
 //! in numpy), our cross-attention keys and values are stored in f16.
+mod model_support;
 use hearth_engine::audio::{decode_audio, TranscribeOptions, WhisperEngine};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Log-probability gap within which two candidates are a tie for numerical
 /// purposes. At the time of recording, hearth equals CTranslate2 on every token
 /// of all five cases; only one step of one case (museum-en on base, its last
 /// timestamp) is within this gap, so 139 of the 140 tokens are enforced.
 const NEAR_TIE: f32 = 0.01;
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/models"))
-}
 
 #[test]
 fn greedy_tokens_match_ctranslate2() {
@@ -33,11 +30,7 @@ fn greedy_tokens_match_ctranslate2() {
     let mut compared = 0;
     for case in fixture["cases"].as_array().expect("cases") {
         let model_id = case["model"].as_str().unwrap();
-        let dir = models_dir().join(model_id);
-        if !dir.join("model.bin").exists() {
-            eprintln!("SKIPPING {model_id}: {} not found (set HEARTH_TEST_MODELS; `hearth pull` fetches it)", dir.display());
-            continue;
-        }
+        let dir = model_support::model_path(model_id);
         if !engines.iter().any(|(id, _)| id == model_id) {
             engines.push((model_id.to_string(), WhisperEngine::load(&dir).expect("load whisper")));
         }
@@ -68,7 +61,5 @@ fn greedy_tokens_match_ctranslate2() {
         compared += 1;
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    if compared == 0 {
-        eprintln!("SKIPPED: no Whisper model under {}", models_dir().display());
-    }
+    assert!(compared > 0, "the fixture has no cases");
 }

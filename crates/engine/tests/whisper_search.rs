@@ -1,8 +1,8 @@
 //! Beam search against greedy decoding on the same clips, with the real
 //! whisper-base. Speech is synthesised at test time by espeak-ng (a Debian
 //! package scripts/test.sh installs) from sentences written for this test.
+mod model_support;
 use hearth_engine::audio::{decode_audio, TranscribeOptions, WhisperEngine};
-use std::path::PathBuf;
 use std::process::Command;
 
 const SENTENCES: [&str; 6] = [
@@ -43,20 +43,15 @@ fn speak(name: &str, voice: &str, text: &str) -> Vec<f32> {
     samples
 }
 
-fn base() -> Option<WhisperEngine> {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/models")).join("whisper-base");
-    if !dir.join("model.bin").exists() {
-        eprintln!("SKIPPING: {} not found (set HEARTH_TEST_MODELS; `hearth pull` fetches it)", dir.display());
-        return None;
-    }
-    Some(WhisperEngine::load(&dir).expect("load whisper-base"))
+fn base() -> WhisperEngine {
+    WhisperEngine::load(&model_support::model_path("whisper-base")).expect("load whisper-base")
 }
 
 /// Beam search keeps hypotheses greedy decoding drops (a misheard first word
 /// it cannot take back): over the English set it makes no more word errors.
 #[test]
 fn beam_search_errs_no_more_than_greedy() {
-    let Some(engine) = base() else { return };
+    let engine = base();
     let (mut greedy_errors, mut beam_errors, mut total) = (0, 0, 0);
     // Two sentences per clip, two voices: 6 clips of about 7 s.
     for (i, pair) in SENTENCES.chunks(2).enumerate() {

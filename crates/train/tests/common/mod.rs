@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
 
-/// The model's path, or None (the test is skipped) when the models are not pulled.
-pub fn model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("HEARTH_TEST_MODELS")?;
-    let path = Path::new(&dir).join(file);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} is missing", path.display());
-        None
-    }
+/// The model's path under `$HEARTH_TEST_MODELS` (else `$HEARTH_HOME/models`). A missing
+/// model fails the test: a test that passed without its model would prove nothing.
+pub fn model(file: &str) -> PathBuf {
+    let dir = std::env::var_os("HEARTH_TEST_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HEARTH_HOME").map(|home| PathBuf::from(home).join("models")))
+        .expect("HEARTH_TEST_MODELS is not set: run `hearth pull` and point HEARTH_TEST_MODELS at its cache (scripts/test.sh does)");
+    let path = dir.join(file);
+    assert!(path.exists(), "test model missing: {}. Run `hearth pull` first (scripts/test.sh does)", path.display());
+    path
 }
 
 /// The serving engine's model loaded from `path`.

@@ -165,7 +165,7 @@ for path in ["/v1/models/no-such-model", "/v1/models/%FF", "/v1/models/%C3%28", 
     cases.append({"name": f"GET {path}", "method": "GET", "path": path})
 
 # --- the HTTP layer: routes, methods, bodies.
-for method, path in [("GET", CHAT), ("DELETE", "/v1/models"), ("PUT", EMB), ("GET", "/v1/nothing"), ("POST", "/v2/chat/completions"), ("GET", "/"), ("PATCH", MOD)]:
+for method, path in [("GET", CHAT), ("DELETE", "/v1/models"), ("PUT", EMB), ("GET", "/v1/nothing"), ("POST", "/v2/chat/completions"), ("GET", "/v1"), ("PATCH", MOD)]:
     cases.append({"name": f"{method} {path}", "method": method, "path": path})
 for name, path, raw in [
     ("truncated JSON", CHAT, '{"model": "x", "messages": ['), ("not JSON", COMP, "hello"), ("empty body", EMB, ""),

@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use serde_json::json;
 
-const ALIASES: [&str; 13] = [
+const ALIASES: [&str; 15] = [
     "gpt-3.5-turbo",
     "gpt-3.5-turbo-0301",
     "gpt-4",

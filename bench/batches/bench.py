@@ -62,7 +62,7 @@ class Server:
             try:
                 self.request("POST", "/v1/chat/completions", bodies(1, 4)[0])
                 return
-            except OSError:
+            except (OSError, RuntimeError):  # not listening yet, or 503 while loading
                 time.sleep(0.3)
         raise SystemExit("hearth did not start")
 

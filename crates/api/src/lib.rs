@@ -8,6 +8,7 @@ pub mod audio;
 pub mod chat;
 pub mod common;
 pub mod completions;
+pub mod edits;
 pub mod embeddings;
 pub mod error;
 pub mod models;

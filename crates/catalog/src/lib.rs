@@ -24,6 +24,7 @@ pub enum Endpoint {
     AudioTranscriptions,
     AudioTranslations,
     ImagesGenerations,
+    Edits,
 }
 
 impl Endpoint {
@@ -37,6 +38,7 @@ impl Endpoint {
             Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
             Endpoint::AudioTranslations => "/v1/audio/translations",
             Endpoint::ImagesGenerations => "/v1/images/generations",
+            Endpoint::Edits => "/v1/edits",
         }
     }
 }

@@ -62,9 +62,29 @@ fn builtin_has_every_model_and_openai_alias() {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
     }
-    assert_eq!(listed.len(), 28);
+    assert_eq!(listed.len(), 30);
     assert!(catalog.list().iter().all(|l| l.owned_by == "hearth" && l.created > 0));
+    // The two edit models are past their deprecation date and left out.
     assert_eq!(catalog.list_on(TODAY).len(), 28);
+}
+
+#[test]
+fn edit_models_serve_edits_until_openai_shut_them_down() {
+    let catalog = Catalog::builtin();
+    for name in ["text-davinci-edit-001", "code-davinci-edit-001"] {
+        let r = catalog.resolve(name, Some(Endpoint::Edits), "2024-01-03").unwrap();
+        assert_eq!(r.entry.id, QWEN);
+        assert_eq!(r.endpoints, [Endpoint::Edits]);
+        assert!(matches!(catalog.resolve(name, Some(Endpoint::Completions), "2024-01-03"), Err(ResolveError::WrongEndpoint { .. })));
+        let err = catalog.resolve(name, Some(Endpoint::Edits), "2024-01-04").unwrap_err();
+        assert_eq!(err, ResolveError::Deprecated { model: name.into(), date: "2024-01-04".into(), replacement: Some("gpt-3.5-turbo".into()) });
+    }
+    // The instruct models serve edits under their own ids; the base model does not.
+    for id in [SMOL, QWEN] {
+        assert!(catalog.resolve(id, Some(Endpoint::Edits), TODAY).is_ok(), "{id}");
+    }
+    assert!(matches!(catalog.resolve(GEMMA, Some(Endpoint::Edits), TODAY), Err(ResolveError::WrongEndpoint { .. })));
+    assert_eq!(Endpoint::Edits.path(), "/v1/edits");
 }
 
 #[test]

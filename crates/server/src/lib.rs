@@ -8,6 +8,7 @@ mod auth;
 mod body;
 mod chat;
 mod completions;
+mod edits;
 mod embeddings;
 pub mod error;
 mod files;

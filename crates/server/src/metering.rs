@@ -30,7 +30,7 @@ pub struct AudioUsage {
 }
 
 /// Endpoints whose inputs and outputs the request log keeps.
-const LOGGED: [&str; 3] = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+const LOGGED: [&str; 4] = ["/v1/chat/completions", "/v1/completions", "/v1/edits", "/v1/embeddings"];
 const METERED_JSON: [&str; 1] = ["/v1/moderations"];
 const AUDIO: [&str; 2] = ["/v1/audio/transcriptions", "/v1/audio/translations"];
 
@@ -125,7 +125,9 @@ impl Meter {
         self.note(&model, (0, 0));
         let mut forced = false;
         let mut forwarded = original.clone();
-        if let Some(mut v) = parsed.filter(|v| v.get("stream") == Some(&Value::Bool(true))) {
+        // Edits have no stream: a `stream` field there is refused by the handler as sent.
+        let streams = self.endpoint != "/v1/edits";
+        if let Some(mut v) = parsed.filter(|v| streams && v.get("stream") == Some(&Value::Bool(true))) {
             let asked = v.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
             if !asked {
                 if let Some(obj) = v.as_object_mut() {
@@ -212,6 +214,16 @@ impl Meter {
         });
         Response::from_parts(parts, Body::from_stream(frames))
     }
+}
+
+/// The usage of a request answered outside the HTTP layers (a batch's line), as
+/// `meter` records the same request sent directly: the model the request named
+/// (else the response's), the tokens of the response's `usage`.
+pub(crate) fn usage_of(key_id: Option<String>, endpoint: &str, request: &Value, response: &Value) -> UsageRecord {
+    let named = |v: &Value| v.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).map(str::to_string);
+    let model = named(request).or_else(|| named(response)).unwrap_or_default();
+    let (prompt_tokens, completion_tokens) = tokens(response);
+    UsageRecord { prompt_tokens, completion_tokens, ..UsageRecord::now(key_id, &model, endpoint) }
 }
 
 /// `(prompt, completion)` tokens from a response's `usage` (embeddings have no completion).

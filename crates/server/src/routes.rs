@@ -6,7 +6,8 @@ use crate::jobs::{batches, fine_tuning, legacy};
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
 use crate::state::AppState;
 use crate::{
-    access, audio, auth, chat, completions, embeddings, files, health, metering, metrics, models, moderations, playground, priority, ratelimit, usage_api,
+    access, audio, auth, chat, completions, edits, embeddings, files, health, metering, metrics, models, moderations, playground, priority, ratelimit,
+    usage_api,
 };
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header;
@@ -30,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let interactive = Router::new()
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/completions", post(completions::create))
+        .route("/v1/edits", post(edits::create))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/moderations", post(moderations::create))
         .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))

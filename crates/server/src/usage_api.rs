@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// The usage kinds and the request paths each one sums.
 fn endpoints(kind: &str) -> Option<Vec<String>> {
     let paths: &[&str] = match kind {
-        "completions" => &["/v1/chat/completions", "/v1/completions"],
+        "completions" => &["/v1/chat/completions", "/v1/completions", "/v1/edits"],
         "embeddings" => &["/v1/embeddings"],
         "moderations" => &["/v1/moderations"],
         "audio_transcriptions" => &["/v1/audio/transcriptions", "/v1/audio/translations"],

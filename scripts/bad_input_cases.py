@@ -123,6 +123,29 @@ json_case("completions missing prompt", COMP, without(comp(), "prompt"))
 json_case("completions missing model", COMP, without(comp(), "model"))
 json_case("completions body a number", COMP, 5)
 
+# --- edits.
+EDITS = "/v1/edits"
+def edit(**extra):
+    body = {"model": SMOL, "input": "What day of the wek is it?", "instruction": "Fix the spelling mistakes."}
+    body.update(extra)
+    return body
+for field, values in {
+    "instruction": [5, None, ["x"]], "input": [5, ["a"], {"a": 1}], "n": ["2", 1.5], "temperature": ["t"], "top_p": ["p"], "model": [5],
+}.items():
+    for v in values:
+        json_case(f"edits {field} = {json.dumps(v)}", EDITS, edit(**{field: v}))
+for name, extra in [
+    ("n 0", {"n": 0}), ("n 21", {"n": 21}), ("temperature 2.5", {"temperature": 2.5}), ("top_p -0.1", {"top_p": -0.1}),
+    ("unknown field max_tokens", {"max_tokens": 5}), ("stream", {"stream": True}), ("unknown model", {"model": "no-such-model"}),
+    ("embedding model on edits", {"model": MINILM}), ("chat-only name on edits", {"model": "gpt-3.5-turbo"}),
+    ("deprecated text-davinci-edit-001", {"model": "text-davinci-edit-001"}), ("deprecated code-davinci-edit-001", {"model": "code-davinci-edit-001"}),
+    ("input over the window", {"input": "word " * 9000}),
+]:
+    json_case(f"edits {name}", EDITS, edit(**extra))
+json_case("edits missing instruction", EDITS, without(edit(), "instruction"))
+json_case("edits missing model", EDITS, without(edit(), "model"))
+json_case("edits body a list", EDITS, [edit()])
+
 # --- embeddings.
 def emb(**extra):
     body = {"model": MINILM, "input": "hello"}

@@ -76,7 +76,7 @@ async fn fine_tune_teaches_facts() {
                 "hyperparameters": {"n_epochs": 12, "batch_size": 1, "learning_rate_multiplier": 1}}),
     )
     .await;
-    assert_eq!((job["object"].as_str(), job["status"].as_str()), (Some("fine_tuning.job"), Some("queued")), "{job}");
+    assert_eq!((job["object"].as_str(), job["status"].as_str()), (Some("fine_tuning.job"), Some("validating_files")), "{job}");
     let id = job["id"].as_str().unwrap().to_string();
     let job = wait(&server, &format!("/v1/fine_tuning/jobs/{id}"), &["succeeded", "failed", "cancelled"]).await;
     assert_eq!(job["status"], "succeeded", "{job}");

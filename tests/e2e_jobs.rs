@@ -261,7 +261,7 @@ async fn restart_takes_up_unfinished_jobs() {
     )
     .await;
     assert_eq!(s, 200, "{job}");
-    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(job["status"], "validating_files", "a new job first validates its files: {job}");
     let batch_id = batch["id"].as_str().unwrap().to_string();
     let job_id = job["id"].as_str().unwrap().to_string();
     // Killed once the batch runs.

@@ -15,6 +15,17 @@ pub struct Job {
     pub status: String,
     pub body: String,
     pub created_at: i64,
+    /// The API key id that created it; None on a server without keys.
+    pub owner: Option<String>,
+}
+
+/// Which jobs a list shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobScope {
+    /// Every job (admin keys).
+    All,
+    /// The jobs of one key (None: those made without a key).
+    OwnedBy(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +68,11 @@ pub fn time_id(prefix: &str) -> String {
 
 impl Job {
     pub fn new(id: String, kind: &str, status: &str, body: String) -> Self {
-        Self { id, kind: kind.into(), status: status.into(), body, created_at: now() }
+        Self { id, kind: kind.into(), status: status.into(), body, created_at: now(), owner: None }
+    }
+
+    pub fn owned_by(self, owner: Option<String>) -> Self {
+        Self { owner, ..self }
     }
 
     fn from_row(row: &AnyRow) -> Result<Self> {
@@ -67,6 +82,7 @@ impl Job {
             status: row.try_get("status")?,
             body: row.try_get("body")?,
             created_at: row.try_get("created_at")?,
+            owner: row.try_get("owner")?,
         })
     }
 }
@@ -111,19 +127,20 @@ impl FineTunedModel {
 
 impl Store {
     pub async fn insert_job(&self, job: &Job) -> Result<()> {
-        sqlx::query("INSERT INTO jobs (id, kind, status, body, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO jobs (id, kind, status, body, created_at, owner) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&job.id)
             .bind(&job.kind)
             .bind(&job.status)
             .bind(&job.body)
             .bind(job.created_at)
+            .bind(&job.owner)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<Job>> {
-        let row = sqlx::query("SELECT id, kind, status, body, created_at FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT id, kind, status, body, created_at, owner FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(Job::from_row).transpose()
     }
 
@@ -146,20 +163,30 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Up to `limit` jobs of `kind`, newest first, after the cursor `after` (a job id).
-    pub async fn list_jobs(&self, kind: &str, after: Option<&str>, limit: i64) -> Result<Vec<Job>> {
-        let rows = sqlx::query("SELECT id, kind, status, body, created_at FROM jobs WHERE kind = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
-            .bind(kind)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+    /// Up to `limit` jobs of `kind` in `scope`, newest first, after the cursor `after` (a job id).
+    pub async fn list_jobs(&self, kind: &str, scope: &JobScope, after: Option<&str>, limit: i64) -> Result<Vec<Job>> {
+        // None: every owner. Key ids are never empty, so '' stands for "made without a key".
+        let owner = match scope {
+            JobScope::All => None,
+            JobScope::OwnedBy(owner) => Some(owner.as_deref().unwrap_or("")),
+        };
+        let rows = sqlx::query(
+            "SELECT id, kind, status, body, created_at, owner FROM jobs \
+             WHERE kind = $1 AND ($2 IS NULL OR id < $2) AND ($4 IS NULL OR COALESCE(owner, '') = $4) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(kind)
+        .bind(after)
+        .bind(limit)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(Job::from_row).collect()
     }
 
     /// Every job of `kind` in one of `statuses`, oldest first (what a starting server resumes).
     pub async fn jobs_in(&self, kind: &str, statuses: &[&str]) -> Result<Vec<Job>> {
-        let rows = sqlx::query("SELECT id, kind, status, body, created_at FROM jobs WHERE kind = $1 ORDER BY id ASC").bind(kind).fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, kind, status, body, created_at, owner FROM jobs WHERE kind = $1 ORDER BY id ASC").bind(kind).fetch_all(&self.pool).await?;
         let jobs = rows.iter().map(Job::from_row).collect::<Result<Vec<_>>>()?;
         Ok(jobs.into_iter().filter(|j| statuses.contains(&j.status.as_str())).collect())
     }

@@ -12,7 +12,7 @@ mod rate;
 mod usage;
 
 pub use files::{FileRecord, ListOrder};
-pub use jobs::{time_id, Checkpoint, FineTunedModel, Job, JobEvent};
+pub use jobs::{time_id, Checkpoint, FineTunedModel, Job, JobEvent, JobScope};
 pub use keys::{secret_hash, ApiKey, NewKey};
 pub use log::LoggedRequest;
 pub use rate::Window;

@@ -1,7 +1,7 @@
 //! The store's whole suite, run on SQLite (always) and on PostgreSQL (the real
 //! server named by HEARTH_TEST_DATABASE_URL, which scripts/test.sh starts; in
 //! CI its absence is a failure, not a skip).
-use hearth_store::{time_id, FileRecord, FineTunedModel, Job, ListOrder, LoggedRequest, NewKey, Store, UsageQuery, UsageRecord};
+use hearth_store::{time_id, FileRecord, FineTunedModel, Job, JobScope, ListOrder, LoggedRequest, NewKey, Store, UsageQuery, UsageRecord};
 use std::path::PathBuf;
 
 fn scratch_dir() -> PathBuf {
@@ -211,10 +211,24 @@ async fn jobs(store: &Store) {
         ids.push(id);
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let listed: Vec<String> = store.list_jobs("fine_tuning", None, 2).await.unwrap().into_iter().map(|j| j.id).collect();
+    let all = JobScope::All;
+    let listed: Vec<String> = store.list_jobs("fine_tuning", &all, None, 2).await.unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(listed, vec![ids[3].clone(), ids[2].clone()], "newest first, of one kind");
-    let next: Vec<String> = store.list_jobs("fine_tuning", Some(&ids[2]), 10).await.unwrap().into_iter().map(|j| j.id).collect();
+    let next: Vec<String> = store.list_jobs("fine_tuning", &all, Some(&ids[2]), 10).await.unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(next, vec![ids[0].clone()]);
+    // Owners: a key lists its own jobs; jobs made without a key are listed to callers without one.
+    let mine = time_id("ftjob-");
+    store.insert_job(&Job::new(mine.clone(), "fine_tuning", "queued", "{}".into()).owned_by(Some("key_a".into()))).await.unwrap();
+    assert_eq!(store.job(&mine).await.unwrap().unwrap().owner.as_deref(), Some("key_a"));
+    let of = |owner: Option<&str>| JobScope::OwnedBy(owner.map(str::to_string));
+    let ids_of = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(ids_of(store.list_jobs("fine_tuning", &of(Some("key_a")), None, 10).await.unwrap()), vec![mine.clone()]);
+    assert!(store.list_jobs("fine_tuning", &of(Some("key_b")), None, 10).await.unwrap().is_empty(), "another key sees none");
+    assert_eq!(ids_of(store.list_jobs("fine_tuning", &of(None), None, 10).await.unwrap()), vec![ids[3].clone(), ids[2].clone(), ids[0].clone()]);
+    assert_eq!(store.list_jobs("fine_tuning", &all, None, 10).await.unwrap().len(), 4, "admins see every job");
+    let pending_before: Vec<String> = store.jobs_in("fine_tuning", &["queued", "running"]).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(pending_before, vec![ids[0].clone(), ids[2].clone(), mine.clone()], "the runner takes up every owner's jobs");
+    store.update_job(&mine, "cancelled", "{}").await.unwrap();
     let pending: Vec<String> = store.jobs_in("fine_tuning", &["queued", "running"]).await.unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(pending, vec![ids[0].clone(), ids[2].clone()], "what a restart resumes, oldest first");
     assert!(store.update_job(&ids[0], "failed", "{\"status\":\"failed\"}").await.unwrap());

@@ -3,7 +3,7 @@
 //! request waits while interactive requests are in flight, and up to
 //! `CONCURRENCY` run at once so that the engines batch them. Output and error
 //! files are in OpenAI's line format, in the input's order.
-use super::{input_file, internal, page_limit, platform, read_file, write_file};
+use super::{caller, input_file, internal, page_limit, platform, read_file, scope, visible_job, write_file, CallerExt};
 use crate::error::{ApiError, INVALID_REQUEST};
 use crate::state::AppState;
 use crate::{chat, completions, embeddings, moderations};
@@ -33,6 +33,7 @@ fn no_such_batch(id: &str) -> ApiError {
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    who: CallerExt,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -66,7 +67,8 @@ pub async fn create(
         "completed_at": null, "failed_at": null, "expired_at": null, "cancelling_at": null, "cancelled_at": null,
         "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": metadata,
     });
-    platform.store.insert_job(&Job::new(id.clone(), KIND, "validating", batch.to_string())).await.map_err(internal)?;
+    let row = Job::new(id.clone(), KIND, "validating", batch.to_string()).owned_by(caller(who).key_id);
+    platform.store.insert_job(&row).await.map_err(internal)?;
     tokio::spawn(run(state.clone(), id));
     Ok(Json(batch))
 }
@@ -76,8 +78,14 @@ async fn load(state: &AppState, id: &str) -> Result<Value, ApiError> {
     serde_json::from_str(&job.body).map_err(internal)
 }
 
-pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(load(&state, &id).await?))
+/// The batch `id` when the caller may see it.
+async fn load_for(state: &AppState, who: CallerExt, id: &str) -> Result<Value, ApiError> {
+    let job = visible_job(state, &caller(who), id, KIND).await?.ok_or_else(|| no_such_batch(id))?;
+    serde_json::from_str(&job.body).map_err(internal)
+}
+
+pub async fn retrieve(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(load_for(&state, who, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -86,9 +94,9 @@ pub struct ListParams {
     limit: Option<String>,
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<ListParams>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<Arc<AppState>>, who: CallerExt, Query(params): Query<ListParams>) -> Result<Json<Value>, ApiError> {
     let limit = page_limit(params.limit.as_deref(), 20, 100)?;
-    let mut jobs = platform(&state)?.store.list_jobs(KIND, params.after.as_deref(), limit + 1).await.map_err(internal)?;
+    let mut jobs = platform(&state)?.store.list_jobs(KIND, &scope(&caller(who)), params.after.as_deref(), limit + 1).await.map_err(internal)?;
     let has_more = jobs.len() as i64 > limit;
     jobs.truncate(limit as usize);
     let data: Vec<Value> = jobs.iter().map(|j| serde_json::from_str(&j.body)).collect::<Result<_, _>>().map_err(internal)?;
@@ -101,8 +109,10 @@ pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<ListP
     })))
 }
 
-pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let store = &platform(&state)?.store;
+    // Checked once: the owner of a job does not change.
+    load_for(&state, who, &id).await?;
     loop {
         let mut batch = load(&state, &id).await?;
         let status = batch["status"].as_str().unwrap_or_default().to_string();
@@ -264,6 +274,8 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> anyhow::Result<()> {
     let mut batch = load(state, id).await.map_err(super::to_anyhow)?;
     let endpoint = batch["endpoint"].as_str().unwrap_or_default().to_string();
     let status = batch["status"].as_str().unwrap_or_default().to_string();
+    // Usage is the batch owner's, as if its requests had been sent directly.
+    let owner = platform.store.job(id).await?.and_then(|j| j.owner);
     let input = read_file(&platform, batch["input_file_id"].as_str().unwrap_or_default()).await?;
     let lines = match parse_input(&input, &endpoint) {
         Ok(lines) => lines,
@@ -289,12 +301,20 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> anyhow::Result<()> {
             let state = state.clone();
             let endpoint = endpoint.clone();
             let id = id.to_string();
+            let owner = owner.clone();
+            let platform = platform.clone();
             async move {
                 state.interactive.wait_idle().await;
                 if is_cancelling(&state, &id).await {
                     return None;
                 }
-                let (status, body) = dispatch(&state, &endpoint, line.body).await;
+                let (status, body) = dispatch(&state, &endpoint, line.body.clone()).await;
+                if (200..300).contains(&status) {
+                    let record = crate::metering::usage_of(owner, &endpoint, &line.body, &body);
+                    if let Err(e) = platform.store.record_usage(&record).await {
+                        tracing::error!("batch {id}: recording usage: {e:#}");
+                    }
+                }
                 Some((line.custom_id, status, body))
             }
         })

@@ -1,7 +1,8 @@
 //! `/v1/fine_tuning/jobs` in OpenAI's current shapes, and what both
 //! fine-tuning APIs share: creating, loading and cancelling a job.
-use super::spec::{self, FtJob, CURRENT, FINISHED};
-use super::{input_file, internal, page_limit, platform, read_file, ORG};
+use super::spec::{self, FtJob, Requested, CURRENT, FINISHED};
+use super::{caller, input_file, internal, page_limit, platform, read_file, scope, visible_job, CallerExt, ORG};
+use crate::auth::Caller;
 use crate::error::{ApiError, INVALID_REQUEST};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -9,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use hearth_store::{now, time_id, Job, JobEvent};
+use hearth_store::{now, Job, JobEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -18,14 +19,15 @@ fn no_such_job(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("Could not find fine-tune: {id}"), INVALID_REQUEST, Some("fine_tune_id"), Some("fine_tune_not_found"))
 }
 
-/// The job `id` of `kind`.
-pub async fn load(state: &AppState, id: &str, kind: &str) -> Result<FtJob, ApiError> {
-    let job = platform(state)?.store.job(id).await.map_err(internal)?.filter(|j| j.kind == kind).ok_or_else(|| no_such_job(id))?;
+/// The job `id` of `kind`, when `caller` may see it.
+pub async fn load(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Result<FtJob, ApiError> {
+    let job = visible_job(state, caller, id, kind).await?.ok_or_else(|| no_such_job(id))?;
     serde_json::from_str(&job.body).map_err(internal)
 }
 
-/// Checks the files against the base and stores the job, queued; the runner takes it from there.
-pub async fn submit(state: &Arc<AppState>, mut job: FtJob) -> Result<FtJob, ApiError> {
+/// Checks the files against the base (a bad file is refused at once) and stores
+/// the job, `validating_files`; the runner validates it again and queues it.
+pub async fn submit(state: &Arc<AppState>, caller: &Caller, job: FtJob) -> Result<FtJob, ApiError> {
     let platform = platform(state)?.clone();
     input_file(&platform, &job.training_file, "fine-tune", "training_file").await?;
     let training = read_file(&platform, &job.training_file).await.map_err(internal)?;
@@ -38,25 +40,23 @@ pub async fn submit(state: &Arc<AppState>, mut job: FtJob) -> Result<FtJob, ApiE
     if state.training.is_none() {
         return Err(ApiError::internal("this server was started without a models directory for fine-tuning"));
     }
-    job.status = "validating_files".into();
     let store = &platform.store;
-    store.insert_job(&Job::new(job.id.clone(), job.kind(), &job.status, serde_json::to_string(&job).map_err(internal)?)).await.map_err(internal)?;
+    let row = Job::new(job.id.clone(), job.kind(), &job.status, serde_json::to_string(&job).map_err(internal)?).owned_by(caller.key_id.clone());
+    store.insert_job(&row).await.map_err(internal)?;
     store.add_event(&job.id, "info", &format!("Created fine-tuning job: {}", job.id), None).await.map_err(internal)?;
-    store.add_event(&job.id, "info", "Validating training file", None).await.map_err(internal)?;
-    // The files were checked above: the job is queued at once.
-    job.status = "queued".into();
-    job.updated_at = now();
-    store.update_job(&job.id, &job.status, &serde_json::to_string(&job).map_err(internal)?).await.map_err(internal)?;
-    store.add_event(&job.id, "info", "Files validated, moving job to queued state", None).await.map_err(internal)?;
-    state.jobs_wake.notify_one();
+    store.add_event(&job.id, "info", &format!("Validating training file: {}", job.training_file), None).await.map_err(internal)?;
+    if let Some(validation) = &job.validation_file {
+        store.add_event(&job.id, "info", &format!("Validating validation file: {validation}"), None).await.map_err(internal)?;
+    }
+    tokio::spawn(super::runner::validate(state.clone(), job.id.clone()));
     Ok(job)
 }
 
 /// Cancels a job that has not finished; the runner stops its training at the next step.
-pub async fn cancel_job(state: &AppState, id: &str, kind: &str) -> Result<FtJob, ApiError> {
+pub async fn cancel_job(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Result<FtJob, ApiError> {
     let store = &platform(state)?.store;
     loop {
-        let mut job = load(state, id, kind).await?;
+        let mut job = load(state, caller, id, kind).await?;
         if FINISHED.contains(&job.status.as_str()) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -108,7 +108,12 @@ pub fn object(job: &FtJob) -> Value {
     })
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    who: CallerExt,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body = crate::body::json(&headers, body)?;
     let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
     let Some(model) = text("model") else { return Err(ApiError::invalid("Missing required parameter: 'model'.", Some("model"))) };
@@ -127,28 +132,8 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::Hea
             .filter(|s| (0..=2_147_483_647).contains(s))
             .ok_or_else(|| ApiError::invalid(format!("Invalid 'seed': expected an integer between 0 and 2147483647, but got {v} instead."), Some("seed")))?,
     };
-    let created = now();
-    let job = FtJob {
-        id: time_id("ftjob-"),
-        legacy: false,
-        model,
-        base,
-        data,
-        training_file,
-        validation_file: text("validation_file"),
-        hyper,
-        suffix,
-        seed,
-        status: "validating_files".into(),
-        fine_tuned_model: None,
-        trained_tokens: None,
-        result_files: vec![],
-        error: None,
-        created_at: created,
-        updated_at: created,
-        finished_at: None,
-    };
-    let job = submit(&state, job).await?;
+    let requested = Requested { model, base, data, training_file, validation_file: text("validation_file"), hyper, suffix, seed };
+    let job = submit(&state, &caller(who), FtJob::new(false, requested)).await?;
     Ok(Json(object(&job)))
 }
 
@@ -158,21 +143,21 @@ pub struct PageParams {
     limit: Option<String>,
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<Arc<AppState>>, who: CallerExt, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
     let limit = page_limit(params.limit.as_deref(), 20, 100)?;
-    let mut jobs = platform(&state)?.store.list_jobs(CURRENT, params.after.as_deref(), limit + 1).await.map_err(internal)?;
+    let mut jobs = platform(&state)?.store.list_jobs(CURRENT, &scope(&caller(who)), params.after.as_deref(), limit + 1).await.map_err(internal)?;
     let has_more = jobs.len() as i64 > limit;
     jobs.truncate(limit as usize);
     let data = jobs.iter().map(|j| serde_json::from_str::<FtJob>(&j.body).map(|j| object(&j))).collect::<Result<Vec<_>, _>>().map_err(internal)?;
     Ok(Json(json!({"object": "list", "data": data, "has_more": has_more})))
 }
 
-pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(object(&load(&state, &id, CURRENT).await?)))
+pub async fn retrieve(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(object(&load(&state, &caller(who), &id, CURRENT).await?)))
 }
 
-pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(object(&cancel_job(&state, &id, CURRENT).await?)))
+pub async fn cancel(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(object(&cancel_job(&state, &caller(who), &id, CURRENT).await?)))
 }
 
 pub fn event_object(e: &JobEvent) -> Value {
@@ -188,8 +173,13 @@ pub fn event_object(e: &JobEvent) -> Value {
     })
 }
 
-pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
-    load(&state, &id, CURRENT).await?;
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    who: CallerExt,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<Json<Value>, ApiError> {
+    load(&state, &caller(who), &id, CURRENT).await?;
     let limit = page_limit(params.limit.as_deref(), 20, 1000)?;
     let mut events = platform(&state)?.store.events(&id, params.after.as_deref(), limit + 1).await.map_err(internal)?;
     let has_more = events.len() as i64 > limit;
@@ -197,8 +187,13 @@ pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
     Ok(Json(json!({"object": "list", "data": events.iter().map(event_object).collect::<Vec<_>>(), "has_more": has_more})))
 }
 
-pub async fn checkpoints(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
-    load(&state, &id, CURRENT).await?;
+pub async fn checkpoints(
+    State(state): State<Arc<AppState>>,
+    who: CallerExt,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<Json<Value>, ApiError> {
+    load(&state, &caller(who), &id, CURRENT).await?;
     let limit = page_limit(params.limit.as_deref(), 10, 100)?;
     let mut rows = platform(&state)?.store.checkpoints(&id, params.after.as_deref(), limit + 1).await.map_err(internal)?;
     let has_more = rows.len() as i64 > limit;

@@ -1,8 +1,8 @@
 //! The 2023 API's `/v1/fine-tunes`: prompt/completion fine-tunes of the
 //! davinci/curie/babbage/ada family, run by the same runner as current jobs.
 use super::fine_tuning::{cancel_job, load, submit};
-use super::spec::{self, FtJob, LEGACY};
-use super::{internal, platform, ORG};
+use super::spec::{self, FtJob, Requested, LEGACY};
+use super::{caller, internal, platform, scope, CallerExt, ORG};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_api::sse::done_frame;
-use hearth_store::{now, time_id, JobEvent};
+use hearth_store::JobEvent;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -72,7 +72,12 @@ async fn object(state: &AppState, job: &FtJob, with_events: bool) -> Result<Valu
     Ok(value)
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    who: CallerExt,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body = crate::body::json(&headers, body)?;
     let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
     let Some(training_file) = text("training_file") else {
@@ -83,10 +88,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::Hea
     let mut hyper = spec::hyper(&body, "")?;
     // The legacy API's default was 4 epochs, not "auto".
     hyper.n_epochs.get_or_insert(4);
-    let created = now();
-    let job = FtJob {
-        id: time_id("ft-"),
-        legacy: true,
+    let requested = Requested {
         model,
         base,
         data,
@@ -95,21 +97,13 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: axum::http::Hea
         hyper,
         suffix: spec::suffix(body.get("suffix"), 40)?,
         seed: rand::random::<u32>() as i64,
-        status: "validating_files".into(),
-        fine_tuned_model: None,
-        trained_tokens: None,
-        result_files: vec![],
-        error: None,
-        created_at: created,
-        updated_at: created,
-        finished_at: None,
     };
-    let job = submit(&state, job).await?;
+    let job = submit(&state, &caller(who), FtJob::new(true, requested)).await?;
     Ok(Json(object(&state, &job, true).await?))
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let jobs = platform(&state)?.store.list_jobs(LEGACY, None, 10_000).await.map_err(internal)?;
+pub async fn list(State(state): State<Arc<AppState>>, who: CallerExt) -> Result<Json<Value>, ApiError> {
+    let jobs = platform(&state)?.store.list_jobs(LEGACY, &scope(&caller(who)), None, 10_000).await.map_err(internal)?;
     let mut data = Vec::new();
     // Oldest first, as the 2023 API listed them.
     for j in jobs.iter().rev() {
@@ -119,13 +113,13 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let job = load(&state, &id, LEGACY).await?;
+pub async fn retrieve(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = load(&state, &caller(who), &id, LEGACY).await?;
     Ok(Json(object(&state, &job, true).await?))
 }
 
-pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let job = cancel_job(&state, &id, LEGACY).await?;
+pub async fn cancel(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = cancel_job(&state, &caller(who), &id, LEGACY).await?;
     Ok(Json(object(&state, &job, true).await?))
 }
 
@@ -136,8 +130,14 @@ pub struct EventParams {
 
 /// The job's events; with `stream=true`, as server-sent events that follow the
 /// job until it finishes, then `[DONE]`.
-pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(params): Query<EventParams>) -> Result<Response, ApiError> {
-    load(&state, &id, LEGACY).await?;
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    who: CallerExt,
+    Path(id): Path<String>,
+    Query(params): Query<EventParams>,
+) -> Result<Response, ApiError> {
+    let caller = caller(who);
+    load(&state, &caller, &id, LEGACY).await?;
     let store = platform(&state)?.store.clone();
     if params.stream.as_deref() != Some("true") {
         let events = store.events_since(&id, None).await.map_err(internal)?;
@@ -145,11 +145,12 @@ pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
     }
     struct Follow {
         state: Arc<AppState>,
+        caller: crate::auth::Caller,
         id: String,
         last: Option<String>,
         done: bool,
     }
-    let follow = Follow { state, id, last: None, done: false };
+    let follow = Follow { state, caller, id, last: None, done: false };
     let frames = futures::stream::unfold(follow, move |mut f| {
         let store = store.clone();
         async move {
@@ -158,7 +159,7 @@ pub async fn events(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
             }
             loop {
                 // Finished is read before the events, so the events a job wrote before finishing are all sent.
-                let finished = match load(&f.state, &f.id, LEGACY).await {
+                let finished = match load(&f.state, &f.caller, &f.id, LEGACY).await {
                     Ok(job) => spec::FINISHED.contains(&job.status.as_str()),
                     Err(_) => true,
                 };

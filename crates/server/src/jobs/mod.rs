@@ -8,16 +8,41 @@ pub mod runner;
 mod spec;
 mod trainer;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, INVALID_REQUEST};
 use crate::platform::Platform;
 use crate::state::AppState;
 use axum::http::StatusCode;
 use hearth_store::blobs::BlobStore;
-use hearth_store::FileRecord;
+use hearth_store::{FileRecord, Job, JobScope};
 use std::sync::Arc;
 
 /// The organization fine-tuned models are owned by and named after.
 pub const ORG: &str = "user-hearth";
+
+/// Who calls (the extension `auth` sets; absent only on routes without it).
+pub type CallerExt = Option<axum::Extension<Caller>>;
+
+pub fn caller(ext: CallerExt) -> Caller {
+    ext.map(|axum::Extension(c)| c).unwrap_or_default()
+}
+
+/// A job belongs to the API key that created it: other keys are answered as if
+/// it did not exist (OpenAI's 404 for an unknown id), admin keys see every job.
+/// On a server without keys every caller is the same caller (no owner).
+pub fn scope(caller: &Caller) -> JobScope {
+    if caller.admin {
+        JobScope::All
+    } else {
+        JobScope::OwnedBy(caller.key_id.clone())
+    }
+}
+
+/// The job `id` of `kind`, when `caller` may see it.
+pub async fn visible_job(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Result<Option<Job>, ApiError> {
+    let job = platform(state)?.store.job(id).await.map_err(internal)?;
+    Ok(job.filter(|j| j.kind == kind && (caller.admin || j.owner == caller.key_id)))
+}
 
 pub fn platform(state: &AppState) -> Result<&Arc<Platform>, ApiError> {
     state.platform.as_ref().ok_or_else(|| ApiError::internal("this server was started without a store"))

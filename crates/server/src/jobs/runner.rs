@@ -110,8 +110,52 @@ fn file_stem(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }
 
+/// Moves a job from `validating_files` to `queued` once its files pass (or fails
+/// it, naming the problem), and wakes the runner. Run when a job is created and
+/// by the runner for a job a restart left validating; a job that moved on
+/// meanwhile (validated by the other, or cancelled) is left as it is.
+pub async fn validate(state: Arc<AppState>, id: String) {
+    if let Err(e) = validate_files(&state, &id).await {
+        tracing::error!("fine-tuning job {id}: validating files: {e:#}");
+        let _ = fail(&state, &id, "server_error", &format!("{e:#}")).await;
+    }
+    state.jobs_wake.notify_one();
+}
+
+async fn validate_files(state: &AppState, id: &str) -> Result<()> {
+    let platform = state.platform.clone().context("no store")?;
+    let Some(row) = platform.store.job(id).await? else { return Ok(()) };
+    let mut job: FtJob = serde_json::from_str(&row.body)?;
+    if job.status != "validating_files" {
+        return Ok(());
+    }
+    let files = [Some((&job.training_file, "training_file")), job.validation_file.as_ref().map(|f| (f, "validation_file"))];
+    for (file, param) in files.into_iter().flatten() {
+        let bytes = read_file(&platform, file).await.with_context(|| format!("reading the {param}"))?;
+        if let Err(e) = super::spec::check_data(&bytes, job.data, param) {
+            let code = if param == "training_file" { "invalid_training_file" } else { "invalid_validation_file" };
+            return fail(state, id, code, &e.body.error.message).await;
+        }
+    }
+    job.status = "queued".into();
+    job.updated_at = now();
+    if save(state, &job, "validating_files").await? {
+        event(state, id, "info", "Files validated, moving job to queued state", None).await;
+    }
+    Ok(())
+}
+
 async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
     let platform = state.platform.clone().context("no store")?;
+    if job.status == "validating_files" {
+        // A restart left it validating: validate it here, then run it if it was queued.
+        validate(state.clone(), job.id.clone()).await;
+        let Some(row) = platform.store.job(&job.id).await? else { return Ok(()) };
+        job = serde_json::from_str(&row.body)?;
+        if job.status != "queued" {
+            return Ok(());
+        }
+    }
     let setup = state.training.clone().context("this server has no models directory for fine-tuning")?;
     let resuming = job.status == "running";
     let previous = job.status.clone();

@@ -59,7 +59,45 @@ pub struct FtJob {
     pub finished_at: Option<i64>,
 }
 
+/// What a create request of either API asked for (validated).
+pub struct Requested {
+    pub model: String,
+    pub base: String,
+    pub data: DataKind,
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub hyper: Hyper,
+    pub suffix: Option<String>,
+    pub seed: i64,
+}
+
 impl FtJob {
+    /// A new job, validating its files: the one constructor of both APIs
+    /// (`legacy`: a `/v1/fine-tunes` job, ids `ft-`; else `ftjob-`).
+    pub fn new(legacy: bool, r: Requested) -> Self {
+        let created = hearth_store::now();
+        Self {
+            id: hearth_store::time_id(if legacy { "ft-" } else { "ftjob-" }),
+            legacy,
+            model: r.model,
+            base: r.base,
+            data: r.data,
+            training_file: r.training_file,
+            validation_file: r.validation_file,
+            hyper: r.hyper,
+            suffix: r.suffix,
+            seed: r.seed,
+            status: "validating_files".into(),
+            fine_tuned_model: None,
+            trained_tokens: None,
+            result_files: vec![],
+            error: None,
+            created_at: created,
+            updated_at: created,
+            finished_at: None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         if self.legacy {
             LEGACY

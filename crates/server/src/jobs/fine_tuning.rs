@@ -26,7 +26,8 @@ pub async fn load(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Re
 }
 
 /// Checks the files against the base (a bad file is refused at once) and stores
-/// the job, `validating_files`; the runner validates it again and queues it.
+/// the job, `validating_files`; a task (`runner::validate`) validates the files
+/// again and queues it.
 pub async fn submit(state: &Arc<AppState>, caller: &Caller, job: FtJob) -> Result<FtJob, ApiError> {
     let platform = platform(state)?.clone();
     input_file(&platform, &job.training_file, "fine-tune", "training_file").await?;

@@ -259,7 +259,9 @@ async fn moderation_caps_its_inputs_and_scores_empty_text_without_the_model() {
 
 fn http_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start(&["--models", SMOL, "--header-timeout", "2", "--body-timeout", "2", "--max-connections", "3"], None))
+    SERVER.get_or_init(|| {
+        Server::start(&["--models", SMOL, "--header-timeout", "2", "--idle-timeout", "2", "--body-timeout", "2", "--max-connections", "3"], None)
+    })
 }
 
 /// Reads until the server closes the connection; panics if it is still open after `limit`.

@@ -131,10 +131,13 @@ struct ServeArgs {
     /// Largest file accepted by POST /v1/files, in bytes (OpenAI's: 512 MB).
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     max_file_size: usize,
-    /// Seconds a client may take to send a request's headers; also how long a
-    /// kept-alive connection may sit idle.
+    /// Seconds a client may take to send a request's headers (from a new
+    /// connection's start, or a later request's first byte).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     header_timeout: u64,
+    /// Seconds a kept-alive connection may sit idle between an answer and the next request.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    idle_timeout: u64,
     /// Longest pause, in seconds, while a client sends a request body.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     body_timeout: u64,
@@ -237,8 +240,8 @@ fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: Platfor
     if args.max_batch == 0 {
         bail!("--max-batch must be at least 1");
     }
-    if args.header_timeout == 0 || args.body_timeout == 0 || args.max_connections == 0 {
-        bail!("--header-timeout, --body-timeout and --max-connections must be at least 1");
+    if args.header_timeout == 0 || args.idle_timeout == 0 || args.body_timeout == 0 || args.max_connections == 0 {
+        bail!("--header-timeout, --idle-timeout, --body-timeout and --max-connections must be at least 1");
     }
     let models = args.models.as_deref().map(|names| model_ids(&catalog, names)).transpose()?;
     let config = ServerConfig {
@@ -259,6 +262,7 @@ fn serve(args: ServeArgs, catalog: Catalog, home: PathBuf, mut platform: Platfor
         },
         http: HttpLimits {
             header_timeout: Duration::from_secs(args.header_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
             body_timeout: Duration::from_secs(args.body_timeout),
             max_connections: args.max_connections,
         },

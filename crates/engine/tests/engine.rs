@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hearth_engine::text::{EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig, TextEngineStats};
+use hearth_engine::text::{
+    CompletionPrompt, EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig, TextEngineStats, TextEvent,
+    TextRequest,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn model_path() -> PathBuf {
@@ -248,4 +251,52 @@ fn shared_prompt_prefix_is_reused_not_prefilled() {
     with_logprobs.prompt_logprobs = true;
     run(&e, with_logprobs);
     assert_eq!(e.reused_prompt_tokens() as usize, shared);
+}
+
+/// Every event of one choice, in order.
+async fn events(mut stream: hearth_engine::text::TextStream) -> Vec<TextEvent> {
+    let mut out = Vec::new();
+    while let Some(event) = stream.next().await {
+        out.push(event);
+    }
+    out
+}
+
+#[test]
+fn candidates_share_one_scoring_of_the_prompt() {
+    let e = load(TextEngineConfig::default());
+    let prompt = e.prepare_completions(vec![CompletionPrompt::Text("The lighthouse keeper climbed the stairs".into())], None).unwrap().remove(0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let ask = |n: usize| {
+        let req = TextRequest {
+            prompt: prompt.clone(),
+            n,
+            max_tokens: 4,
+            sampling: SamplingParams { temperature: 1.0, seed: Some(7), ..Default::default() },
+            stop: vec![],
+            logprobs: Some(2),
+            prompt_logprobs: true,
+            constraint: None,
+        };
+        let streams = e.generate(req).expect("accepted");
+        rt.block_on(async {
+            let tasks: Vec<_> = streams.into_iter().map(|s| tokio::spawn(events(s))).collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.push(t.await.unwrap());
+            }
+            all
+        })
+    };
+    let before = e.stats().prompt_logprob_passes;
+    let alone = ask(1);
+    assert_eq!(e.stats().prompt_logprob_passes, before + 1);
+    let Some(TextEvent::Prompt(expected)) = alone[0].first() else { panic!("the prompt's logprobs come first: {:?}", alone[0]) };
+    assert!(expected.iter().skip(1).all(|t| t.logprob.is_some()), "{expected:?}");
+    let candidates = ask(3);
+    assert_eq!(e.stats().prompt_logprob_passes, before + 2, "three candidates, one scoring of their prompt");
+    for choice in &candidates {
+        assert_eq!(choice.first(), Some(&TextEvent::Prompt(expected.clone())), "each candidate starts with the prompt's logprobs");
+        assert!(choice.iter().skip(1).all(|ev| matches!(ev, TextEvent::Text(_))), "{choice:?}");
+    }
 }

@@ -174,12 +174,13 @@ pub(super) fn fit_segment(words: &mut [Word], start: &mut f64, end: &mut f64, me
 /// Moves word edges that fall in silence to where the sound starts (or
 /// stops), and a start that lags the sound rising after a pause back to it:
 /// the warping path is often a frame or ten off at pauses. Silence is 10 ms whose peak is 40 dB under the audio's.
-pub(super) fn snap_to_sound(words: &mut [Word], samples: &[f32], rate: usize) {
-    let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+/// `held` are samples `[offset, offset + held.len())`, reaching the audio's end or
+/// past the words; `peak` is the whole audio's loudest sample.
+pub(super) fn snap_to_sound(words: &mut [Word], held: &[f32], offset: usize, peak: f32, rate: usize) {
     let step = rate / 100;
     let quiet_at = |t: f64| -> bool {
-        let i = (t.max(0.0) * rate as f64) as usize;
-        samples.get(i..(i + step).min(samples.len())).is_none_or(|chunk| chunk.iter().all(|s| s.abs() < peak * 0.01))
+        let i = ((t.max(0.0) * rate as f64) as usize).saturating_sub(offset);
+        held.get(i..(i + step).min(held.len())).is_none_or(|chunk| chunk.iter().all(|s| s.abs() < peak * 0.01))
     };
     let mut previous_end = 0.0;
     for w in words {

@@ -3,12 +3,18 @@
 //! segments are seamless; temperature fallback on repetitive (compression
 //! ratio > 2.4) or unconfident (average log-probability < −1) windows; windows
 //! the model calls silent are skipped; earlier text conditions the next window.
+//! The audio is read twice, forward, holding a window's worth at a time: once
+//! to measure it (length, loudest spectrogram value and sample), once to
+//! transcribe it.
 use super::align::{fit_segment, snap_to_sound};
-use super::mel::{HOP, SAMPLE_RATE, WINDOW_FRAMES};
+use super::cancel::Cancel;
+use super::mel::{frame_count, normalise, HOP, N_FFT, SAMPLE_RATE, WINDOW_FRAMES};
 use super::model::{CrossKv, DecoderCache};
 use super::search::softmax;
+use super::stream::{Feed, Source};
 use super::{Segment, Task, TranscribeOptions, Transcript, WhisperEngine};
 use anyhow::Result;
+use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 use std::time::Instant;
@@ -31,12 +37,73 @@ struct Attempt {
     no_speech_prob: f64,
 }
 
+/// What a first pass over the audio measures, needed before the first window:
+/// the spectrogram's scale follows its loudest value, word timing the loudest sample.
+struct Measured {
+    len: usize,
+    mel_floor: f32,
+    peak: f32,
+}
+
+/// Samples kept before a window, for word timing (which looks up to 0.5 s back).
+const WORD_MARGIN: usize = 2 * SAMPLE_RATE;
+
 impl WhisperEngine {
-    pub(super) fn run(&self, samples: &[f32], opts: &TranscribeOptions) -> Result<Transcript> {
+    /// Reads the audio once, 30 s at a time, keeping only its length and maxima.
+    fn measure(&self, source: &Source, cancel: &Cancel) -> Result<Measured> {
+        let mut feed = Feed::open(source)?;
+        let (mut max, mut peak, mut peaked) = (f32::NEG_INFINITY, 0f32, 0);
+        let mut first = 0;
+        loop {
+            cancel.check()?;
+            feed.fill(chunk_end(first), cancel)?;
+            let len = feed.ended().then(|| feed.held_end());
+            if len.is_some_and(|len| first >= frame_count(len)) {
+                break;
+            }
+            let (fresh, _) = feed.get(peaked, usize::MAX);
+            peak = fresh.iter().fold(peak, |m, s| m.max(s.abs()));
+            peaked = feed.held_end();
+            let (held, offset) = feed.get(chunk_start(first), chunk_end(first));
+            max = self.mel.raw_chunk(held, offset, len, first)?.into_iter().fold(max, f32::max);
+            first += WINDOW_FRAMES;
+            feed.release(chunk_start(first).min(peaked));
+        }
+        if let Some(reader) = feed.reader() {
+            reader.check_length()?;
+        }
+        Ok(Measured { len: feed.held_end(), mel_floor: max - 8.0, peak })
+    }
+
+    /// The window's spectrogram `[n_mels, WINDOW_FRAMES]`: frames `[seek, seek + count)`,
+    /// then zeros. Their 30 s chunks are computed once and kept while windows use them.
+    fn mel_window(&self, chunks: &mut Vec<(usize, Vec<f32>)>, feed: &Feed, m: &Measured, seek: usize, count: usize) -> Result<Tensor> {
+        let n_mels = self.mel.n_mels();
+        let mut data = vec![0f32; n_mels * count];
+        for i in 0..count {
+            let f = seek + i;
+            let first = f / WINDOW_FRAMES * WINDOW_FRAMES;
+            if !chunks.iter().any(|(c, _)| *c == first) {
+                let (held, offset) = feed.get(chunk_start(first), chunk_end(first));
+                chunks.push((first, self.mel.raw_chunk(held, offset, Some(m.len), first)?));
+            }
+            let chunk = &chunks.iter().find(|(c, _)| *c == first).expect("computed above").1;
+            for (mel, &v) in chunk[(f - first) * n_mels..][..n_mels].iter().enumerate() {
+                data[mel * count + i] = normalise(v, m.mel_floor);
+            }
+        }
+        // Past the audio, the window is zeros (as the reference and
+        // faster-whisper pad it), not the log-mel of silence.
+        Ok(Tensor::from_vec(data, (n_mels, count), &Device::Cpu)?.pad_with_zeros(1, 0, WINDOW_FRAMES - count)?)
+    }
+
+    pub(super) fn run(&self, source: Source, opts: &TranscribeOptions) -> Result<Transcript> {
         let tk = &self.tokenizer;
-        let duration = samples.len() as f64 / SAMPLE_RATE as f64;
-        let mel = self.mel.log_mel(samples)?;
-        let content_frames = samples.len() / HOP;
+        let measured = self.measure(&source, &opts.cancel)?;
+        let duration = measured.len as f64 / SAMPLE_RATE as f64;
+        let content_frames = measured.len / HOP;
+        let mut feed = Feed::open(&source)?;
+        let mut chunks: Vec<(usize, Vec<f32>)> = Vec::new();
         // Fallback samples are seeded: the same audio gives the same transcript.
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
 
@@ -58,15 +125,19 @@ impl WhisperEngine {
             opts.cancel.check()?;
             let segment_frames = WINDOW_FRAMES.min(content_frames - seek);
             let time_offset = seek as f64 * HOP as f64 / SAMPLE_RATE as f64;
-            let window_samples = &samples[seek * HOP..((seek + segment_frames) * HOP).min(samples.len())];
+            // Hold what this window needs: its spectrogram chunks' samples and word timing's margins.
+            let first_chunk = seek / WINDOW_FRAMES * WINDOW_FRAMES;
+            chunks.retain(|(c, _)| *c >= first_chunk);
+            feed.release(chunk_start(first_chunk).min((seek * HOP).saturating_sub(WORD_MARGIN)));
+            let last_chunk = (seek + segment_frames - 1) / WINDOW_FRAMES * WINDOW_FRAMES;
+            feed.fill(chunk_end(last_chunk).max((seek + segment_frames) * HOP + WORD_MARGIN), &opts.cancel)?;
+            let (window_samples, _) = feed.get(seek * HOP, (seek + segment_frames) * HOP);
             if window_samples.iter().all(|s| s.abs() < SILENCE_PEAK) {
                 seek += segment_frames;
                 continue;
             }
             let started = Instant::now();
-            // Past the audio, the window is zeros (as the reference and
-            // faster-whisper pad it), not the log-mel of silence.
-            let window = mel.narrow(1, seek, segment_frames)?.pad_with_zeros(1, 0, WINDOW_FRAMES - segment_frames)?;
+            let window = self.mel_window(&mut chunks, &feed, &measured, seek, segment_frames)?;
             let audio = self.model.encode(&window)?;
             let cross = self.model.cross_kv(&audio)?;
             let encoded = started.elapsed();
@@ -157,7 +228,8 @@ impl WhisperEngine {
                         w.end += time_offset;
                     }
                     fit_segment(&mut words, &mut start, &mut end, median, &mut last_speech);
-                    snap_to_sound(&mut words, samples, SAMPLE_RATE);
+                    let (held, offset) = feed.get(0, usize::MAX);
+                    snap_to_sound(&mut words, held, offset, measured.peak, SAMPLE_RATE);
                     if let (Some(first), Some(last)) = (words.first(), words.last()) {
                         (start, end) = (first.start, last.end);
                     }
@@ -253,6 +325,16 @@ impl WhisperEngine {
             no_speech_prob,
         })
     }
+}
+
+/// The first sample a spectrogram chunk starting at frame `first` reads.
+fn chunk_start(first: usize) -> usize {
+    (first * HOP).saturating_sub(N_FFT / 2)
+}
+
+/// One past the last sample that chunk reads.
+fn chunk_end(first: usize) -> usize {
+    (first + WINDOW_FRAMES) * HOP + N_FFT / 2
 }
 
 /// Frame offset (10 ms units) of a time, as OpenAI's `seek`.

@@ -1,19 +1,21 @@
 //! Uploaded audio → 16 kHz mono f32, in memory only: container and codec
 //! decoding with symphonia (Opus with libopus, see opus.rs), channel averaging,
-//! windowed-sinc resampling. Packets are downmixed and resampled as they are
-//! decoded, so nothing but the 16 kHz result grows with the audio's length, and
-//! that result stops at `MAX_SECONDS`: a tiny file declaring hours of audio (or a
-//! long silence, which compresses to almost nothing) costs at most the limit.
+//! windowed-sinc resampling. `AudioReader` yields the 16 kHz samples packet by
+//! packet, so a reader holds one packet and the resampler's filter however long
+//! the audio; transcription keeps only a window's worth of them (see stream.rs).
+//! Reading stops at `MAX_SECONDS`: a tiny file declaring hours of audio (or a
+//! long silence, which compresses to almost nothing) is refused there.
 use super::cancel::{Cancel, Cancelled};
 use super::mel::SAMPLE_RATE;
 use super::opus;
 use super::resample::Resampler;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL, CODEC_TYPE_OPUS};
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -24,8 +26,7 @@ pub const SUPPORTED_FORMATS: &str = "flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, 
 /// Shortest audio accepted, as OpenAI.
 pub const MIN_SECONDS: f64 = 0.1;
 /// Longest audio accepted (2 hours: a 25 MB upload of 32 kbit/s speech is ~1¾ h).
-/// Bounds a request's memory: 16 kHz f32 samples plus the spectrogram are
-/// ~345 MB per hour of audio (80 mel bands).
+/// Bounds a request's time; its memory does not grow with the length.
 pub const MAX_SECONDS: u32 = 7200;
 /// Sample rates accepted: telephone speech (8 kHz) and below, to studio rates.
 /// A header declaring 1 Hz or 4 MHz is a lie or an attack, not speech.
@@ -49,19 +50,18 @@ pub enum AudioError {
 
 /// Decodes a whole audio file (any supported container/codec) to 16 kHz mono.
 /// `filename` only hints at the container; the bytes decide. `cancel` is
-/// checked between packets.
+/// checked between packets. Transcription reads the file through
+/// `AudioReader` instead, a piece at a time; this is for tools and tests.
 pub fn decode_audio(bytes: Vec<u8>, filename: Option<&str>, cancel: &Cancel) -> Result<Vec<f32>, AudioError> {
-    if bytes.is_empty() {
-        return Err(AudioError::Empty);
+    let mut reader = AudioReader::open(bytes.into(), filename)?;
+    let mut samples = Vec::new();
+    loop {
+        cancel.check()?;
+        if !reader.read(&mut samples)? {
+            break;
+        }
     }
-    check_wav_header(&bytes)?;
-    // symphonia asserts on some impossible header values (a sample rate of 0
-    // divides by it); whatever slips past the checks is still a bad file, not a crash.
-    let samples = catch_unwind(AssertUnwindSafe(|| decode_mono_16k(bytes, filename, cancel)))
-        .map_err(|_| AudioError::Undecodable("the file's headers are inconsistent".into()))??;
-    if (samples.len() as f64) < MIN_SECONDS * SAMPLE_RATE as f64 {
-        return Err(AudioError::TooShort);
-    }
+    reader.check_length()?;
     Ok(samples)
 }
 
@@ -122,112 +122,149 @@ enum Codec {
     Opus(opus::Decoder),
 }
 
-/// The 16 kHz mono output, built packet by packet.
-struct Output {
-    samples: Vec<f32>,
+/// An audio file read forward as 16 kHz mono, one packet at a time: memory
+/// stays at a packet and the resampler's filter, however long the audio.
+/// Reading the same bytes twice gives the same samples.
+pub struct AudioReader {
+    format: Box<dyn FormatReader>,
+    track: u32,
+    codec: Codec,
     resampler: Option<Resampler>,
     /// One packet downmixed, at its own rate.
     mono: Vec<f32>,
-    limit: usize,
+    opus_pcm: Vec<f32>,
+    /// 16 kHz samples produced so far.
+    produced: usize,
+    ended: bool,
 }
 
-impl Output {
-    fn push(&mut self, interleaved: &[f32], rate: u32, channels: usize) -> Result<(), AudioError> {
-        check_rate(rate)?;
-        check_channels(channels)?;
-        self.mono.clear();
-        self.mono.extend(interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32));
-        if self.resampler.as_ref().is_some_and(|r| r.from() != rate) {
-            // A stream whose rate changes (chained files): finish the first part.
-            self.resampler.take().unwrap().finish(&mut self.samples);
+impl AudioReader {
+    /// Checks the headers and opens the audio track.
+    pub fn open(bytes: Arc<[u8]>, filename: Option<&str>) -> Result<Self, AudioError> {
+        if bytes.is_empty() {
+            return Err(AudioError::Empty);
         }
-        let resampler = self.resampler.get_or_insert_with(|| Resampler::new(rate, SAMPLE_RATE as u32));
-        resampler.push(&self.mono, &mut self.samples);
-        if self.samples.len() > self.limit {
+        check_wav_header(&bytes)?;
+        // symphonia asserts on some impossible header values (a sample rate of 0
+        // divides by it); whatever slips past the checks is still a bad file, not a crash.
+        guarded(|| Self::open_unguarded(bytes, filename))
+    }
+
+    fn open_unguarded(bytes: Arc<[u8]>, filename: Option<&str>) -> Result<Self, AudioError> {
+        let mut hint = Hint::new();
+        if let Some(ext) = filename.and_then(|f| f.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase()) {
+            hint.with_extension(&ext);
+        }
+        let stream = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
+        let probed = symphonia::default::get_probe()
+            .format(&hint, stream, &FormatOptions::default(), &MetadataOptions::default())
+            .map_err(|e| AudioError::Undecodable(format!("not a recognised audio container: {e}")))?;
+        let format = probed.format;
+        let track = format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or_else(|| AudioError::Undecodable("no audio track".into()))?;
+        if let Some(rate) = track.codec_params.sample_rate {
+            check_rate(rate)?;
+        }
+        if let Some(channels) = track.codec_params.channels {
+            check_channels(channels.count())?;
+        }
+        let codec = if track.codec_params.codec == CODEC_TYPE_OPUS {
+            let header = track.codec_params.extra_data.as_deref().unwrap_or_default();
+            Codec::Opus(opus::Decoder::new(header)?)
+        } else {
+            let decoder = symphonia::default::get_codecs()
+                .make(&track.codec_params, &DecoderOptions::default())
+                .map_err(|e| AudioError::Undecodable(format!("unsupported audio codec: {e}")))?;
+            Codec::Symphonia(decoder, None)
+        };
+        let track = track.id;
+        Ok(Self { format, track, codec, resampler: None, mono: Vec::new(), opus_pcm: Vec::new(), produced: 0, ended: false })
+    }
+
+    /// Appends the next piece of 16 kHz samples to `out` (possibly none);
+    /// false once the file is exhausted. Past `MAX_SECONDS` it fails.
+    pub fn read(&mut self, out: &mut Vec<f32>) -> Result<bool, AudioError> {
+        if self.ended {
+            return Ok(false);
+        }
+        let before = out.len();
+        guarded(|| self.read_packet(out))?;
+        self.produced += out.len() - before;
+        if self.produced > MAX_SECONDS as usize * SAMPLE_RATE {
             return Err(AudioError::TooLong);
+        }
+        Ok(true)
+    }
+
+    /// After the last `read`: whether the audio is long enough to transcribe.
+    pub fn check_length(&self) -> Result<(), AudioError> {
+        if self.produced == 0 {
+            return Err(AudioError::Undecodable("no decodable audio in the file".into()));
+        }
+        if (self.produced as f64) < MIN_SECONDS * SAMPLE_RATE as f64 {
+            return Err(AudioError::TooShort);
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<f32>, AudioError> {
-        if let Some(r) = self.resampler.take() {
-            r.finish(&mut self.samples);
+    fn read_packet(&mut self, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        let packet = match self.format.next_packet() {
+            Ok(p) => p,
+            // End of stream, or a truncated file: keep what was decoded.
+            Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => {
+                if let Some(r) = self.resampler.take() {
+                    r.finish(out);
+                }
+                self.ended = true;
+                return Ok(());
+            }
+            Err(e) => return Err(AudioError::Undecodable(e.to_string())),
+        };
+        if packet.track_id() != self.track {
+            return Ok(());
         }
-        if self.samples.len() > self.limit {
-            return Err(AudioError::TooLong);
+        match &mut self.codec {
+            Codec::Opus(decoder) => {
+                self.opus_pcm.clear();
+                decoder.decode(&packet.data, &mut self.opus_pcm);
+                let channels = decoder.channels();
+                push(&mut self.resampler, &mut self.mono, &self.opus_pcm, opus::RATE, channels, out)
+            }
+            Codec::Symphonia(decoder, buffer) => {
+                let decoded = match decoder.decode(&packet) {
+                    Ok(d) => d,
+                    Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => return Ok(()), // a corrupt frame: skip it
+                    Err(e) => return Err(AudioError::Undecodable(e.to_string())),
+                };
+                let spec = *decoded.spec();
+                let channels = spec.channels.count();
+                let buf = match buffer {
+                    Some(b) if b.capacity() >= decoded.capacity() * channels => b,
+                    _ => buffer.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+                };
+                buf.copy_interleaved_ref(decoded);
+                push(&mut self.resampler, &mut self.mono, buf.samples(), spec.rate, channels, out)
+            }
         }
-        Ok(self.samples)
     }
 }
 
-fn decode_mono_16k(bytes: Vec<u8>, filename: Option<&str>, cancel: &Cancel) -> Result<Vec<f32>, AudioError> {
-    let mut hint = Hint::new();
-    if let Some(ext) = filename.and_then(|f| f.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase()) {
-        hint.with_extension(&ext);
+/// Runs a symphonia call, its panics turned into a bad-file error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, AudioError>) -> Result<T, AudioError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| AudioError::Undecodable("the file's headers are inconsistent".into()))?
+}
+
+/// Downmixes one packet and resamples it to 16 kHz onto `out`.
+fn push(resampler: &mut Option<Resampler>, mono: &mut Vec<f32>, interleaved: &[f32], rate: u32, channels: usize, out: &mut Vec<f32>) -> Result<(), AudioError> {
+    check_rate(rate)?;
+    check_channels(channels)?;
+    mono.clear();
+    mono.extend(interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32));
+    if resampler.as_ref().is_some_and(|r| r.from() != rate) {
+        // A stream whose rate changes (chained files): finish the first part.
+        resampler.take().unwrap().finish(out);
     }
-    let stream = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
-    let probed = symphonia::default::get_probe()
-        .format(&hint, stream, &FormatOptions::default(), &MetadataOptions::default())
-        .map_err(|e| AudioError::Undecodable(format!("not a recognised audio container: {e}")))?;
-    let mut format = probed.format;
-    let track =
-        format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or_else(|| AudioError::Undecodable("no audio track".into()))?.clone();
-    if let Some(rate) = track.codec_params.sample_rate {
-        check_rate(rate)?;
-    }
-    if let Some(channels) = track.codec_params.channels {
-        check_channels(channels.count())?;
-    }
-    let mut codec = if track.codec_params.codec == CODEC_TYPE_OPUS {
-        let header = track.codec_params.extra_data.as_deref().unwrap_or_default();
-        Codec::Opus(opus::Decoder::new(header)?)
-    } else {
-        let decoder = symphonia::default::get_codecs()
-            .make(&track.codec_params, &DecoderOptions::default())
-            .map_err(|e| AudioError::Undecodable(format!("unsupported audio codec: {e}")))?;
-        Codec::Symphonia(decoder, None)
-    };
-    let mut out = Output { samples: Vec::new(), resampler: None, mono: Vec::new(), limit: MAX_SECONDS as usize * SAMPLE_RATE };
-    let mut opus_pcm = Vec::new();
-    loop {
-        cancel.check()?;
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            // End of stream, or a truncated file: keep what was decoded.
-            Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => break,
-            Err(e) => return Err(AudioError::Undecodable(e.to_string())),
-        };
-        if packet.track_id() != track.id {
-            continue;
-        }
-        let (decoder, buffer) = match &mut codec {
-            Codec::Opus(decoder) => {
-                opus_pcm.clear();
-                decoder.decode(&packet.data, &mut opus_pcm);
-                out.push(&opus_pcm, opus::RATE, decoder.channels())?;
-                continue;
-            }
-            Codec::Symphonia(decoder, buffer) => (decoder, buffer),
-        };
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
-            Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => continue, // a corrupt frame: skip it
-            Err(e) => return Err(AudioError::Undecodable(e.to_string())),
-        };
-        let spec = *decoded.spec();
-        let channels = spec.channels.count();
-        let buf = match buffer {
-            Some(b) if b.capacity() >= decoded.capacity() * channels => b,
-            _ => buffer.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
-        };
-        buf.copy_interleaved_ref(decoded);
-        out.push(buf.samples(), spec.rate, channels)?;
-    }
-    let samples = out.finish()?;
-    if samples.is_empty() {
-        return Err(AudioError::Undecodable("no decodable audio in the file".into()));
-    }
-    Ok(samples)
+    resampler.get_or_insert_with(|| Resampler::new(rate, SAMPLE_RATE as u32)).push(mono, out);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! (n_fft 400, hop 160 at 16 kHz, centred with reflect padding), power
 //! spectrum, Slaney mel filterbank, log10, clamp to (max − 8), then (x + 4) / 4.
 //! The DFT is a matmul against a cos/sin table: n_fft 400 is not a power of
-//! two, and one matmul over all frames is fast on candle's gemm.
+//! two, and one matmul over a window's frames is fast on candle's gemm. The
+//! spectrogram is computed 30 s at a time (`raw_chunk`), so a transcription
+//! holds it for about two windows, never for the whole audio.
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use std::f64::consts::PI;
@@ -52,45 +54,21 @@ impl MelFrontend {
         })
     }
 
+    pub fn n_mels(&self) -> usize {
+        self.n_mels
+    }
+
     /// Log-mel `[n_mels, frames]` of 16 kHz `samples` followed by 30 s of
     /// silence (as Whisper pads, so the last window is complete); the frames
-    /// holding content are the first `samples.len() / HOP`. Computed one
-    /// window of frames at a time, so the framed signal and the spectra never
-    /// exist for the whole audio at once: only the result grows with its length.
+    /// holding content are the first `samples.len() / HOP`. (Transcription
+    /// reads the same values chunk by chunk: `raw_chunk`, `normalise`.)
+    #[cfg(test)]
     pub fn log_mel(&self, samples: &[f32]) -> Result<Tensor> {
-        let half = N_FFT / 2;
-        // Reflect padding (without repeating the edge sample), as torch.stft(center=True),
-        // of the samples followed by the silence.
-        let n = samples.len() + WINDOW_SAMPLES;
-        let at = |i: isize| -> f32 {
-            let j = if i < 0 {
-                -i
-            } else if i as usize >= n {
-                2 * (n as isize - 1) - i
-            } else {
-                i
-            };
-            samples.get(j.clamp(0, n as isize - 1) as usize).copied().unwrap_or(0.0)
-        };
-        // torch.stft yields 1 + n / HOP frames; Whisper drops the last one.
-        let frames = n / HOP;
+        let frames = frame_count(samples.len());
         let mut out = vec![0f32; self.n_mels * frames];
         let mut max = f32::NEG_INFINITY;
-        let mut framed = Vec::with_capacity(WINDOW_FRAMES * N_FFT);
         for first in (0..frames).step_by(WINDOW_FRAMES) {
-            let count = WINDOW_FRAMES.min(frames - first);
-            framed.clear();
-            for f in first..first + count {
-                let start = (f * HOP) as isize - half as isize;
-                framed.extend((0..N_FFT as isize).map(|i| at(start + i)));
-            }
-            let chunk = Tensor::from_slice(&framed, (count, N_FFT), &Device::Cpu)?;
-            let re = chunk.matmul(&self.dft_cos)?;
-            let im = chunk.matmul(&self.dft_sin)?;
-            let power = (re.sqr()? + im.sqr()?)?;
-            let mel = power.matmul(&self.filters_t)?; // [count, n_mels]
-            let log = mel.clamp(1e-10f32, f32::MAX)?.log()?.affine(1.0 / std::f64::consts::LN_10, 0.0)?;
-            let log: Vec<f32> = log.flatten_all()?.to_vec1()?;
+            let log = self.raw_chunk(samples, 0, Some(samples.len()), first)?;
             for (i, row) in log.chunks_exact(self.n_mels).enumerate() {
                 for (m, &v) in row.iter().enumerate() {
                     out[m * frames + first + i] = v;
@@ -99,9 +77,59 @@ impl MelFrontend {
             }
         }
         let floor = max - 8.0;
-        out.iter_mut().for_each(|v| *v = (v.max(floor) + 4.0) / 4.0);
+        out.iter_mut().for_each(|v| *v = normalise(*v, floor));
         Ok(Tensor::from_vec(out, (self.n_mels, frames), &Device::Cpu)?)
     }
+
+    /// log10 mel power of the frames `[first, first + WINDOW_FRAMES)` (fewer at
+    /// the end), row-major `[frames][n_mels]`, before `normalise`. `held` are
+    /// samples `[offset, offset + held.len())` of audio `len` samples long
+    /// (None while its end is not known, which these frames do not reach); it
+    /// must hold every sample of the audio within `N_FFT / 2` of these frames.
+    /// The spectrogram is always computed in these chunks, so a chunk computed
+    /// again, or from a different part of memory, has the same values.
+    pub fn raw_chunk(&self, held: &[f32], offset: usize, len: Option<usize>, first: usize) -> Result<Vec<f32>> {
+        let half = N_FFT / 2;
+        let count = len.map_or(WINDOW_FRAMES, |len| WINDOW_FRAMES.min(frame_count(len) - first));
+        // Reflect padding (without repeating the edge sample), as torch.stft(center=True),
+        // of the samples followed by the silence.
+        let n = len.map_or(isize::MAX, |len| (len + WINDOW_SAMPLES) as isize);
+        let at = |i: isize| -> f32 {
+            let j = if i < 0 {
+                -i
+            } else if i >= n {
+                2 * (n - 1) - i
+            } else {
+                i
+            };
+            let j = j.clamp(0, n - 1) as usize;
+            j.checked_sub(offset).and_then(|k| held.get(k)).copied().unwrap_or(0.0)
+        };
+        let mut framed = Vec::with_capacity(count * N_FFT);
+        for f in first..first + count {
+            let start = (f * HOP) as isize - half as isize;
+            framed.extend((0..N_FFT as isize).map(|i| at(start + i)));
+        }
+        let chunk = Tensor::from_slice(&framed, (count, N_FFT), &Device::Cpu)?;
+        let re = chunk.matmul(&self.dft_cos)?;
+        let im = chunk.matmul(&self.dft_sin)?;
+        let power = (re.sqr()? + im.sqr()?)?;
+        let mel = power.matmul(&self.filters_t)?; // [count, n_mels]
+        let log = mel.clamp(1e-10f32, f32::MAX)?.log()?.affine(1.0 / std::f64::consts::LN_10, 0.0)?;
+        Ok(log.flatten_all()?.to_vec1()?)
+    }
+}
+
+/// Spectrogram frames of `len` samples and the 30 s of padding: torch.stft
+/// yields 1 + n / HOP frames; Whisper drops the last one.
+pub fn frame_count(len: usize) -> usize {
+    (len + WINDOW_SAMPLES) / HOP
+}
+
+/// A log10 value scaled as Whisper's input: clamped to 8 below the audio's
+/// loudest (`floor` = max − 8), then (x + 4) / 4.
+pub fn normalise(v: f32, floor: f32) -> f32 {
+    (v.max(floor) + 4.0) / 4.0
 }
 
 /// Slaney-style mel scale (linear below 1 kHz, logarithmic above), as librosa's default.

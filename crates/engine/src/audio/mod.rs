@@ -15,11 +15,12 @@ mod model;
 mod opus;
 mod resample;
 mod search;
+mod stream;
 mod tokens;
 mod worker;
 
 pub use cancel::{Cancel, Cancelled};
-pub use input::{decode_audio, AudioError, MAX_SECONDS};
+pub use input::{decode_audio, AudioError, AudioReader, MAX_SECONDS};
 pub use languages::language_name;
 pub use mel::SAMPLE_RATE;
 pub use worker::{SpeechEngine, SpeechError};
@@ -159,6 +160,13 @@ impl WhisperEngine {
         // Run on a rayon worker: a decoder step's ~50 small parallel products
         // then split within the pool instead of each being handed in from
         // outside, with the caller put to sleep and woken every time.
-        rayon::scope(|_| self.run(samples, opts))
+        rayon::scope(|_| self.run(stream::Source::Samples(samples), opts))
+    }
+
+    /// Transcribes (or translates) an audio file (any supported format), decoding
+    /// it as it goes: memory does not grow with the audio's length. Its
+    /// `AudioError`s (bad file, too short or long) come back inside the error.
+    pub fn transcribe_file(&self, bytes: std::sync::Arc<[u8]>, filename: Option<&str>, opts: &TranscribeOptions) -> Result<Transcript> {
+        rayon::scope(|_| self.run(stream::Source::File { bytes, filename }, opts))
     }
 }

@@ -4,7 +4,7 @@
 //! A job's permits travel with its blocking work, so a client that disconnects
 //! frees its place only once that work has noticed and stopped.
 use super::cancel::{Cancel, Cancelled};
-use super::{decode_audio, AudioError, TranscribeOptions, Transcript, WhisperEngine};
+use super::{AudioError, TranscribeOptions, Transcript, WhisperEngine};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -49,14 +49,16 @@ impl SpeechEngine {
         let model = self.model.clone();
         tokio::task::spawn_blocking(move || {
             let _permits = (admitted, running);
-            let result = decode_audio(file, filename.as_deref(), &opts.cancel)
-                .map_err(|e| match e {
-                    AudioError::Cancelled(_) => SpeechError::Cancelled,
-                    e => SpeechError::Audio(e),
-                })
-                .and_then(|samples| {
-                    model.transcribe(&samples, &opts).map_err(|e| if e.is::<Cancelled>() { SpeechError::Cancelled } else { SpeechError::Internal(e) })
-                });
+            let result = model.transcribe_file(file.into(), filename.as_deref(), &opts).map_err(|e| {
+                if e.is::<Cancelled>() || matches!(e.downcast_ref(), Some(AudioError::Cancelled(_))) {
+                    SpeechError::Cancelled
+                } else {
+                    match e.downcast::<AudioError>() {
+                        Ok(e) => SpeechError::Audio(e),
+                        Err(e) => SpeechError::Internal(e),
+                    }
+                }
+            });
             if matches!(result, Err(SpeechError::Cancelled)) {
                 tracing::info!("audio job stopped: its client disconnected");
             }

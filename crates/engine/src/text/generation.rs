@@ -3,7 +3,9 @@
 //! reasons) with its tokens' logprobs as text and bytes. The server only shapes these
 //! events into its wire chunks.
 
+use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
 
 use super::constraint::Constraint;
 use super::prompt::PreparedPrompt;
@@ -99,15 +101,45 @@ pub struct TextStream {
     stops: StopMatcher,
     /// The prompt's ids, for the prompt logprobs event, and whether its first is a hidden BOS.
     prompt: Option<(Vec<u32>, bool)>,
+    /// The prompt's logprobs are computed by the first choice only and shared:
+    /// it sends them here, the other choices wait for them before anything else.
+    shared_prompt: SharedPrompt,
+}
+
+/// Echoed prompt tokens, computed once for all of a prompt's choices.
+type PromptShare = Option<Arc<Vec<PromptToken>>>;
+
+enum SharedPrompt {
+    None,
+    Computes(watch::Sender<PromptShare>),
+    Awaits(watch::Receiver<PromptShare>),
 }
 
 impl TextStream {
     /// The next event; None once the choice finished or failed.
     pub async fn next(&mut self) -> Option<TextEvent> {
+        self.rx.as_ref()?;
+        if let SharedPrompt::Awaits(shared) = &mut self.shared_prompt {
+            let tokens = shared.wait_for(Option::is_some).await.ok().and_then(|t| t.clone());
+            self.shared_prompt = SharedPrompt::None;
+            return Some(match tokens {
+                Some(tokens) => TextEvent::Prompt(tokens.as_ref().clone()),
+                None => {
+                    self.rx = None;
+                    TextEvent::Failed("the choice scoring the prompt ended without its logprobs".into())
+                }
+            });
+        }
         let rx = self.rx.as_mut()?;
         let (event, last) = match rx.recv().await {
             None => (TextEvent::Failed("the engine ended the sequence without finishing it".into()), true),
-            Some(Event::PromptLogprobs(lps)) => (TextEvent::Prompt(self.prompt_tokens(&lps)), false),
+            Some(Event::PromptLogprobs(lps)) => {
+                let tokens = self.prompt_tokens(&lps);
+                if let SharedPrompt::Computes(share) = &self.shared_prompt {
+                    share.send_replace(Some(Arc::new(tokens.clone())));
+                }
+                (TextEvent::Prompt(tokens), false)
+            }
             Some(Event::Token { id, logprob }) => {
                 let piece = self.decoder.push(id);
                 let released = self.stops.push(&piece);
@@ -169,9 +201,13 @@ impl TextStream {
 
 /// Submits the request's `n` choices; on any refusal the ones submitted so far are
 /// dropped (cancelled).
+/// With `prompt_logprobs`, only the first choice scores the prompt (a full
+/// prefill that keeps every row's logits); the others share its result.
 pub(crate) fn generate(engine: &TextEngine, req: TextRequest, scope: u64) -> Result<Vec<TextStream>, EngineError> {
     let mut streams = Vec::with_capacity(req.n);
+    let share = req.prompt_logprobs.then(|| watch::channel(None).0);
     for choice in 0..req.n {
+        let scores_prompt = req.prompt_logprobs && choice == 0;
         let mut sampling = req.sampling.clone();
         sampling.seed = sampling.seed.map(|seed| seed.wrapping_add(choice as u64));
         let rx = engine.submit_scoped(
@@ -181,7 +217,7 @@ pub(crate) fn generate(engine: &TextEngine, req: TextRequest, scope: u64) -> Res
                 sampling,
                 stop_tokens: vec![],
                 logprobs: req.logprobs,
-                prompt_logprobs: req.prompt_logprobs,
+                prompt_logprobs: scores_prompt,
                 constraint: req.constraint.clone(),
             },
             scope,
@@ -191,7 +227,12 @@ pub(crate) fn generate(engine: &TextEngine, req: TextRequest, scope: u64) -> Res
             decoder: engine.tokenizer().incremental(),
             engine: engine.clone(),
             stops: StopMatcher::new(req.stop.clone()),
-            prompt: req.prompt_logprobs.then(|| (req.prompt.ids.clone(), req.prompt.hidden_bos)),
+            prompt: scores_prompt.then(|| (req.prompt.ids.clone(), req.prompt.hidden_bos)),
+            shared_prompt: match &share {
+                None => SharedPrompt::None,
+                Some(tx) if scores_prompt => SharedPrompt::Computes(tx.clone()),
+                Some(tx) => SharedPrompt::Awaits(tx.subscribe()),
+            },
         });
     }
     Ok(streams)

@@ -73,6 +73,9 @@ pub struct TextEngineStats {
     pub prefix_hits: u64,
     /// Prompt tokens taken from the prefix cache instead of prefilled, since load.
     pub reused_prompt_tokens: u64,
+    /// Prompts whose tokens' logprobs were computed (echo with logprobs), since
+    /// load: once per prompt, however many choices or best_of candidates share it.
+    pub prompt_logprob_passes: u64,
 }
 
 /// Facts about a loaded model, read from its GGUF metadata.

@@ -57,6 +57,8 @@ struct Queue {
     reused_prompt_tokens: AtomicU64,
     /// Requests that started from a cached prefix, since start.
     prefix_hits: AtomicU64,
+    /// Sequences whose prompt logprobs were computed, since load.
+    prompt_logprob_passes: AtomicU64,
     /// The running batch as the worker last left it (see `Worker::publish`).
     running: AtomicUsize,
     kv_bytes: AtomicUsize,
@@ -97,6 +99,7 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<EngineS
         wake: Condvar::new(),
         reused_prompt_tokens: AtomicU64::new(0),
         prefix_hits: AtomicU64::new(0),
+        prompt_logprob_passes: AtomicU64::new(0),
         running: AtomicUsize::new(0),
         kv_bytes: AtomicUsize::new(0),
     });
@@ -126,6 +129,7 @@ pub(crate) fn stats(shared: &EngineShared) -> super::TextEngineStats {
         kv_cache_bytes: q.kv_bytes.load(Ordering::Relaxed),
         prefix_hits: q.prefix_hits.load(Ordering::Relaxed),
         reused_prompt_tokens: q.reused_prompt_tokens.load(Ordering::Relaxed),
+        prompt_logprob_passes: q.prompt_logprob_passes.load(Ordering::Relaxed),
     }
 }
 
@@ -374,6 +378,7 @@ impl Worker {
         }
         self.prefixes.insert(seq.scope, &seq.prompt, &mut seq.cache);
         if seq.want_prompt_logprobs {
+            self.queue.prompt_logprob_passes.fetch_add(1, Ordering::Relaxed);
             let all = std::mem::take(&mut seq.prompt_logprobs);
             if seq.tx.send(Event::PromptLogprobs(all)).is_err() {
                 return Step::Done;

@@ -10,6 +10,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import TEXT, Server, decode_rate, load_avg, log, stream_completion  # noqa: E402
@@ -34,7 +35,8 @@ def main():
     print("|---|---|---|---|---|")
     for model in args.models.split(","):
         servers = [
-            Server(name, [binary, "serve", "--port", str(port), "--models", model, "--max-batch", "16"], port, env)
+            # Each its own state directory: the binaries' database schemas may differ.
+            Server(name, [binary, "--state-dir", tempfile.mkdtemp(prefix=f"hearth-{name}-"), "serve", "--port", str(port), "--models", model, "--max-batch", "16"], port, env)
             for name, binary, port in [("before", args.before, args.port), ("after", args.after, args.port + 1)]
         ]
         try:

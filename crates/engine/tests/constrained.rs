@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use hearth_engine::text::constraint::{ConstraintError, ConstraintSpec, Function, Grammars, CALL_CLOSE, CALL_OPEN};
-use hearth_engine::text::{ConstraintFailure, Event, FinishReason, GenerateRequest, Message, Role, SamplingParams, TextEngine, TextEngineConfig};
+use hearth_engine::text::{ConstraintFailure, FinishReason, GenerateRequest, Message, Role, SamplingParams, TextEngine, TextEngineConfig};
 use serde_json::{json, Value};
 
 fn model(file: &str) -> PathBuf {

@@ -376,7 +376,7 @@ fn pull(catalog: &Catalog, names: &[String], models_dir: &Path) -> Result<()> {
 
 fn print_models(catalog: &Catalog, models_dir: &Path) {
     let today = hearth_catalog::today();
-    let endpoints = |eps: &[Endpoint]| eps.iter().map(|e| e.path()).collect::<Vec<_>>().join(" ");
+    let endpoints = |eps: &[Endpoint]| eps.iter().map(|&e| hearth_server::paths::endpoint_path(e)).collect::<Vec<_>>().join(" ");
     println!("MODELS (cache: {})", models_dir.display());
     for m in catalog.models() {
         let source = match &m.source {

@@ -4,6 +4,7 @@
 //! inserted with sox), Debian packages that scripts/test.sh installs.
 mod common;
 
+use common::speech::{espeak, wer, words};
 use common::{assert_error, Server};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -67,7 +68,7 @@ fn run(cmd: &mut Command) {
 fn speech(name: &str, voice: &str, text: &str, ext: &str) -> Vec<u8> {
     let wav = work_dir().join(format!("{name}.wav"));
     if !wav.exists() {
-        run(Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&wav).arg(text));
+        espeak(&wav, voice, text);
     }
     if ext == "wav" {
         return std::fs::read(&wav).unwrap();
@@ -100,26 +101,6 @@ async fn json_ok(path: &str, model: &str, file: Vec<u8>, filename: &str, fields:
     let (status, body) = transcribe(path, model, file, filename, fields).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).map(str::to_string).collect()
-}
-
-/// Word-level Levenshtein distance over the reference length.
-fn wer(reference: &str, hypothesis: &str) -> f64 {
-    let (r, h) = (words(reference), words(hypothesis));
-    let mut row: Vec<usize> = (0..=h.len()).collect();
-    for i in 1..=r.len() {
-        let mut prev = row[0];
-        row[0] = i;
-        for j in 1..=h.len() {
-            let sub = prev + usize::from(r[i - 1] != h[j - 1]);
-            prev = row[j];
-            row[j] = sub.min(row[j] + 1).min(row[j - 1] + 1);
-        }
-    }
-    row[h.len()] as f64 / r.len().max(1) as f64
 }
 
 const TRANSCRIBE: &str = "/v1/audio/transcriptions";
@@ -388,7 +369,7 @@ async fn word_times_follow_inserted_pauses() {
     let mut files = Vec::new();
     for (i, text) in parts.iter().enumerate() {
         let wav = dir.join(format!("pause-{i}.wav"));
-        run(Command::new("espeak-ng").args(["-v", "en-us", "-s", "150", "-w"]).arg(&wav).arg(text));
+        espeak(&wav, "en-us", text);
         files.push(wav);
     }
     // The sentences with 1.5 s and 2.5 s of silence between them, at 16 kHz.

@@ -3,24 +3,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-const ALIASES: [&str; 15] = [
-    "gpt-3.5-turbo",
-    "gpt-3.5-turbo-0301",
-    "gpt-4",
-    "gpt-4-0314",
-    "gpt-4-32k",
-    "gpt-4-32k-0314",
-    "text-davinci-003",
-    "text-davinci-002",
-    "code-davinci-002",
-    "davinci",
-    "curie",
-    "babbage",
-    "ada",
-    "davinci-002",
-    "babbage-002",
-];
-
 fn assert_model_object(m: &serde_json::Value) {
     let obj = m.as_object().unwrap_or_else(|| panic!("model is not an object: {m}"));
     assert_eq!(m["object"], "model", "{m}");
@@ -41,7 +23,7 @@ async fn list_has_every_model_and_alias() {
     let data = body["data"].as_array().expect("data array");
     data.iter().for_each(assert_model_object);
     let ids: Vec<&str> = data.iter().filter_map(|m| m["id"].as_str()).collect();
-    for id in ALL_MODELS.iter().chain(ALIASES.iter()) {
+    for id in ALL_MODELS.iter().chain(aliases::TEXT_ALIASES.iter()) {
         assert!(ids.contains(id), "{id} missing from /v1/models: {ids:?}");
     }
 }

@@ -3,6 +3,9 @@
 //! shapes OpenAI promises (error bodies, SSE framing).
 #![allow(dead_code)]
 
+pub mod aliases;
+pub mod speech;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -27,28 +27,6 @@ pub enum Endpoint {
     Edits,
 }
 
-impl Endpoint {
-    /// The URL path, e.g. "/v1/chat/completions".
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/v1/chat/completions",
-            Endpoint::Completions => "/v1/completions",
-            Endpoint::Embeddings => "/v1/embeddings",
-            Endpoint::Moderations => "/v1/moderations",
-            Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
-            Endpoint::AudioTranslations => "/v1/audio/translations",
-            Endpoint::ImagesGenerations => "/v1/images/generations",
-            Endpoint::Edits => "/v1/edits",
-        }
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.path())
-    }
-}
-
 /// How a model's weights are stored, which says the runtime that loads them (and the
 /// extension of a single-file model).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -193,36 +171,19 @@ pub enum ResolveError {
     WrongEndpoint { model: String, serves: Vec<Endpoint> },
 }
 
-/// OpenAI's wording where it has one (the server puts this in `error.message`).
+/// A plain description for logs and tools; the server words these for clients (its `error.rs`).
 impl fmt::Display for ResolveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ResolveError::NotFound { model } => {
-                write!(f, "The model `{model}` does not exist or you do not have access to it.")
-            }
+            ResolveError::NotFound { model } => write!(f, "no model or alias `{model}`"),
             ResolveError::Deprecated { model, date, replacement } => {
-                write!(f, "The model `{model}` has been deprecated since {date}")?;
+                write!(f, "`{model}` is deprecated since {date}")?;
                 match replacement {
-                    Some(r) => write!(f, "; please use `{r}` instead."),
-                    None => write!(f, "."),
+                    Some(r) => write!(f, " (replacement: `{r}`)"),
+                    None => Ok(()),
                 }
             }
-            ResolveError::WrongEndpoint { model, serves } => {
-                let chat = serves.contains(&Endpoint::ChatCompletions);
-                let completions = serves.contains(&Endpoint::Completions);
-                match (chat, completions) {
-                    (true, false) => {
-                        write!(f, "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?")
-                    }
-                    (false, true) => {
-                        write!(f, "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?")
-                    }
-                    _ => {
-                        let paths: Vec<&str> = serves.iter().map(|e| e.path()).collect();
-                        write!(f, "The model `{model}` is not supported by this endpoint; it is served by: {}.", paths.join(", "))
-                    }
-                }
-            }
+            ResolveError::WrongEndpoint { model, serves } => write!(f, "`{model}` does not serve this endpoint; it serves {serves:?}"),
         }
     }
 }

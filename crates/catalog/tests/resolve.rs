@@ -1,4 +1,6 @@
 //! The catalog's resolution rules, on the built-in catalog and on user files.
+#[path = "../../../tests/common/aliases.rs"]
+mod aliases;
 
 use hearth_catalog::{Catalog, Endpoint, ResolveError};
 use std::path::Path;
@@ -36,29 +38,9 @@ fn builtin_has_every_model_and_openai_alias() {
     let ids: Vec<&str> = catalog.models().iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, MODERATION, "whisper-base", "whisper-tiny.en"]);
     let listed: Vec<String> = catalog.list().into_iter().map(|l| l.id).collect();
-    for name in [
-        "gpt-3.5-turbo",
-        "gpt-3.5-turbo-0301",
-        "gpt-4",
-        "gpt-4-0314",
-        "gpt-4-32k",
-        "gpt-4-32k-0314",
-        "text-davinci-003",
-        "text-davinci-002",
-        "code-davinci-002",
-        "davinci",
-        "curie",
-        "babbage",
-        "ada",
-        "davinci-002",
-        "babbage-002",
-        "text-moderation-latest",
-        "text-moderation-stable",
-        "omni-moderation-latest",
-        "text-embedding-ada-002",
-        "text-search-ada-doc-001",
-        "whisper-1",
-    ] {
+    let others =
+        ["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest", "text-embedding-ada-002", "text-search-ada-doc-001", "whisper-1"];
+    for name in aliases::TEXT_ALIASES.into_iter().chain(others) {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
     }
@@ -125,13 +107,16 @@ fn wrong_endpoint_names_the_right_one() {
     let catalog = Catalog::builtin();
     let err = catalog.resolve("gpt-3.5-turbo", Some(Endpoint::Completions), TODAY).unwrap_err();
     assert_eq!(err, ResolveError::WrongEndpoint { model: "gpt-3.5-turbo".into(), serves: vec![Endpoint::ChatCompletions] });
-    assert_eq!(err.to_string(), "This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?");
+    // The server words these (crates/server/src/error.rs tests); the catalog says which endpoints serve.
     for name in ["davinci", "text-davinci-003", GEMMA] {
         let err = catalog.resolve(name, Some(Endpoint::ChatCompletions), TODAY).unwrap_err();
-        assert_eq!(err.to_string(), "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?");
+        assert!(
+            matches!(&err, ResolveError::WrongEndpoint { serves, .. } if serves.contains(&Endpoint::Completions) && !serves.contains(&Endpoint::ChatCompletions)),
+            "{err:?}"
+        );
     }
     let err = catalog.resolve(QWEN, Some(Endpoint::Embeddings), TODAY).unwrap_err();
-    assert!(err.to_string().contains("/v1/chat/completions, /v1/completions"), "{err}");
+    assert!(matches!(&err, ResolveError::WrongEndpoint { serves, .. } if serves == &[Endpoint::ChatCompletions, Endpoint::Completions]), "{err:?}");
 }
 
 #[test]
@@ -141,7 +126,6 @@ fn unknown_names_are_not_found() {
         let err = catalog.resolve(name, Some(Endpoint::ChatCompletions), TODAY).unwrap_err();
         assert_eq!(err, ResolveError::NotFound { model: name.into() });
     }
-    assert_eq!(ResolveError::NotFound { model: "gpt-5".into() }.to_string(), "The model `gpt-5` does not exist or you do not have access to it.");
 }
 
 #[test]
@@ -171,7 +155,6 @@ fn deprecated_snapshot_names_its_replacement_and_the_family_falls_back() {
     assert_eq!(after.entry.id, SMOL);
     let err = catalog.resolve("smollm2-next", Some(Endpoint::ChatCompletions), "2025-01-01").unwrap_err();
     assert_eq!(err, ResolveError::Deprecated { model: "smollm2-next".into(), date: "2025-01-01".into(), replacement: Some(SMOL.into()) });
-    assert!(err.to_string().contains(SMOL) && err.to_string().contains("2025-01-01"), "{err}");
     assert!(!catalog.list_on("2025-01-01").iter().any(|l| l.id == "smollm2-next"));
     assert!(catalog.list().iter().any(|l| l.id == "smollm2-next"));
 }
@@ -293,15 +276,6 @@ fn bad_user_catalogs_are_rejected_with_clear_errors() {
          source = { kind = \"path\", path = \"/x\" }\n",
     );
     assert!(err.contains("`context_window` must be positive") && err.contains("`endpoints` is empty"), "{err}");
-}
-
-#[test]
-fn endpoint_paths() {
-    assert_eq!(Endpoint::ChatCompletions.path(), "/v1/chat/completions");
-    assert_eq!(Endpoint::Completions.path(), "/v1/completions");
-    assert_eq!(Endpoint::Embeddings.to_string(), "/v1/embeddings");
-    assert_eq!(Endpoint::AudioTranscriptions.path(), "/v1/audio/transcriptions");
-    assert_eq!(Endpoint::ImagesGenerations.path(), "/v1/images/generations");
 }
 
 #[test]

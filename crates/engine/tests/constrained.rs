@@ -5,13 +5,14 @@
 //! own call-open tag on; unsupported keywords are refused by name.
 mod model_support;
 
+use model_support::collect;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use hearth_engine::text::constraint::{ConstraintError, ConstraintSpec, Function, Grammars, CALL_CLOSE, CALL_OPEN};
-use hearth_engine::text::{ConstraintFailure, Event, FinishReason, GenerateRequest, Message, Role, SamplingParams, TextEngine, TextEngineConfig};
+use hearth_engine::text::{ConstraintFailure, FinishReason, GenerateRequest, Message, Role, SamplingParams, TextEngine, TextEngineConfig};
 use serde_json::{json, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 fn model(file: &str) -> PathBuf {
     model_support::model_path(file)
@@ -23,12 +24,12 @@ const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 
 fn smol() -> &'static TextEngine {
     static ENGINE: OnceLock<TextEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| TextEngine::load(&model(SMOL), TextEngineConfig::default()).expect("loading SmolLM2"))
+    ENGINE.get_or_init(|| model_support::text_engine(SMOL, TextEngineConfig::default()))
 }
 
 fn qwen() -> &'static TextEngine {
     static ENGINE: OnceLock<TextEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| TextEngine::load(&model(QWEN), TextEngineConfig::default()).expect("loading Qwen2.5-Coder"))
+    ENGINE.get_or_init(|| model_support::text_engine(QWEN, TextEngineConfig::default()))
 }
 
 fn chat_prompt(engine: &TextEngine, user: &str) -> Vec<u32> {
@@ -49,19 +50,6 @@ fn request(engine: &TextEngine, user: &str, spec: Option<&ConstraintSpec>, max_t
 
 fn sampled(seed: u64) -> SamplingParams {
     SamplingParams { temperature: 1.0, seed: Some(seed), ..Default::default() }
-}
-
-fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, FinishReason) {
-    let mut ids = Vec::new();
-    while let Some(event) = rx.blocking_recv() {
-        match event {
-            Event::Token { id, .. } => ids.push(id),
-            Event::Finished { reason } => return (ids, reason),
-            Event::PromptLogprobs(_) => {}
-            Event::Error(e) => panic!("engine error: {e}"),
-        }
-    }
-    panic!("stream ended without Finished after {} tokens", ids.len());
 }
 
 /// Submits every request at once (they decode as one batch) and waits for all.

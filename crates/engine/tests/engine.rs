@@ -2,7 +2,8 @@
 //! back-pressure, cancellation and limits.
 mod model_support;
 
-use std::path::PathBuf;
+use model_support::collect;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -10,14 +11,9 @@ use hearth_engine::text::{
     CompletionPrompt, EngineError, Event, FinishReason, GenerateRequest, Message, SamplingParams, TextEngine, TextEngineConfig, TextEngineStats, TextEvent,
     TextRequest,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
-
-fn model_path() -> PathBuf {
-    model_support::model_path("smollm2-135m-instruct-q4_1.gguf")
-}
 
 fn load(config: TextEngineConfig) -> TextEngine {
-    TextEngine::load(&model_path(), config).unwrap_or_else(|e| panic!("loading SmolLM2: {e:#}"))
+    model_support::text_engine(model_support::SMOLLM2, config)
 }
 
 /// One engine with the default configuration, shared by the tests that don't need their own.
@@ -43,20 +39,6 @@ fn greedy() -> SamplingParams {
 fn no_stop(engine: &TextEngine, mut sampling: SamplingParams) -> SamplingParams {
     sampling.logit_bias = engine.info().stop_tokens.iter().map(|&id| (id, -100.0)).collect();
     sampling
-}
-
-/// Receives until the end; returns generated ids and why generation ended.
-fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, FinishReason) {
-    let mut ids = Vec::new();
-    while let Some(event) = rx.blocking_recv() {
-        match event {
-            Event::Token { id, .. } => ids.push(id),
-            Event::Finished { reason } => return (ids, reason),
-            Event::PromptLogprobs(_) => {}
-            Event::Error(e) => panic!("engine error: {e}"),
-        }
-    }
-    panic!("stream ended without Finished after {} tokens", ids.len());
 }
 
 fn run(engine: &TextEngine, req: GenerateRequest) -> (Vec<u32>, FinishReason) {

@@ -2,8 +2,9 @@
 //! whisper-base. Speech is synthesised at test time by espeak-ng (a Debian
 //! package scripts/test.sh installs) from sentences written for this test.
 mod model_support;
+#[path = "../../../tests/common/speech.rs"]
+mod speech;
 use hearth_engine::audio::{decode_audio, TranscribeOptions, WhisperEngine};
-use std::process::Command;
 
 const SENTENCES: [&str; 6] = [
     "Seven brave sailors rowed the little boat through the storm.",
@@ -14,30 +15,9 @@ const SENTENCES: [&str; 6] = [
     "Thick fog covered the harbour until late in the afternoon.",
 ];
 
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).map(str::to_string).collect()
-}
-
-/// Word-level edit distance (substitutions, insertions, deletions).
-fn errors(reference: &str, hypothesis: &str) -> usize {
-    let (r, h) = (words(reference), words(hypothesis));
-    let mut row: Vec<usize> = (0..=h.len()).collect();
-    for i in 1..=r.len() {
-        let mut prev = row[0];
-        row[0] = i;
-        for j in 1..=h.len() {
-            let sub = prev + usize::from(r[i - 1] != h[j - 1]);
-            prev = row[j];
-            row[j] = sub.min(row[j] + 1).min(row[j - 1] + 1);
-        }
-    }
-    row[h.len()]
-}
-
 fn speak(name: &str, voice: &str, text: &str) -> Vec<f32> {
     let wav = std::env::temp_dir().join(format!("hearth-search-{}-{name}.wav", std::process::id()));
-    let out = Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&wav).arg(text).output().expect("espeak-ng (scripts/test.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    speech::espeak(&wav, voice, text);
     let samples = decode_audio(std::fs::read(&wav).unwrap(), Some("a.wav"), &Default::default()).expect("decode");
     let _ = std::fs::remove_file(&wav);
     samples
@@ -63,11 +43,11 @@ fn beam_search_errs_no_more_than_greedy() {
                 engine.transcribe(&samples, &opts).expect("transcribe").text
             };
             let (greedy, beam) = (run(1), run(5));
-            let (g, b) = (errors(&text, &greedy), errors(&text, &beam));
+            let (g, b) = (speech::word_errors(&text, &greedy), speech::word_errors(&text, &beam));
             eprintln!("{voice} clip {i}: greedy {g} errors {greedy:?}, beam {b} errors {beam:?}");
             greedy_errors += g;
             beam_errors += b;
-            total += words(&text).len();
+            total += speech::words(&text).len();
         }
     }
     let (g, b) = (greedy_errors as f64 / total as f64, beam_errors as f64 / total as f64);

@@ -1,6 +1,7 @@
 //! Every failure becomes an `ApiError`: the HTTP status and OpenAI's error body
 //! are decided here and nowhere else.
 use crate::limits::{BODY_LIMIT, FILE_LIMIT};
+use crate::paths::endpoint_path;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
@@ -225,7 +226,7 @@ impl From<ResolveError> for ApiError {
                 } else if completions && !chat {
                     "This is not a chat model and thus not supported in the v1/chat/completions endpoint. Did you mean to use v1/completions?".to_string()
                 } else {
-                    let paths: Vec<&str> = serves.iter().map(|e| e.path().trim_start_matches('/')).collect();
+                    let paths: Vec<&str> = serves.iter().map(|&e| endpoint_path(e).trim_start_matches('/')).collect();
                     format!("The model `{model}` is not supported by this endpoint. It serves: {}.", paths.join(", "))
                 };
                 Self::new(StatusCode::NOT_FOUND, message, INVALID_REQUEST, Some("model"), None)
@@ -332,6 +333,16 @@ mod tests {
         assert_eq!(e.body.error.param.as_deref(), Some("model"));
         let e: ApiError = ResolveError::WrongEndpoint { model: "m".into(), serves: vec![Endpoint::Completions] }.into();
         assert!(e.body.error.message.starts_with("This is not a chat model"));
+    }
+
+    #[test]
+    fn wrong_endpoint_lists_the_paths_it_serves_and_unknown_models_are_not_found() {
+        let serves = vec![Endpoint::ChatCompletions, Endpoint::Completions];
+        let e: ApiError = ResolveError::WrongEndpoint { model: "q".into(), serves }.into();
+        assert_eq!(e.body.error.message, "The model `q` is not supported by this endpoint. It serves: v1/chat/completions, v1/completions.");
+        let e: ApiError = ResolveError::NotFound { model: "gpt-5".into() }.into();
+        assert_eq!((e.status, e.body.error.code.as_deref()), (StatusCode::NOT_FOUND, Some("model_not_found")));
+        assert!(e.body.error.message.starts_with("The model `gpt-5` does not exist"), "{}", e.body.error.message);
     }
 
     #[test]

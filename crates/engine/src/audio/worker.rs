@@ -5,6 +5,7 @@
 //! frees its place only once that work has noticed and stopped.
 use super::cancel::{Cancel, Cancelled};
 use super::{AudioError, TranscribeOptions, Transcript, WhisperEngine};
+use crate::admission::{Admission, Overloaded};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -21,17 +22,23 @@ pub enum SpeechError {
     Internal(anyhow::Error),
 }
 
+impl From<Overloaded> for SpeechError {
+    fn from(_: Overloaded) -> Self {
+        Self::Overloaded
+    }
+}
+
 #[derive(Clone)]
 pub struct SpeechEngine {
     model: Arc<WhisperEngine>,
-    /// Jobs admitted (running + waiting).
-    admitted: Arc<Semaphore>,
+    /// Jobs admitted (one running + `queue_capacity` waiting).
+    admission: Admission,
     running: Arc<Semaphore>,
 }
 
 impl SpeechEngine {
     pub fn load(dir: &Path, queue_capacity: usize) -> anyhow::Result<Self> {
-        Ok(Self { model: Arc::new(WhisperEngine::load(dir)?), admitted: Arc::new(Semaphore::new(queue_capacity + 1)), running: Arc::new(Semaphore::new(1)) })
+        Ok(Self { model: Arc::new(WhisperEngine::load(dir)?), admission: Admission::new(queue_capacity + 1), running: Arc::new(Semaphore::new(1)) })
     }
 
     pub fn model(&self) -> &WhisperEngine {
@@ -41,7 +48,7 @@ impl SpeechEngine {
     /// Decodes the uploaded file (kept in memory only) and transcribes it.
     /// Dropping the returned future cancels the work.
     pub async fn transcribe(&self, file: Vec<u8>, filename: Option<String>, mut opts: TranscribeOptions) -> Result<Transcript, SpeechError> {
-        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| SpeechError::Overloaded)?;
+        let admitted = self.admission.try_admit()?;
         let running = self.running.clone().acquire_owned().await.map_err(|e| SpeechError::Internal(e.into()))?;
         let cancel = Cancel::default();
         opts.cancel = cancel.clone();

@@ -1,4 +1,4 @@
-//! The batching thread. Requests wait in a bounded queue; each iteration packs
+//! The batching thread. Requests wait in a queue bounded by an `Admission`; each iteration packs
 //! inputs into one forward pass of at most `max_batch_tokens` tokens, taking
 //! one input from each request in turn (round robin, starting one request
 //! further each pass), so a one-line request shares the next pass with a
@@ -14,13 +14,14 @@ use tokio::sync::oneshot;
 
 use super::bert::Bert;
 use super::{EmbedConfig, EmbedError};
+use crate::admission::{Admission, Permit};
 
 pub(super) type Reply = oneshot::Receiver<Result<Vec<Vec<f32>>, EmbedError>>;
 
 /// The submitting side; dropping it lets the thread finish its work and exit.
 pub(super) struct Handle {
     queue: Arc<JobQueue>,
-    capacity: usize,
+    admission: Admission,
 }
 
 struct JobQueue {
@@ -30,8 +31,6 @@ struct JobQueue {
 
 struct State {
     waiting: VecDeque<Job>,
-    /// Requests submitted and not yet answered (waiting or in the worker's hands).
-    open: usize,
     shutdown: bool,
 }
 
@@ -47,6 +46,8 @@ struct Job {
     inputs: Vec<Vec<u32>>,
     vectors: Vec<Vec<f32>>,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+    /// The request's place, freed when the job is answered or dropped.
+    _admitted: Permit,
 }
 
 impl Job {
@@ -56,23 +57,18 @@ impl Job {
 }
 
 pub(super) fn start(model: Bert, config: EmbedConfig) -> anyhow::Result<Handle> {
-    let queue = Arc::new(JobQueue { state: Mutex::new(State { waiting: VecDeque::new(), open: 0, shutdown: false }), wake: Condvar::new() });
+    let queue = Arc::new(JobQueue { state: Mutex::new(State { waiting: VecDeque::new(), shutdown: false }), wake: Condvar::new() });
     let worker = Batcher { model, queue: queue.clone(), max_batch_tokens: config.max_batch_tokens.max(1), active: VecDeque::new() };
     std::thread::Builder::new().name("hearth-embed".into()).spawn(move || worker.run()).context("starting the embedding thread")?;
-    Ok(Handle { queue, capacity: config.queue_capacity.max(1) })
+    Ok(Handle { queue, admission: Admission::new(config.queue_capacity) })
 }
 
 impl Handle {
     pub(super) fn submit(&self, inputs: Vec<Vec<u32>>) -> Result<Reply, EmbedError> {
+        let admitted = self.admission.try_admit()?;
         let (reply, rx) = oneshot::channel();
-        let mut state = self.queue.lock();
-        if state.open >= self.capacity {
-            return Err(EmbedError::Overloaded);
-        }
-        state.open += 1;
         let vectors = Vec::with_capacity(inputs.len());
-        state.waiting.push_back(Job { inputs, vectors, reply });
-        drop(state);
+        self.queue.lock().waiting.push_back(Job { inputs, vectors, reply, _admitted: admitted });
         self.queue.wake.notify_one();
         Ok(rx)
     }
@@ -106,17 +102,13 @@ impl Batcher {
                 }
                 self.active.extend(state.waiting.drain(..));
             }
-            let before = self.active.len();
             self.active.retain(|job| !job.reply.is_closed());
-            let finished = before - self.active.len() + self.step();
-            if finished > 0 {
-                self.queue.lock().open -= finished;
-            }
+            self.step();
         }
     }
 
-    /// One forward pass over the next inputs; returns how many requests it finished.
-    fn step(&mut self) -> usize {
+    /// One forward pass over the next inputs; answered jobs leave `active` (and free their places).
+    fn step(&mut self) {
         // Which job each input of the batch belongs to, and the inputs themselves.
         let mut owners = Vec::new();
         let mut batch: Vec<&[u32]> = Vec::new();
@@ -140,7 +132,7 @@ impl Batcher {
             }
         }
         if batch.is_empty() {
-            return 0;
+            return;
         }
         match self.model.embed(&batch) {
             Ok(vectors) => {
@@ -151,29 +143,24 @@ impl Batcher {
             }
             Err(e) => {
                 tracing::error!("embedding forward pass failed: {e:#}");
-                let mut failed = 0;
                 for (j, job) in std::mem::take(&mut self.active).into_iter().enumerate() {
                     if taken[j] > 0 {
                         let _ = job.reply.send(Err(EmbedError::Internal(e.to_string())));
-                        failed += 1;
                     } else {
                         self.active.push_back(job);
                     }
                 }
-                return failed;
+                return;
             }
         }
-        let mut finished = 0;
         for job in std::mem::take(&mut self.active) {
             if job.remaining().is_empty() {
                 let _ = job.reply.send(Ok(job.vectors));
-                finished += 1;
             } else {
                 self.active.push_back(job);
             }
         }
         // The next pass starts with the next request.
         self.active.rotate_left(1.min(self.active.len()));
-        finished
     }
 }

@@ -20,13 +20,20 @@ use anyhow::Context;
 pub struct EmbedConfig {
     /// Most tokens (special tokens included) encoded in one forward pass.
     pub max_batch_tokens: usize,
-    /// Most requests queued or running at once; over this, `embed` answers `Overloaded`.
+    /// Most requests queued or running at once (the size of its `Admission`); over this,
+    /// `embed` answers `Overloaded`. The server sets it from `--max-batch` + `--queue`.
     pub queue_capacity: usize,
 }
 
 impl Default for EmbedConfig {
     fn default() -> Self {
         Self { max_batch_tokens: 8192, queue_capacity: 256 }
+    }
+}
+
+impl From<crate::admission::Overloaded> for EmbedError {
+    fn from(_: crate::admission::Overloaded) -> Self {
+        Self::Overloaded
     }
 }
 

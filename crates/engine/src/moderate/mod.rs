@@ -12,6 +12,7 @@ pub mod toxic;
 
 pub use heads::CATEGORIES;
 
+use crate::admission::Admission;
 use crate::embed::{EmbedEngine, EmbedError};
 use std::sync::Arc;
 
@@ -36,10 +37,13 @@ pub struct ModerationEngine {
     embed: EmbedEngine,
     toxic: Arc<toxic::ToxicClassifier>,
     heads: Arc<heads::Heads>,
+    /// Requests scoring at once; each also queues its chunks on the shared embedding engine.
+    admission: Admission,
 }
 
 impl ModerationEngine {
-    pub fn new(embed: EmbedEngine) -> anyhow::Result<Self> {
+    /// Moderation on `embed`, admitting at most `capacity` requests at once.
+    pub fn new(embed: EmbedEngine, capacity: usize) -> anyhow::Result<Self> {
         let heads = heads::Heads::builtin()?;
         anyhow::ensure!(
             heads.embedding_dims() == embed.dimensions(),
@@ -47,16 +51,20 @@ impl ModerationEngine {
             heads.embedding_dims(),
             embed.dimensions()
         );
-        Ok(Self { embed, toxic: Arc::new(toxic::ToxicClassifier::builtin()?), heads: Arc::new(heads) })
+        Ok(Self { embed, toxic: Arc::new(toxic::ToxicClassifier::builtin()?), heads: Arc::new(heads), admission: Admission::new(capacity) })
     }
 
     /// Scores each text; texts of any length are chunked.
     pub async fn moderate(&self, texts: &[String]) -> Result<Vec<Verdict>, EmbedError> {
+        // Shared with the blocking work, so the place stays taken until that work ends too.
+        let admitted = Arc::new(self.admission.try_admit()?);
+        let tokenizing = admitted.clone();
         let limits = chunk::Limits { embed_tokens: self.embed.max_tokens() - 2, toxic_words: self.toxic.max_len() };
         let this = self.clone();
         let owned: Vec<String> = texts.to_vec();
         // Tokenizing and the BiLSTM are CPU work: keep them off the async threads.
         let (owners, chunks) = blocking(move || {
+            let _admitted = tokenizing;
             let (mut owners, mut chunks) = (Vec::new(), Vec::new());
             for (i, text) in owned.iter().enumerate() {
                 // Nothing to score: an empty text keeps its zero scores, without a model pass.
@@ -73,9 +81,14 @@ impl ModerationEngine {
         .await?;
         let (embed_ids, toxic_ids): (Vec<_>, Vec<_>) = chunks.into_iter().map(|c| (c.embed_ids, c.toxic_ids)).unzip();
         // The BiLSTM runs while the embedding engine batches the same chunks.
-        let toxic = self.toxic.clone();
-        let (embeddings, toxic_probs) =
-            tokio::join!(self.embed.embed(embed_ids), blocking(move || toxic_ids.iter().map(|ids| toxic.classify_ids(ids)).collect::<Vec<_>>()));
+        let (toxic, classifying) = (self.toxic.clone(), admitted.clone());
+        let (embeddings, toxic_probs) = tokio::join!(
+            self.embed.embed(embed_ids),
+            blocking(move || {
+                let _admitted = classifying;
+                toxic_ids.iter().map(|ids| toxic.classify_ids(ids)).collect::<Vec<_>>()
+            })
+        );
         let (embeddings, toxic_probs) = (embeddings?, toxic_probs?);
         let mut verdicts = vec![Verdict { scores: [0.0; CATEGORIES.len()], flags: [false; CATEGORIES.len()] }; texts.len()];
         for ((owner, embedding), probs) in owners.into_iter().zip(&embeddings).zip(&toxic_probs) {

@@ -14,6 +14,7 @@
 
 pub mod constraint; // JSON Schema / tool-call grammars -> per-step token masks
 mod generation; // TextRequest -> n TextStreams: ids to text, stop strings, logprobs as text
+mod gguf; // opening GGUF files: header -> tokenizer + ModelInfo, then weights
 mod message; // typed chat messages and tools, what templates render
 mod model; // architectures: forward pass over a preallocated KV cache
 mod prefix; // KV caches of recent prompts, reused by requests sharing their prefix
@@ -21,21 +22,23 @@ mod prompt; // messages / completion prompts -> token ids; context budget
 mod sampling; // temperature/top_p/penalties/logit_bias/seeded RNG, logprobs
 mod scheduler; // continuous batching loop on its own thread
 mod stop; // stop strings found across token boundaries
-mod template;
-mod tokenizer; // GGUF metadata -> tokenizers::Tokenizer, incremental decoding // chat template rendering with minijinja
+mod template; // chat template rendering with minijinja
+mod tokenizer; // GGUF metadata -> tokenizers::Tokenizer, incremental decoding
 
 pub use generation::{GeneratedToken, Logprob, PromptToken, TextChunk, TextEvent, TextRequest, TextStream, TokenText};
 pub use message::{ContentPart, Message, Role, ToolCall, ToolSpec};
 pub use prompt::{completion_budget, CompletionPrompt, ContextExceeded, PreparedPrompt, PromptError};
 
-/// Loads a model's weights from an opened GGUF (used by the scheduler and the model tests).
+/// Loads a model's weights from an opened GGUF (used by `TextEngine::load` and the model tests).
 pub use model::load as load_model;
+/// A GGUF's hyperparameters as the engine reads them (the training graph is built from them too).
+pub use model::{Arch, Hparams, RopeStyle, SlidingWindow};
 pub use model::{Greedy, Model, Next, SeqCache, Want};
 pub use tokenizer::{IncrementalDecoder, Tokenizer};
 
 /// The tokenizer and facts of a GGUF model, read without loading its weights.
 pub fn load_vocab(path: &Path) -> anyhow::Result<(ModelInfo, Tokenizer)> {
-    scheduler::read_vocab(path)
+    gguf::read_vocab(path)
 }
 
 /// Renders chat `messages` (and `tools`) with the template in `info` (see `TextEngine::render_chat`).
@@ -182,6 +185,12 @@ pub enum ConstraintFailure {
     Vocabulary(String),
 }
 
+impl From<crate::admission::Overloaded> for EngineError {
+    fn from(_: crate::admission::Overloaded) -> Self {
+        Self::Overloaded
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("the engine is at capacity; retry later")]
@@ -203,7 +212,8 @@ pub struct TextEngine {
 impl TextEngine {
     /// Loads the GGUF at `path` and starts the scheduler thread.
     pub fn load(path: &Path, config: TextEngineConfig) -> anyhow::Result<Self> {
-        scheduler::start(path, config).map(|inner| Self { inner, grammars: Default::default() })
+        let (info, tokenizer, model) = gguf::load(path)?;
+        scheduler::start(info, tokenizer, model, config).map(|inner| Self { inner, grammars: Default::default() })
     }
     pub fn info(&self) -> &ModelInfo {
         &self.inner.info

@@ -9,12 +9,10 @@
 //! 4. runs one batched decode step for every sequence past its prompt.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
-use candle_core::quantized::gguf_file;
 use candle_core::{DType, Tensor};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -24,6 +22,7 @@ use super::prompt::{check_vocabulary, completion_budget, PromptError};
 use super::sampling::{self, Sampler};
 use super::tokenizer::Tokenizer;
 use super::{EngineError, Event, FinishReason, GenerateRequest, ModelInfo, TextEngineConfig, TokenLogprob};
+use crate::admission::{Admission, Permit};
 
 /// Prompt tokens prefilled per loop iteration, across all sequences: bounds how long
 /// running streams wait for a new prompt (the model splits a call itself, by
@@ -37,21 +36,22 @@ const MIN_TAIL: usize = 64;
 pub(crate) struct EngineShared {
     pub(crate) info: ModelInfo,
     pub(crate) tokenizer: Tokenizer,
-    queue: Arc<Queue>,
-    config: TextEngineConfig,
+    inbox: Arc<Inbox>,
+    /// Sequences running and waiting: `max_batch` + `queue_capacity` places.
+    admission: Admission,
 }
 
 impl Drop for EngineShared {
     /// The last engine handle is gone: let the scheduler thread finish its work and exit.
     fn drop(&mut self) {
-        self.queue.lock().shutdown = true;
-        self.queue.wake.notify_all();
+        self.inbox.lock().shutdown = true;
+        self.inbox.wake.notify_all();
     }
 }
 
 /// Requests waiting to join the batch, shared by `submit` and the scheduler thread.
-struct Queue {
-    state: Mutex<QueueState>,
+struct Inbox {
+    state: Mutex<InboxState>,
     wake: Condvar,
     /// Prompt tokens taken from the prefix cache instead of prefilled, since start.
     reused_prompt_tokens: AtomicU64,
@@ -59,21 +59,18 @@ struct Queue {
     prefix_hits: AtomicU64,
     /// Sequences whose prompt logprobs were computed, since load.
     prompt_logprob_passes: AtomicU64,
-    /// The running batch as the worker last left it (see `Worker::publish`).
+    /// The running batch as the loop last left it (see `BatchLoop::publish`).
     running: AtomicUsize,
     kv_bytes: AtomicUsize,
 }
 
-struct QueueState {
+struct InboxState {
     waiting: VecDeque<Pending>,
-    /// Batch slots free after the last admission: requests that will join at the
-    /// next step without waiting, so they don't count against `queue_capacity`.
-    free_slots: usize,
     shutdown: bool,
 }
 
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
         // A panic elsewhere cannot leave the queue inconsistent: keep going with it.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -84,18 +81,15 @@ struct Pending {
     /// Whose prefix-cache entries it may reuse.
     scope: u64,
     tx: UnboundedSender<Event>,
+    /// Its place, carried into the running batch and freed when the sequence leaves it.
+    admitted: Permit,
 }
 
-/// Opens the GGUF at `path`, builds tokenizer and model, and starts the scheduler thread.
-pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<EngineShared>> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content = gguf_file::Content::read(&mut file).with_context(|| format!("reading GGUF {}", path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&content).context("building the tokenizer")?;
-    let info = model_info(&content, &tokenizer, path);
-    let model = model::load(&content, &mut file).context("loading the model weights")?;
+/// Starts the scheduler thread over a loaded model.
+pub(crate) fn start(info: ModelInfo, tokenizer: Tokenizer, model: Box<dyn Model>, config: TextEngineConfig) -> Result<Arc<EngineShared>> {
     let config = TextEngineConfig { max_batch: config.max_batch.max(1), ..config };
-    let queue = Arc::new(Queue {
-        state: Mutex::new(QueueState { waiting: VecDeque::new(), free_slots: config.max_batch, shutdown: false }),
+    let inbox = Arc::new(Inbox {
+        state: Mutex::new(InboxState { waiting: VecDeque::new(), shutdown: false }),
         wake: Condvar::new(),
         reused_prompt_tokens: AtomicU64::new(0),
         prefix_hits: AtomicU64::new(0),
@@ -103,26 +97,27 @@ pub(crate) fn start(path: &Path, config: TextEngineConfig) -> Result<Arc<EngineS
         running: AtomicUsize::new(0),
         kv_bytes: AtomicUsize::new(0),
     });
-    let worker = Worker {
+    let batch_loop = BatchLoop {
         model,
-        queue: queue.clone(),
+        inbox: inbox.clone(),
         max_batch: config.max_batch,
         stop_tokens: info.stop_tokens.clone(),
         vocab_size: info.vocab_size,
         running: Vec::new(),
         prefixes: PrefixStore::default(),
     };
-    std::thread::Builder::new().name(format!("hearth-text-{}", info.arch)).spawn(move || worker.run()).context("starting the scheduler thread")?;
-    Ok(Arc::new(EngineShared { info, tokenizer, queue, config }))
+    std::thread::Builder::new().name(format!("hearth-text-{}", info.arch)).spawn(move || batch_loop.run()).context("starting the scheduler thread")?;
+    let admission = Admission::new(config.max_batch + config.queue_capacity);
+    Ok(Arc::new(EngineShared { info, tokenizer, inbox, admission }))
 }
 
 pub(crate) fn reused_prompt_tokens(shared: &EngineShared) -> u64 {
-    shared.queue.reused_prompt_tokens.load(Ordering::Relaxed)
+    shared.inbox.reused_prompt_tokens.load(Ordering::Relaxed)
 }
 
 /// What the engine is doing now (see `TextEngineStats`).
 pub(crate) fn stats(shared: &EngineShared) -> super::TextEngineStats {
-    let q = &shared.queue;
+    let q = &shared.inbox;
     super::TextEngineStats {
         running: q.running.load(Ordering::Relaxed),
         queued: q.lock().waiting.len(),
@@ -133,51 +128,18 @@ pub(crate) fn stats(shared: &EngineShared) -> super::TextEngineStats {
     }
 }
 
-/// Tokenizer and model facts of the GGUF at `path`, without the weights.
-pub(crate) fn read_vocab(path: &Path) -> Result<(ModelInfo, Tokenizer)> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content = gguf_file::Content::read(&mut file).with_context(|| format!("reading GGUF {}", path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&content).context("building the tokenizer")?;
-    Ok((model_info(&content, &tokenizer, path), tokenizer))
-}
-
-fn model_info(content: &gguf_file::Content, tokenizer: &Tokenizer, path: &Path) -> ModelInfo {
-    let md = &content.metadata;
-    let text = |key: &str| md.get(key).and_then(|v| v.to_string().ok()).cloned();
-    let arch = text("general.architecture").unwrap_or_default();
-    let context_length =
-        md.get(&format!("{arch}.context_length")).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))).map_or(2048, |n| n as usize);
-    let name = text("general.name").or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default();
-    ModelInfo {
-        arch,
-        name,
-        context_length,
-        vocab_size: tokenizer.vocab_size(),
-        bos: tokenizer.bos(),
-        stop_tokens: tokenizer.stop_tokens().to_vec(),
-        fim: tokenizer.fim(),
-        chat_template: text("tokenizer.chat_template"),
-        add_bos: tokenizer.add_bos(),
-    }
-}
-
 /// Sequences that can be running or waiting at once: a request of more can never be served.
 pub(crate) fn capacity(shared: &EngineShared) -> usize {
-    shared.config.max_batch + shared.config.queue_capacity
+    shared.admission.capacity()
 }
 
-/// Validates and queues a request; answers `Overloaded` at once when the queue is full.
+/// Validates and queues a request; answers `Overloaded` at once when every place is taken.
 pub(crate) fn submit(shared: &Arc<EngineShared>, req: GenerateRequest, scope: u64) -> Result<UnboundedReceiver<Event>, EngineError> {
     validate(&shared.info, &req)?;
+    let admitted = shared.admission.try_admit()?;
     let (tx, rx) = unbounded_channel();
-    {
-        let mut q = shared.queue.lock();
-        if q.waiting.len() >= shared.config.queue_capacity + q.free_slots {
-            return Err(EngineError::Overloaded);
-        }
-        q.waiting.push_back(Pending { req, scope, tx });
-    }
-    shared.queue.wake.notify_one();
+    shared.inbox.lock().waiting.push_back(Pending { req, scope, tx, admitted });
+    shared.inbox.wake.notify_one();
     Ok(rx)
 }
 
@@ -223,6 +185,7 @@ struct Sequence {
     /// The last sampled token, fed to the next decode step.
     last: Option<u32>,
     generated: usize,
+    _admitted: Permit,
 }
 
 impl Sequence {
@@ -232,14 +195,15 @@ impl Sequence {
 }
 
 /// What happened to a sequence after an event was sent to it.
-enum Step {
+enum Progress {
     Continue,
     Done,
 }
 
-struct Worker {
+/// The scheduler thread's state: the model and the running batch.
+struct BatchLoop {
     model: Box<dyn Model>,
-    queue: Arc<Queue>,
+    inbox: Arc<Inbox>,
     max_batch: usize,
     stop_tokens: Vec<u32>,
     vocab_size: usize,
@@ -247,7 +211,7 @@ struct Worker {
     prefixes: PrefixStore,
 }
 
-impl Worker {
+impl BatchLoop {
     fn run(mut self) {
         while let Some(admitted) = self.wait_for_work() {
             for pending in admitted {
@@ -266,12 +230,12 @@ impl Worker {
         // Sequences whose client left are freed before waiting, so an idle engine holds nothing.
         self.running.retain(|s| !s.tx.is_closed());
         self.publish();
-        let mut q = self.queue.lock();
+        let mut q = self.inbox.lock();
         while self.running.is_empty() && q.waiting.is_empty() {
             if q.shutdown {
                 return None;
             }
-            q = self.queue.wake.wait(q).unwrap_or_else(|poisoned| poisoned.into_inner());
+            q = self.inbox.wake.wait(q).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         self.running.retain(|s| !s.tx.is_closed());
         let mut admitted = Vec::new();
@@ -282,17 +246,16 @@ impl Worker {
                 None => break,
             }
         }
-        q.free_slots = self.max_batch - self.running.len() - admitted.len();
         Some(admitted)
     }
 
     /// Makes the running batch's size and KV memory visible to `stats`.
     fn publish(&self) {
-        self.queue.running.store(self.running.len(), Ordering::Relaxed);
-        self.queue.kv_bytes.store(self.running.iter().map(|s| s.cache.bytes()).sum(), Ordering::Relaxed);
+        self.inbox.running.store(self.running.len(), Ordering::Relaxed);
+        self.inbox.kv_bytes.store(self.running.iter().map(|s| s.cache.bytes()).sum(), Ordering::Relaxed);
     }
 
-    fn admit(&mut self, Pending { req, scope, tx }: Pending) {
+    fn admit(&mut self, Pending { req, scope, tx, admitted }: Pending) {
         let capacity = req.prompt.len() + req.max_tokens;
         let mut cache = match self.model.new_cache(capacity) {
             Ok(cache) => cache,
@@ -303,9 +266,9 @@ impl Worker {
         };
         // Prompt logprobs need every prompt row's logits: such a request prefills it all.
         let prefilled = if req.prompt_logprobs { 0 } else { self.prefixes.reuse(scope, &req.prompt, &mut cache) };
-        self.queue.reused_prompt_tokens.fetch_add(prefilled as u64, Ordering::Relaxed);
+        self.inbox.reused_prompt_tokens.fetch_add(prefilled as u64, Ordering::Relaxed);
         if prefilled > 0 {
-            self.queue.prefix_hits.fetch_add(1, Ordering::Relaxed);
+            self.inbox.prefix_hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(tokens = prefilled, "prompt prefix reused from the cache");
         }
         self.running.push(Sequence {
@@ -322,6 +285,7 @@ impl Worker {
             prefilled,
             last: None,
             generated: 0,
+            _admitted: admitted,
         });
     }
 
@@ -341,15 +305,15 @@ impl Worker {
             }
             budget = budget.saturating_sub(end - seq.prefilled);
             match self.prefill_chunk(i, end) {
-                Step::Continue => i += 1,
-                Step::Done => {
+                Progress::Continue => i += 1,
+                Progress::Done => {
                     self.running.remove(i);
                 }
             }
         }
     }
 
-    fn prefill_chunk(&mut self, i: usize, end: usize) -> Step {
+    fn prefill_chunk(&mut self, i: usize, end: usize) -> Progress {
         let seq = &mut self.running[i];
         let start = seq.prefilled;
         let chunk = &seq.prompt[start..end];
@@ -357,7 +321,7 @@ impl Worker {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = seq.tx.send(Event::Error(format!("prefill failed: {e}")));
-                return Step::Done;
+                return Progress::Done;
             }
         };
         seq.prefilled = end;
@@ -374,23 +338,23 @@ impl Worker {
             }
         }
         if end < seq.prompt.len() {
-            return Step::Continue;
+            return Progress::Continue;
         }
         self.prefixes.insert(seq.scope, &seq.prompt, &mut seq.cache);
         if seq.want_prompt_logprobs {
-            self.queue.prompt_logprob_passes.fetch_add(1, Ordering::Relaxed);
+            self.inbox.prompt_logprob_passes.fetch_add(1, Ordering::Relaxed);
             let all = std::mem::take(&mut seq.prompt_logprobs);
             if seq.tx.send(Event::PromptLogprobs(all)).is_err() {
-                return Step::Done;
+                return Progress::Done;
             }
         }
         if seq.max_tokens == 0 {
             let _ = seq.tx.send(Event::Finished { reason: FinishReason::Length });
-            return Step::Done;
+            return Progress::Done;
         }
         let Some(mut last_row) = logits.into_iter().last() else {
             let _ = seq.tx.send(Event::Error("the model returned no logits".into()));
-            return Step::Done;
+            return Progress::Done;
         };
         self.emit(i, &mut last_row)
     }
@@ -435,7 +399,7 @@ impl Worker {
                         }
                         model::Next::Logits(mut row) => self.emit(i, &mut row),
                     };
-                    if let Step::Done = step {
+                    if let Progress::Done = step {
                         finished.push(i);
                     }
                 }
@@ -457,7 +421,7 @@ impl Worker {
     }
 
     /// Samples the next token of sequence `i` from `logits` and sends it.
-    fn emit(&mut self, i: usize, logits: &mut [f32]) -> Step {
+    fn emit(&mut self, i: usize, logits: &mut [f32]) -> Progress {
         let seq = &mut self.running[i];
         let keep = self.vocab_size.min(logits.len());
         let row = &mut logits[..keep];
@@ -466,26 +430,26 @@ impl Worker {
     }
 
     /// Sends sequence `i`'s next token `id` (already recorded by its sampler).
-    fn send(&mut self, i: usize, id: u32, logprob: Option<TokenLogprob>) -> Step {
+    fn send(&mut self, i: usize, id: u32, logprob: Option<TokenLogprob>) -> Progress {
         let seq = &mut self.running[i];
         if self.stop_tokens.contains(&id) || seq.extra_stops.contains(&id) {
             let _ = seq.tx.send(Event::Finished { reason: FinishReason::Stop });
-            return Step::Done;
+            return Progress::Done;
         }
         if seq.tx.send(Event::Token { id, logprob }).is_err() {
-            return Step::Done;
+            return Progress::Done;
         }
         seq.generated += 1;
         seq.last = Some(id);
         if seq.sampler.constraint_complete() {
             let _ = seq.tx.send(Event::Finished { reason: FinishReason::Stop });
-            return Step::Done;
+            return Progress::Done;
         }
         if seq.generated >= seq.max_tokens {
             let _ = seq.tx.send(Event::Finished { reason: FinishReason::Length });
-            return Step::Done;
+            return Progress::Done;
         }
-        Step::Continue
+        Progress::Continue
     }
 }
 

@@ -1,9 +1,11 @@
-//! Shared by the model_* tests: finding the GGUF test models and running them greedily.
+//! Shared by the engine's tests: finding the test models, loading them (as a bare model or a
+//! `TextEngine`), running them greedily and collecting a sequence's events.
 #![allow(dead_code)]
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
-use hearth_engine::text::{load_model, Model};
+use hearth_engine::text::{load_model, Event, FinishReason, Model, TextEngine, TextEngineConfig};
 use std::path::PathBuf;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
 pub const QWEN2: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -41,6 +43,25 @@ pub fn load(file_name: &str) -> Box<dyn Model> {
     let mut file = std::fs::File::open(model_path(file_name)).expect("open model");
     let content = gguf_file::Content::read(&mut file).expect("read gguf header");
     load_model(&content, &mut file).expect("load model")
+}
+
+/// A `TextEngine` (scheduler thread included) over a test model.
+pub fn text_engine(file_name: &str, config: TextEngineConfig) -> TextEngine {
+    TextEngine::load(&model_path(file_name), config).unwrap_or_else(|e| panic!("loading {file_name}: {e:#}"))
+}
+
+/// Receives a sequence's events until the end; returns generated ids and why generation ended.
+pub fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, FinishReason) {
+    let mut ids = Vec::new();
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            Event::Token { id, .. } => ids.push(id),
+            Event::Finished { reason } => return (ids, reason),
+            Event::PromptLogprobs(_) => {}
+            Event::Error(e) => panic!("engine error: {e}"),
+        }
+    }
+    panic!("stream ended without Finished after {} tokens", ids.len());
 }
 
 pub fn argmax_rows(logits: &Tensor) -> Vec<u32> {

@@ -12,6 +12,7 @@ mod weights;
 use candle_core::{bail, Result, Tensor};
 
 pub use cache::{Prefix, SeqCache};
+pub use hparams::{Arch, Hparams, RopeStyle, SlidingWindow};
 
 /// Most prompt tokens run through the model at once (bounds the attention scores' size;
 /// the scheduler's `PREFILL_BUDGET` per iteration is smaller, for latency).

@@ -2,8 +2,9 @@
 """Checks and counts the moderation training data in scripts/moderation/data/train_*.tsv.
 
 Every non-comment line must be `labels<TAB>text` with exactly one TAB, labels a
-comma-separated list of OpenAI category names (the most specific ones) or
-`none`, and non-empty text. Counts are per category with the parents implied
+comma-separated list of OpenAI category names (the most specific ones only, no
+parent that another label implies, in CATEGORIES order) or `none`, and
+non-empty text; no text may appear twice. Counts are per category with the parents implied
 as in train_heads.py (harassment/threatening also counts as harassment and
 violence, and so on). Exits non-zero on the first malformed line.
 
@@ -40,8 +41,10 @@ def parse(path):
         cats = labels.split(",")
         if cats != ["none"] and not all(c in CATEGORIES for c in cats):
             sys.exit(f"{path.name}:{n}: unknown label in {labels!r}")
-        if len(set(cats)) != len(cats):
-            sys.exit(f"{path.name}:{n}: repeated label in {labels!r}")
+        implied = {p for c in cats for p in IMPLIES.get(c, [])}
+        if cats != ["none"] and cats != sorted(set(cats) - implied, key=CATEGORIES.index):
+            sys.exit(f"{path.name}:{n}: labels not in canonical form (most specific only, no repeats, "
+                     f"in CATEGORIES order): {labels!r}")
         full = set() if cats == ["none"] else {p for c in cats for p in [c, *IMPLIES.get(c, [])]}
         rows.append((path.name, text, full))
     return rows

@@ -221,7 +221,7 @@ def main():
                 apo.append(average_precision_score(labels(rs, cat), text_max(z, do, len(rs))))
             r[cat], ro[cat] = tuple(aps), tuple(apo)
         results["toxicity classifier alone (nearest label)", mode] = r
-        results["today's heads (400 sentences)", mode] = ro
+        results["heads.json before this run", mode] = ro
 
     def macro(r, k, cats):
         return float(np.mean([r[c][k] for c in cats]))
@@ -264,7 +264,7 @@ def main():
             return f"{tp / max((p >= t).sum(), 1):.2f} / {tp / max(y.sum(), 1):.2f}"
 
         ap_e = results[chosen][cat][1]
-        print(f"| `{cat}` | {t:.3f} | {pr(pv, yv)} | {pr(pe, ye)} | {ap_e:.2f} | {base[cat][1]:.2f} | {ap_e / max(base[cat][1], 1e-9):.1f}× |")
+        print(f"| `{cat}` | {t:.3f} | {pr(pv, yv)} | {pr(pe, ye)} | {ap_e:.3f} | {base[cat][1]:.3f} | {ap_e / max(base[cat][1], 1e-9):.2f}× |")
         m = meth.heads[cat][2]
         w = a * m.coef_[0] / meth.std
         bias = a * (m.intercept_[0] - (m.coef_[0] * meth.mean / meth.std).sum()) + b

@@ -19,6 +19,31 @@ pub struct Chunk {
     pub toxic_ids: Vec<u32>,
 }
 
+/// Context windows: consecutive sentence chunks joined while they fit `tokens` embedding ids
+/// and the toxicity window; each window starts about half way into the previous one, so a
+/// harm spread over adjacent sentences is seen whole. A text that fits is one window.
+/// Mirrors `window_chunks` in scripts/moderation/features.py, which the heads were trained on.
+pub fn windows(sentences: &[Chunk], tokens: usize, toxic_words: usize) -> Vec<Chunk> {
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < sentences.len() {
+        let (mut j, mut e, mut t) = (i + 1, sentences[i].embed_ids.len(), sentences[i].toxic_ids.len());
+        while j < sentences.len() && e + sentences[j].embed_ids.len() <= tokens && t + sentences[j].toxic_ids.len() <= toxic_words {
+            e += sentences[j].embed_ids.len();
+            t += sentences[j].toxic_ids.len();
+            j += 1;
+        }
+        out.push(Chunk {
+            embed_ids: sentences[i..j].iter().flat_map(|c| c.embed_ids.iter().copied()).collect(),
+            toxic_ids: sentences[i..j].iter().flat_map(|c| c.toxic_ids.iter().copied()).collect(),
+        });
+        if j == sentences.len() {
+            break;
+        }
+        i = (i + 1).max((i + j).div_ceil(2));
+    }
+    out
+}
+
 /// Every text yields at least one chunk (an empty text, an empty one).
 pub fn split(text: &str, limits: &Limits, embed_tokenize: impl Fn(&str) -> Vec<u32>, toxic_tokenize: impl Fn(&str) -> Vec<u32>) -> Vec<Chunk> {
     let mut chunks = Vec::new();
@@ -109,6 +134,18 @@ mod tests {
         let chunks = split(&text, &Limits { embed_tokens: 8, toxic_words: 100 }, words, words);
         assert!(chunks.iter().all(|c| c.embed_ids.len() <= 8));
         assert_eq!(chunks.iter().map(|c| c.embed_ids.len()).sum::<usize>(), 50);
+    }
+
+    #[test]
+    fn windows_pack_sentences_and_overlap_by_half() {
+        let chunk = |n: usize| Chunk { embed_ids: vec![n as u32; n], toxic_ids: vec![1; n] };
+        let sents: Vec<Chunk> = [3, 3, 3, 3, 3].into_iter().map(chunk).collect();
+        // 9 tokens per window: sentences 0-2, then 2-4 (starts half way into the first).
+        let w = windows(&sents, 9, 100);
+        assert_eq!(w.iter().map(|c| c.embed_ids.len()).collect::<Vec<_>>(), vec![9, 9]);
+        assert_eq!(windows(&sents, 100, 100).len(), 1, "a text that fits is one window");
+        assert_eq!(windows(&sents, 2, 100).len(), 5, "a sentence over the window is a window of its own");
+        assert_eq!(windows(&sents, 100, 7).len(), 4, "the toxicity window bounds windows too");
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! Moderation: scores text for OpenAI's moderation categories with real
 //! models. Every chunk of the input gets two feature sets, the all-MiniLM-L6-v2
-//! sentence embedding and the six toxicity probabilities of the ported Keras
-//! classifier (`toxic`); one logistic head per category (`heads`, trained by
-//! scripts/moderation/train_heads.py) turns them into a score. A text's score
-//! is the maximum over its chunks (`chunk`). MODERATION.md says more.
+//! sentence embedding and (when the heads use them) the six toxicity
+//! probabilities of the ported Keras classifier (`toxic`); one logistic head
+//! per category (`heads`, trained and Platt-calibrated by
+//! scripts/moderation/train_heads.py) turns them into a probability. Chunks
+//! are sentences, windows of several sentences, or both, as the heads file
+//! says; a text's score is the maximum over its chunks (`chunk`).
+//! MODERATION.md says more.
 //!
 //! Inputs live only in memory: nothing here writes or logs them.
 mod chunk;
 mod heads;
 pub mod toxic;
 
+use heads::Chunking;
 pub use heads::CATEGORIES;
 
 use crate::admission::Admission;
@@ -71,7 +75,14 @@ impl ModerationEngine {
                 if text.trim().is_empty() {
                     continue;
                 }
-                for c in chunk::split(text, &limits, |s| this.embed.tokenize(s), |s| this.toxic.tokenize(s)) {
+                let sentences = chunk::split(text, &limits, |s| this.embed.tokenize(s), |s| this.toxic.tokenize(s));
+                let heads = &this.heads;
+                let windows = match heads.chunking {
+                    Chunking::Sentence => Vec::new(),
+                    Chunking::Window | Chunking::Both => chunk::windows(&sentences, heads.window_tokens, limits.toxic_words),
+                };
+                let sentences = if heads.chunking == Chunking::Window { Vec::new() } else { sentences };
+                for c in sentences.into_iter().chain(windows) {
                     owners.push(i);
                     chunks.push(c);
                 }
@@ -81,12 +92,12 @@ impl ModerationEngine {
         .await?;
         let (embed_ids, toxic_ids): (Vec<_>, Vec<_>) = chunks.into_iter().map(|c| (c.embed_ids, c.toxic_ids)).unzip();
         // The BiLSTM runs while the embedding engine batches the same chunks.
-        let (toxic, classifying) = (self.toxic.clone(), admitted.clone());
+        let (toxic, classifying) = (self.heads.uses_toxic().then(|| self.toxic.clone()), admitted.clone());
         let (embeddings, toxic_probs) = tokio::join!(
             self.embed.embed(embed_ids),
             blocking(move || {
                 let _admitted = classifying;
-                toxic_ids.iter().map(|ids| toxic.classify_ids(ids)).collect::<Vec<_>>()
+                toxic_ids.iter().map(|ids| toxic.as_ref().map_or([0.0; 6], |t| t.classify_ids(ids))).collect::<Vec<_>>()
             })
         );
         let (embeddings, toxic_probs) = (embeddings?, toxic_probs?);

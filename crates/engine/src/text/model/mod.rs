@@ -30,6 +30,9 @@ pub trait Model: Send + Sync {
     /// One decode step like [`Model::decode`], answering for each sequence what `wants`
     /// asks of it: its logits, or only its greedy token (computing far fewer logits).
     fn decode_next(&self, tokens: &[u32], caches: &mut [&mut SeqCache], wants: &[Want]) -> Result<Vec<Next>>;
+    /// The mean of the final-normed hidden states of `tokens` run as a fresh sequence (a text
+    /// embedding for classifiers, e.g. moderation); its own cache, so generation is untouched.
+    fn pooled_hidden(&self, tokens: &[u32]) -> Result<Vec<f32>>;
 }
 
 /// What a decode step must produce for one sequence.
@@ -93,6 +96,27 @@ impl Model for decoder::Decoder {
         self.step_threads.run(tokens.len(), || {
             let h = self.hidden(tokens, &counts, caches, &rows)?;
             self.head().next(&h, wants)
+        })
+    }
+
+    fn pooled_hidden(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            bail!("pooling needs at least one token");
+        }
+        let mut cache = self.new_cache(tokens.len())?;
+        self.step_threads.run_on_all(|| {
+            let mut sum: Vec<f32> = Vec::new();
+            for chunk in tokens.chunks(MAX_PREFILL_ROWS) {
+                let rows: Vec<u32> = (0..chunk.len() as u32).collect();
+                let h = self.hidden(chunk, &[chunk.len()], &mut [&mut cache], &rows)?;
+                let width = h.len() / chunk.len();
+                sum.resize(width, 0.0);
+                for row in h.chunks_exact(width) {
+                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+            }
+            let n = tokens.len() as f32;
+            Ok(sum.into_iter().map(|s| s / n).collect())
         })
     }
 }

@@ -3,6 +3,7 @@
 pub(crate) mod attention;
 pub mod audio;
 pub mod embed;
+pub mod image;
 pub mod linalg;
 pub mod math;
 pub mod moderate;

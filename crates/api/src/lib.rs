@@ -10,6 +10,7 @@ pub mod common;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
+pub mod images;
 pub mod models;
 pub mod moderations;
 pub mod schema;

@@ -8,6 +8,7 @@ mod date;
 mod load;
 
 pub use date::{date_of, today};
+pub use load::IMAGE_DEFAULT;
 
 use serde::Deserialize;
 use std::fmt;
@@ -24,6 +25,8 @@ pub enum Endpoint {
     AudioTranscriptions,
     AudioTranslations,
     ImagesGenerations,
+    ImagesEdits,
+    ImagesVariations,
 }
 
 impl Endpoint {
@@ -37,6 +40,8 @@ impl Endpoint {
             Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
             Endpoint::AudioTranslations => "/v1/audio/translations",
             Endpoint::ImagesGenerations => "/v1/images/generations",
+            Endpoint::ImagesEdits => "/v1/images/edits",
+            Endpoint::ImagesVariations => "/v1/images/variations",
         }
     }
 }
@@ -60,6 +65,9 @@ pub enum Format {
     Moderation,
     /// A CTranslate2 Whisper bundle.
     WhisperCt2,
+    /// A Stable-Diffusion-family pipeline: a local directory of safetensors in diffusers'
+    /// layout (model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/).
+    Diffusers,
     /// A format no runtime of this build loads: accepted in the catalog (a file may name
     /// formats of newer builds), refused when the model is loaded.
     Other(String),
@@ -72,6 +80,7 @@ impl Format {
             Format::SentenceTransformers => "sentence_transformers",
             Format::Moderation => "moderation",
             Format::WhisperCt2 => "whisper_ct2",
+            Format::Diffusers => "diffusers",
             Format::Other(name) => name,
         }
     }
@@ -84,6 +93,7 @@ impl From<String> for Format {
             "sentence_transformers" => Format::SentenceTransformers,
             "moderation" => Format::Moderation,
             "whisper_ct2" => Format::WhisperCt2,
+            "diffusers" => Format::Diffusers,
             _ => Format::Other(name),
         }
     }

@@ -30,8 +30,11 @@ def json_case(name, path, body, method="POST"):
 def raw_case(name, path, raw, method="POST", content_type="application/json"):
     cases.append({"name": name, "method": method, "path": path, "raw": raw, "content_type": content_type})
 
-def multipart_case(name, path, fields, file=None):
-    cases.append({"name": name, "method": "POST", "path": path, "multipart": {"fields": fields, "file": file}})
+def multipart_case(name, path, fields, file=None, files=None):
+    form = {"fields": fields, "file": file}
+    if files:
+        form["files"] = files  # [{"field", "name", "base64", optional "pad_to": bytes}]
+    cases.append({"name": name, "method": "POST", "path": path, "multipart": form})
 
 def chat(**extra):
     body = {"model": SMOL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
@@ -235,6 +238,71 @@ multipart_case("translations missing file", TRANSL, [["model", "whisper-base"]],
 raw_case("transcriptions as JSON", TRANS, json.dumps({"model": WHISPER}))
 raw_case("transcriptions multipart without boundary", TRANS, "--x\r\n", content_type="multipart/form-data")
 
+# --- images. The corpus's server has no image model: every request that passes the
+# checks gets the "no image model is configured" answer, which is a case of its own.
+import zlib
+GEN, EDIT, VAR = "/v1/images/generations", "/v1/images/edits", "/v1/images/variations"
+
+def png(width, height, mode="RGBA", alpha=255):
+    """A minimal PNG (8-bit, no filter) of one colour; mode RGB or RGBA."""
+    channels, color_type = (4, 6) if mode == "RGBA" else (3, 2)
+    pixel = bytes([90, 120, 200, alpha][:channels])
+    raw = b"".join(b"\0" + pixel * width for _ in range(height))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+def part(field, name, data, pad_to=None):
+    p = {"field": field, "name": name, "base64": base64.b64encode(data).decode()}
+    if pad_to:
+        p["pad_to"] = pad_to
+    return p
+
+for name, body in [
+    ("missing prompt", {"n": 1}), ("prompt too long", {"prompt": "a" * 1001}), ("prompt not a string", {"prompt": 5}),
+    ("n 0", {"prompt": "an otter", "n": 0}), ("n 11", {"prompt": "an otter", "n": 11}), ("n \"two\"", {"prompt": "an otter", "n": "two"}),
+    ("size 100x100", {"prompt": "an otter", "size": "100x100"}), ("size 256", {"prompt": "an otter", "size": 256}),
+    ("response_format png", {"prompt": "an otter", "response_format": "png"}), ("unknown field", {"prompt": "an otter", "quality": "hd"}),
+    ("seed negative", {"prompt": "an otter", "seed": -1}),
+    ("without an image model", {"prompt": "an otter", "size": "256x256", "response_format": "b64_json"}),
+    ("dall-e-2 without an image model", {"prompt": "an otter", "model": "dall-e-2"}),
+]:
+    json_case(f"images generations {name}", GEN, body)
+raw_case("images generations as text", GEN, "an otter", content_type="text/plain")
+
+rgba_hole = png(64, 64, "RGBA", alpha=0)
+rgba_full = png(64, 64, "RGBA")
+rgb = png(64, 64, "RGB")
+for name, fields, files in [
+    ("missing image", [["prompt", "a hat"]], [part("mask", "mask.png", rgba_hole)]),
+    ("missing prompt", [], [part("image", "otter.png", rgba_hole)]),
+    ("image not a PNG", [["prompt", "a hat"]], [part("image", "otter.gif", b"GIF89a" + bytes(64))]),
+    ("image truncated PNG", [["prompt", "a hat"]], [part("image", "otter.png", rgba_hole[:60])]),
+    ("image not square", [["prompt", "a hat"]], [part("image", "otter.png", png(64, 32, "RGBA", alpha=0))]),
+    ("image over 4 MB", [["prompt", "a hat"]], [part("image", "otter.png", rgba_hole, pad_to=4 * 1024 * 1024 + 1)]),
+    ("RGB image without a mask", [["prompt", "a hat"]], [part("image", "otter.png", rgb)]),
+    ("mask not a PNG", [["prompt", "a hat"]], [part("image", "otter.png", rgb), part("mask", "mask.jpg", b"\xff\xd8\xff\xe0" + bytes(64))]),
+    ("mask size mismatch", [["prompt", "a hat"]], [part("image", "otter.png", rgb), part("mask", "mask.png", png(32, 32, "RGBA", alpha=0))]),
+    ("mask without alpha", [["prompt", "a hat"]], [part("image", "otter.png", rgb), part("mask", "mask.png", rgb)]),
+    ("n 11", [["prompt", "a hat"], ["n", "11"]], [part("image", "otter.png", rgba_hole)]),
+    ("size 300x300", [["prompt", "a hat"], ["size", "300x300"]], [part("image", "otter.png", rgba_hole)]),
+    ("without an image model", [["prompt", "a hat"], ["size", "256x256"]], [part("image", "otter.png", rgb), part("mask", "mask.png", rgba_hole)]),
+]:
+    multipart_case(f"images edits {name}", EDIT, fields, None, files)
+for name, fields, files in [
+    ("missing image", [["n", "1"]], []),
+    ("image not a PNG", [], [part("image", "otter.webp", b"RIFF\0\0\0\0WEBPVP8 " + bytes(32))]),
+    ("image not square", [], [part("image", "otter.png", png(16, 64, "RGB"))]),
+    ("with a prompt", [["prompt", "a hat"]], [part("image", "otter.png", rgb)]),
+    ("with a mask", [], [part("image", "otter.png", rgb), part("mask", "mask.png", rgba_hole)]),
+    ("response_format gif", [["response_format", "gif"]], [part("image", "otter.png", rgb)]),
+    ("without an image model", [["response_format", "url"]], [part("image", "otter.png", rgba_full)]),
+]:
+    multipart_case(f"images variations {name}", VAR, fields, None, files)
+cases.append({"name": "images generations GET", "method": "GET", "path": GEN})
+cases.append({"name": "images file that never existed", "method": "GET", "path": "/v1/images/files/0123456789abcdef0123456789abcdef.png"})
+
 
 def send(base, case):
     url = base + case["path"]
@@ -258,6 +326,10 @@ def send(base, case):
         f = case["multipart"]["file"]
         if f:
             parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{f["name"]}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode() + base64.b64decode(f["base64"]) + b"\r\n")
+        for f in case["multipart"].get("files", []):
+            data = base64.b64decode(f["base64"])
+            data += bytes(max(0, f.get("pad_to", 0) - len(data)))
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{f["field"]}"; filename="{f["name"]}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode() + data + b"\r\n")
         data = b"".join(parts) + f"--{boundary}--\r\n".encode()
         headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
     req = urllib.request.Request(url, data=data, method=case["method"], headers=headers)
@@ -272,10 +344,17 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--record", metavar="URL", required=True)
     ap.add_argument("--out", default="tests/bad_input/cases.json")
+    ap.add_argument("--only", metavar="PREFIX", help="record only the cases whose names start with PREFIX; the others are kept from --out as they are")
     args = ap.parse_args()
+    if args.only:
+        with open(args.out) as f:
+            kept = [c for c in json.load(f)["cases"] if not c["name"].startswith(args.only)]
+        cases[:] = kept + [c for c in cases if c["name"].startswith(args.only)]
     names = [c["name"] for c in cases]
     assert len(names) == len(set(names)), [n for n in names if names.count(n) > 1]
     for case in cases:
+        if "status" in case:
+            continue  # kept from --out (--only)
         status, text = send(args.record, case)
         case["status"] = status
         try:

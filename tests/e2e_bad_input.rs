@@ -38,6 +38,13 @@ fn request(client: &reqwest::Client, server: &Server, case: &Value) -> reqwest::
             let part = reqwest::multipart::Part::bytes(b64(&file["base64"])).file_name(file["name"].as_str().unwrap().to_string());
             multipart = multipart.part("file", part);
         }
+        // Named file parts (images: `image`, `mask`); `pad_to` appends zero bytes up to that size.
+        for file in form["files"].as_array().into_iter().flatten() {
+            let mut bytes = b64(&file["base64"]);
+            bytes.resize(bytes.len().max(file["pad_to"].as_u64().unwrap_or(0) as usize), 0);
+            let part = reqwest::multipart::Part::bytes(bytes).file_name(file["name"].as_str().unwrap().to_string());
+            multipart = multipart.part(file["field"].as_str().unwrap().to_string(), part);
+        }
         builder.multipart(multipart)
     } else {
         builder

@@ -11,6 +11,7 @@ pub mod completions;
 pub mod edits;
 pub mod embeddings;
 pub mod error;
+pub mod images;
 pub mod models;
 pub mod moderations;
 pub mod schema;

@@ -8,6 +8,7 @@ mod date;
 mod load;
 
 pub use date::{date_of, today};
+pub use load::IMAGE_DEFAULT;
 
 use serde::Deserialize;
 use std::fmt;
@@ -25,6 +26,8 @@ pub enum Endpoint {
     AudioTranslations,
     ImagesGenerations,
     Edits,
+    ImagesEdits,
+    ImagesVariations,
 }
 
 /// How a model's weights are stored, which says the runtime that loads them (and the
@@ -40,6 +43,9 @@ pub enum Format {
     Moderation,
     /// A CTranslate2 Whisper bundle.
     WhisperCt2,
+    /// A Stable-Diffusion-family pipeline: a local directory of safetensors in diffusers'
+    /// layout (model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/).
+    Diffusers,
     /// A format no runtime of this build loads: accepted in the catalog (a file may name
     /// formats of newer builds), refused when the model is loaded.
     Other(String),
@@ -52,6 +58,7 @@ impl Format {
             Format::SentenceTransformers => "sentence_transformers",
             Format::Moderation => "moderation",
             Format::WhisperCt2 => "whisper_ct2",
+            Format::Diffusers => "diffusers",
             Format::Other(name) => name,
         }
     }
@@ -64,6 +71,7 @@ impl From<String> for Format {
             "sentence_transformers" => Format::SentenceTransformers,
             "moderation" => Format::Moderation,
             "whisper_ct2" => Format::WhisperCt2,
+            "diffusers" => Format::Diffusers,
             _ => Format::Other(name),
         }
     }

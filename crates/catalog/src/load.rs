@@ -2,7 +2,7 @@
 //! the checks that make a bad file fail at startup with a clear message
 //! rather than at request time.
 
-use crate::{date, Alias, Catalog, ModelEntry, Source, FAMILY_PREFIX};
+use crate::{date, Alias, Catalog, Format, ModelEntry, Source, FAMILY_PREFIX};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -59,8 +59,31 @@ pub(crate) fn with_user_toml(text: &str, base_dir: &Path) -> Result<Catalog> {
             None => catalog.aliases.push(alias),
         }
     }
+    alias_image_default(&mut catalog);
     validate(&catalog)?;
     Ok(catalog)
+}
+
+/// OpenAI's image model name (the images API's default model).
+pub const IMAGE_DEFAULT: &str = "dall-e-2";
+
+/// A catalog that names no `dall-e-2` of its own gets it as an alias of its first
+/// image model, so clients that send OpenAI's name (or none) reach that model.
+fn alias_image_default(catalog: &mut Catalog) {
+    let taken = catalog.models.iter().any(|m| m.id == IMAGE_DEFAULT) || catalog.aliases.iter().any(|a| a.id == IMAGE_DEFAULT);
+    let Some(image_model) = catalog.models.iter().find(|m| m.format == Format::Diffusers) else { return };
+    if !taken {
+        catalog.aliases.push(Alias {
+            id: IMAGE_DEFAULT.to_string(),
+            target: image_model.id.clone(),
+            context_window: None,
+            endpoints: None,
+            owned_by: None,
+            created: None,
+            deprecation_date: None,
+            replacement: None,
+        });
+    }
 }
 
 fn parse(text: &str, what: &str) -> Result<CatalogFile> {

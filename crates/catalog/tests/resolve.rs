@@ -2,7 +2,7 @@
 #[path = "../../../tests/common/aliases.rs"]
 mod aliases;
 
-use hearth_catalog::{Catalog, Endpoint, ResolveError};
+use hearth_catalog::{Catalog, Endpoint, Format, ResolveError, Source};
 use std::path::Path;
 
 const TODAY: &str = "2025-06-01";
@@ -286,4 +286,38 @@ fn moderation_names_resolve_to_the_moderation_model_only_on_its_endpoint() {
         assert_eq!(r.entry.id, MODERATION, "{name}");
         assert!(catalog.resolve(name, Some(Endpoint::ChatCompletions), TODAY).is_err(), "{name} must not serve chat");
     }
+}
+
+const IMAGE_MODEL: &str = r#"
+[[models]]
+id = "sd-local"
+family = "stable-diffusion"
+format = "diffusers"
+source = { kind = "path", path = "weights/sd" }
+context_window = 77
+endpoints = ["images_generations", "images_edits", "images_variations"]
+"#;
+
+#[test]
+fn the_default_catalog_has_no_image_model() {
+    let catalog = Catalog::builtin();
+    assert!(catalog.models().iter().all(|m| m.format != Format::Diffusers));
+    assert!(catalog.resolve("dall-e-2", Some(Endpoint::ImagesGenerations), TODAY).is_err());
+}
+
+#[test]
+fn an_image_model_is_a_local_diffusers_directory_and_answers_to_dall_e_2() {
+    let catalog = user(IMAGE_MODEL);
+    let entry = catalog.model("sd-local").unwrap();
+    assert_eq!(entry.format, Format::Diffusers);
+    assert!(matches!(&entry.source, Source::Path { path } if path == Path::new("/srv/hearth/weights/sd")));
+    for endpoint in [Endpoint::ImagesGenerations, Endpoint::ImagesEdits, Endpoint::ImagesVariations] {
+        let r = catalog.resolve("dall-e-2", Some(endpoint), TODAY).unwrap();
+        assert_eq!((r.entry.id.as_str(), r.requested.as_str()), ("sd-local", "dall-e-2"));
+    }
+    assert_eq!(Endpoint::ImagesEdits.path(), "/v1/images/edits");
+    assert_eq!(Endpoint::ImagesVariations.path(), "/v1/images/variations");
+    // A catalog's own `dall-e-2` wins over the implicit alias.
+    let own = user(&format!("{IMAGE_MODEL}\n[[aliases]]\nid = \"dall-e-2\"\ntarget = \"{SMOL}\"\n"));
+    assert_eq!(own.resolve("dall-e-2", None, TODAY).unwrap().entry.id, SMOL);
 }

@@ -5,6 +5,7 @@ pub mod admission;
 pub(crate) mod attention;
 pub mod audio;
 pub mod embed;
+pub mod image;
 pub mod linalg;
 pub mod math;
 pub mod moderate;

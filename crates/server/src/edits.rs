@@ -43,7 +43,7 @@ fn user_message(req: &EditRequest) -> String {
 fn target(state: &AppState, model: &str) -> Result<TextTarget, ApiError> {
     if state.tuned_model(model).is_none() {
         if let Err(ResolveError::WrongEndpoint { model, serves }) = state.catalog.resolve(model, Some(Endpoint::Edits), &state.today()) {
-            let paths: Vec<&str> = serves.iter().map(|e| e.path().trim_start_matches('/')).collect();
+            let paths: Vec<&str> = serves.iter().map(|e| crate::paths::endpoint_path(*e).trim_start_matches('/')).collect();
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("The model `{model}` is not supported by the v1/edits endpoint. It serves: {}.", paths.join(", ")),

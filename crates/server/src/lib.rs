@@ -14,6 +14,7 @@ pub mod error;
 mod files;
 mod generate;
 mod health;
+mod images;
 mod jobs;
 mod limits;
 pub mod listen;
@@ -104,6 +105,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let state = Arc::new(state);
     jobs::runner::load_tuned(&state).await?;
     jobs::runner::spawn(state.clone());
+    images::spawn_purge(state.clone());
     let _ = app.set(router(state));
     tracing::info!("hearth is serving the OpenAI API on http://{}/v1 (playground: http://{}/)", config.addr, config.addr);
     server.await.context("the server task")?;
@@ -186,6 +188,12 @@ fn load_runtime(entry: &ModelEntry, path: &Path, config: &ServerConfig, embedder
         }
         // One transcription runs at a time; `--queue` more wait.
         Format::WhisperCt2 => Ok(LoadedModel::Speech(SpeechEngine::load(path, config.engine.queue_capacity)?)),
+        Format::Diffusers => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let engine = hearth_engine::image::ImageEngine::load(path, threads)?;
+            tracing::info!("image model: sizes {:?}", engine.sizes());
+            Ok(LoadedModel::Image(images::ImageRuntime::new(engine, config.engine.queue_capacity)))
+        }
         Format::Other(other) => bail!("unknown model format `{other}`"),
     }
 }

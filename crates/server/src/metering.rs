@@ -33,6 +33,8 @@ pub struct AudioUsage {
 const LOGGED: [&str; 4] = ["/v1/chat/completions", "/v1/completions", "/v1/edits", "/v1/embeddings"];
 const METERED_JSON: [&str; 1] = ["/v1/moderations"];
 const AUDIO: [&str; 2] = ["/v1/audio/transcriptions", "/v1/audio/translations"];
+/// Image inputs and outputs are never written here: only that a request was answered.
+const IMAGES: [&str; 3] = ["/v1/images/generations", "/v1/images/edits", "/v1/images/variations"];
 
 pub async fn meter(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
@@ -51,6 +53,17 @@ pub async fn meter(State(state): State<Arc<AppState>>, request: Request, next: N
             let usage = UsageRecord { audio_seconds: audio.seconds, ..meter.record(&audio.model, 0, 0) };
             if let Some(platform) = &meter.platform {
                 if let Err(e) = platform.store.record_usage(&usage).await {
+                    return ApiError::internal(format!("recording usage: {e:#}")).into_response();
+                }
+            }
+        }
+        response
+    } else if IMAGES.contains(&path.as_str()) {
+        let response = next.run(request).await;
+        if let Some(images) = response.extensions().get::<crate::images::ImageUsage>().cloned() {
+            meter.note(&images.model, (0, 0));
+            if let Some(platform) = &meter.platform {
+                if let Err(e) = platform.store.record_usage(&meter.record(&images.model, 0, 0)).await {
                     return ApiError::internal(format!("recording usage: {e:#}")).into_response();
                 }
             }

@@ -13,6 +13,8 @@ pub fn endpoint_path(endpoint: Endpoint) -> &'static str {
         Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
         Endpoint::AudioTranslations => "/v1/audio/translations",
         Endpoint::ImagesGenerations => "/v1/images/generations",
+        Endpoint::ImagesEdits => "/v1/images/edits",
+        Endpoint::ImagesVariations => "/v1/images/variations",
         Endpoint::Edits => "/v1/edits",
     }
 }

@@ -3,10 +3,11 @@
 //! (health, metrics, the playground).
 use crate::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
 use crate::jobs::{batches, fine_tuning, legacy};
-use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT};
+use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT, IMAGE_BODY_LIMIT};
 use crate::state::AppState;
 use crate::{
-    access, audio, auth, chat, completions, edits, embeddings, files, health, metering, metrics, models, moderations, playground, priority, ratelimit,
+    access, audio, auth, chat, completions, edits, embeddings, files, health, images, metering, metrics, models, moderations, playground, priority,
+    ratelimit,
     usage_api,
 };
 use axum::extract::{DefaultBodyLimit, Request};
@@ -26,6 +27,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health::alive))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))
+        // `url` image results: the unguessable id is the key (images.rs).
+        .route("/v1/images/files/{name}", get(images::file))
         .merge(playground::routes());
     // Requests on these routes are interactive: background work waits for them (priority.rs).
     let interactive = Router::new()
@@ -36,6 +39,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/moderations", post(moderations::create))
         .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
         .route("/v1/audio/translations", post(audio::translations).layer(DefaultBodyLimit::max(AUDIO_BODY_LIMIT)))
+        .route("/v1/images/generations", post(images::generations))
+        .route("/v1/images/edits", post(images::edits).layer(DefaultBodyLimit::max(IMAGE_BODY_LIMIT)))
+        .route("/v1/images/variations", post(images::variations).layer(DefaultBodyLimit::max(IMAGE_BODY_LIMIT)))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), priority::track));
     Router::new()
         .merge(interactive)

@@ -1,5 +1,6 @@
 //! What every handler shares: the catalog, the loaded engines, the keys.
 use crate::error::ApiError;
+use crate::images::{ImageRuntime, PictureStore};
 use crate::platform::Platform;
 use hearth_catalog::{Catalog, Endpoint, Resolved};
 use hearth_engine::audio::SpeechEngine;
@@ -18,6 +19,7 @@ pub enum LoadedModel {
     Moderate(ModerationEngine),
     Embed(EmbedEngine),
     Speech(SpeechEngine),
+    Image(ImageRuntime),
 }
 
 /// A runtime type handlers ask the state for (`AppState::runtime`).
@@ -41,6 +43,7 @@ runtime_kind!(TextEngine, Text);
 runtime_kind!(ModerationEngine, Moderate);
 runtime_kind!(EmbedEngine, Embed);
 runtime_kind!(SpeechEngine, Speech);
+runtime_kind!(ImageRuntime, Image);
 
 pub struct AppState {
     pub catalog: Catalog,
@@ -62,6 +65,8 @@ pub struct AppState {
     /// Wakes the job runner when a job is queued or cancelled.
     pub jobs_wake: tokio::sync::Notify,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The pictures of `url` image results, for their hour.
+    pub pictures: PictureStore,
 }
 
 /// A fine-tuned model, loaded.
@@ -106,6 +111,7 @@ impl AppState {
             training: None,
             jobs_wake: tokio::sync::Notify::new(),
             metrics: Default::default(),
+            pictures: PictureStore::default(),
         }
     }
 

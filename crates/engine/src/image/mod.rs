@@ -137,6 +137,12 @@ impl ImageEngine {
         })
     }
 
+    /// The prompt's token ids and the text encoder's last hidden state for it (cross-checks).
+    #[doc(hidden)]
+    pub fn prompt_embeddings(&self, prompt: &str) -> anyhow::Result<(Vec<u32>, Vec<f32>)> {
+        self.pool.install(|| self.pipeline.prompt_embeddings(prompt))
+    }
+
     fn check(&self, job: &ImageJob) -> Result<(), ImageError> {
         let invalid = |m: String| Err(ImageError::Invalid(m));
         let sizes = self.sizes();

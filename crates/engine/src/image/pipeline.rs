@@ -19,6 +19,9 @@ pub struct Pipeline {
     unet: UNet2DConditionModel,
     unet_in_channels: usize,
     vae: AutoEncoderKL,
+    /// The same autoencoder with its log-variance output pinned to -1e30, so `encode(..).sample()`
+    /// is exactly the posterior mean (candle keeps the mean private).
+    mean_encoder: AutoEncoderKL,
     latent_channels: usize,
     scaling_factor: f64,
     /// Pixels per latent cell along a side.
@@ -65,6 +68,7 @@ impl Pipeline {
             unet,
             unet_in_channels: unet_cfg.in_channels,
             vae,
+            mean_encoder,
             latent_channels,
             scaling_factor: vae_cfg.scaling_factor,
             vae_scale: vae_cfg.scale,
@@ -92,9 +96,15 @@ impl Pipeline {
         self.text_encoder.forward(&ids)
     }
 
+    pub fn prompt_embeddings(&self, prompt: &str) -> Result<(Vec<u32>, Vec<f32>)> {
+        let ids = self.tokenizer.encode(prompt)?;
+        let hidden = self.embeddings(prompt, false)?;
+        Ok((ids, hidden.flatten_all()?.to_vec1()?))
+    }
+
     fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
         // The posterior mean rather than a sample: the same request gives the same picture.
-        let mean = self.vae.encode(pixels)?.mean().clone();
+        let mean = self.mean_encoder.encode(pixels)?.sample()?;
         Ok((mean * self.scaling_factor)?)
     }
 
@@ -181,4 +191,18 @@ impl Pipeline {
         let picture = self.decode(&latents)?;
         Ok(Some((latents, picture)))
     }
+}
+
+/// Zeroes the log-variance half of the layer that produces the posterior's parameters
+/// (`quant_conv`, else the encoder's `conv_out`) and biases it to -1e30: std = exp(-5e29) = 0.
+fn pin_log_variance(mut t: std::collections::HashMap<String, Tensor>, latent: usize) -> Result<std::collections::HashMap<String, Tensor>> {
+    let layer = if t.contains_key("quant_conv.weight") { "quant_conv" } else { "encoder.conv_out" };
+    let (w_name, b_name) = (format!("{layer}.weight"), format!("{layer}.bias"));
+    let w = t.get(&w_name).with_context(|| format!("vae: no {w_name}"))?;
+    let b = t.get(&b_name).with_context(|| format!("vae: no {b_name}"))?;
+    let w = Tensor::cat(&[&w.narrow(0, 0, latent)?, &w.narrow(0, latent, latent)?.zeros_like()?], 0)?;
+    let b = Tensor::cat(&[&b.narrow(0, 0, latent)?, &(b.narrow(0, latent, latent)?.zeros_like()? - 1e30)?], 0)?;
+    t.insert(w_name, w);
+    t.insert(b_name, b);
+    Ok(t)
 }

@@ -30,3 +30,14 @@ pub fn var_builder(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> {
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device)? };
     Ok(vb)
 }
+
+/// The weights of `dir` as named f32 tensors.
+pub fn tensors(dir: &Path, device: &Device) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    let mut all = std::collections::HashMap::new();
+    for file in files(dir)? {
+        for (name, t) in candle_core::safetensors::load(&file, device)? {
+            all.insert(name, t.to_dtype(DType::F32)?);
+        }
+    }
+    Ok(all)
+}

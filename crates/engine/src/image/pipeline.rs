@@ -60,8 +60,11 @@ impl Pipeline {
         if unet_cfg.in_channels != latent_channels && unet_cfg.in_channels != 2 * latent_channels + 1 {
             anyhow::bail!("unet in_channels {} fits neither a plain nor an inpainting UNet over {latent_channels} latent channels", unet_cfg.in_channels);
         }
-        let vae = AutoEncoderKL::new(weights::var_builder(&dir.join("vae"), &device)?, vae_cfg.in_channels, vae_cfg.out_channels, vae_cfg.model)
-            .context("loading the VAE")?;
+        let vae_tensors = weights::tensors(&dir.join("vae"), &device)?;
+        let pinned = pin_log_variance(vae_tensors.clone(), latent_channels)?;
+        let vb = |t| candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, &device);
+        let vae = AutoEncoderKL::new(vb(vae_tensors), vae_cfg.in_channels, vae_cfg.out_channels, vae_cfg.model.clone()).context("loading the VAE")?;
+        let mean_encoder = AutoEncoderKL::new(vb(pinned), vae_cfg.in_channels, vae_cfg.out_channels, vae_cfg.model).context("loading the VAE")?;
         Ok(Self {
             tokenizer,
             text_encoder,

@@ -24,6 +24,9 @@ enum Spacing {
 impl Ddim {
     pub fn new(c: &SchedulerConfig) -> Result<Self> {
         let n = c.num_train_timesteps;
+        if c.clip_sample {
+            bail!("scheduler: clip_sample is not supported (SD 1.x configs leave it off)");
+        }
         if n < 2 {
             bail!("scheduler: num_train_timesteps must be at least 2");
         }

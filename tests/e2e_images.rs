@@ -48,10 +48,7 @@ fn b64(item: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(item["b64_json"].as_str().unwrap()).unwrap()
 }
 
-// Needs the pipeline and tests/fixtures/tiny-sd from branch `imgpipe`, whose commit
-// did not build when this was written: never run yet. Drop the ignore once merged.
 #[tokio::test]
-#[ignore = "needs imgpipe's pipeline and tests/fixtures/tiny-sd (not yet merged)"]
 async fn generations_as_b64_json_and_url() {
     let (server, _dir) = start();
     let body = json!({"prompt": "a red cat", "n": 2, "size": "256x256", "response_format": "b64_json", "seed": 11});

@@ -19,7 +19,7 @@ fn scores_match_the_recorded_fixture() {
     let items = fixture["items"].as_array().expect("items");
     assert!(items.len() >= 25, "the fixture holds {} texts", items.len());
     let embed = EmbedEngine::load(&model_support::model_path("hearth-moderation-1"), EmbedConfig::default()).expect("load the embedding model");
-    let engine = ModerationEngine::new(embed).expect("moderation engine");
+    let engine = ModerationEngine::new(embed, 8).expect("moderation engine");
     let texts: Vec<String> = items.iter().map(|i| i["text"].as_str().expect("text").to_string()).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let verdicts = rt.block_on(engine.moderate(&texts)).expect("moderate");

@@ -30,5 +30,8 @@ mod tests {
         assert_eq!(endpoint_path(Endpoint::Embeddings), "/v1/embeddings");
         assert_eq!(endpoint_path(Endpoint::AudioTranscriptions), "/v1/audio/transcriptions");
         assert_eq!(endpoint_path(Endpoint::ImagesGenerations), "/v1/images/generations");
+        assert_eq!(endpoint_path(Endpoint::ImagesEdits), "/v1/images/edits");
+        assert_eq!(endpoint_path(Endpoint::ImagesVariations), "/v1/images/variations");
+        assert_eq!(endpoint_path(Endpoint::Edits), "/v1/edits");
     }
 }

@@ -52,7 +52,7 @@ fn gemma3_learns_made_up_completions() {
     let dir = tempdir("gemma");
     let jsonl: String = FACTS.iter().map(|(p, c)| serde_json::json!({"prompt": p, "completion": c}).to_string() + "\n").collect();
     let hyper = Hyperparameters { n_epochs: 8, batch_size: 1, learning_rate_multiplier: 1.0 };
-    let outcome = fine_tune(&base, &jsonl, hyper, &dir);
+    let outcome = fine_tune(&base, &jsonl, hyper, dir.path());
 
     let (info, tokenizer) = hearth_engine::text::load_vocab(&base).unwrap();
     let prompts: Vec<Vec<u32>> = FACTS.iter().map(|(p, _)| tokenizer.encode(p, true).unwrap()).collect();
@@ -80,7 +80,7 @@ fn smollm2_learns_made_up_chat_answers() {
         .map(|(q, a)| serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string() + "\n")
         .collect();
     let hyper = Hyperparameters { n_epochs: 8, batch_size: 1, learning_rate_multiplier: 1.0 };
-    let outcome = fine_tune(&base, &jsonl, hyper, &dir);
+    let outcome = fine_tune(&base, &jsonl, hyper, dir.path());
 
     let (info, tokenizer) = hearth_engine::text::load_vocab(&base).unwrap();
     let prompts: Vec<Vec<u32>> = CHAT
@@ -99,9 +99,7 @@ fn smollm2_learns_made_up_chat_answers() {
     }
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("hearth-train-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder for one run's model and checkpoints, removed when dropped (they weigh ~500 MB).
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("hearth-train-test-{name}-")).tempdir().unwrap()
 }

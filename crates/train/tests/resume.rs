@@ -9,9 +9,9 @@ use std::ops::ControlFlow;
 #[test]
 fn a_cancelled_run_resumes_from_its_checkpoint() {
     let base = model(SMOLLM2);
-    let dir = std::env::temp_dir().join(format!("hearth-train-test-resume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, also when an assertion fails.
+    let tmp = tempfile::Builder::new().prefix("hearth-train-test-resume-").tempdir().unwrap();
+    let dir = tmp.path();
     let jsonl = br#"{"messages":[{"role":"user","content":"Say blorp."},{"role":"assistant","content":"Blorp."}]}
 {"messages":[{"role":"user","content":"Say zing."},{"role":"assistant","content":"Zing."}]}"#;
     let examples = parse_jsonl(jsonl).unwrap();
@@ -48,5 +48,4 @@ fn a_cancelled_run_resumes_from_its_checkpoint() {
     assert!(outcome.output_gguf.exists());
     let csv = outcome.result_csv();
     assert_eq!(csv.lines().count(), 5, "{csv}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -93,13 +93,15 @@ def build():
         sample_size=SIZE // 8,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=2,
+        # candle-transformers' DownBlock2D/UpBlock2D build their resnets with 32 groups whatever the
+        # config says, so the widths are multiples of 32 and norm_num_groups is SD's own 32.
+        block_out_channels=(32, 64),
+        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=(2, 4),
-        norm_num_groups=8,
+        norm_num_groups=32,
     )
     torch.manual_seed(2)
     vae = AutoencoderKL(

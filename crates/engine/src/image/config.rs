@@ -143,7 +143,7 @@ pub fn unet(dir: &Path) -> Result<UnetConfig> {
         if cross != up_cross {
             bail!("unet: up blocks must mirror the down blocks");
         }
-        if j.block_out_channels[i] % j.norm_num_groups != 0 || j.block_out_channels[i] % heads[i] != 0 {
+        if !j.block_out_channels[i].is_multiple_of(j.norm_num_groups) || !j.block_out_channels[i].is_multiple_of(heads[i]) {
             bail!("unet: block {i} channels must divide into norm groups and heads");
         }
         blocks.push(unet_2d::BlockConfig { out_channels: j.block_out_channels[i], use_cross_attn: cross.then_some(layers[i]), attention_head_dim: heads[i] });

@@ -49,7 +49,7 @@ impl TextEncoder {
             "gelu" => Activation::Gelu,
             other => bail!("text encoder activation {other} is not supported"),
         };
-        if c.hidden_size % c.num_attention_heads != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             bail!("text encoder: hidden_size must divide into heads");
         }
         // transformers 4.x saves `text_model.`-prefixed names (SD 1.5's files); 5.x saves them bare.

@@ -17,7 +17,7 @@ def main():
     directory = args[0]
     size, lo, hi, threads = (int(a) for a in (args[1:] + ["256", "2", "8", "2"][len(args) - 1 :])[:4])
     torch.set_num_threads(threads)
-    pipe = StableDiffusionPipeline.from_pretrained(directory, safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(directory, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     latents = torch.randn((1, 4, size // pipe.vae_scale_factor, size // pipe.vae_scale_factor), generator=torch.Generator().manual_seed(0))
 

@@ -93,13 +93,15 @@ def build():
         sample_size=SIZE // 8,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=2,
+        # candle-transformers' DownBlock2D/UpBlock2D build their resnets with 32 groups whatever the
+        # config says, so the widths are multiples of 32 and norm_num_groups is SD's own 32.
+        block_out_channels=(32, 64),
+        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=(2, 4),
-        norm_num_groups=8,
+        norm_num_groups=32,
     )
     torch.manual_seed(2)
     vae = AutoencoderKL(
@@ -143,6 +145,10 @@ def pixels(np_images):
 def main():
     os.makedirs(OUT, exist_ok=True)
     bpe_files, pipe = build()
+    # The UNet and VAE are stored in half precision to keep the fixture small (~3 MB); both sides
+    # compute in f32 from those same rounded values (hearth widens half-precision files on load).
+    pipe.unet.to(torch.float16)
+    pipe.vae.to(torch.float16)
     pipe.save_pretrained(OUT, safe_serialization=True)
     # Ship the tokenizer as SD 1.x checkpoints do (vocab.json + merges.txt), so both sides read the BPE files.
     tok_dir = os.path.join(OUT, "tokenizer")
@@ -151,7 +157,7 @@ def main():
             f.write(text)
     if os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
         os.remove(os.path.join(tok_dir, "tokenizer.json"))
-    pipe = StableDiffusionPipeline.from_pretrained(OUT, safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(OUT, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     latent_shape = (1, 4, SIZE // 8, SIZE // 8)
     gen = torch.Generator().manual_seed(1234)
@@ -202,7 +208,7 @@ def main():
         guidance=GUIDANCE,
         img2img_strength=STRENGTH,
         inpaint_strength=1.0,
-        note="tiny random weights: a stand-in for tests, not a model. Encodes take the VAE posterior mean; noise is given explicitly.",
+        note="tiny random weights: a stand-in for tests, not a model. UNet and VAE stored in float16, computed in float32. Encodes take the VAE posterior mean; noise is given explicitly.",
     )
     with open(os.path.join(OUT, "reference.json"), "w") as f:
         json.dump(meta, f, indent=2)

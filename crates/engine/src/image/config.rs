@@ -107,6 +107,9 @@ pub struct UnetConfig {
     pub model: unet_2d::UNet2DConditionModelConfig,
 }
 
+/// The group count candle-transformers' UNet down/up block resnets are built with.
+const CANDLE_UNET_GROUPS: usize = 32;
+
 pub fn unet(dir: &Path) -> Result<UnetConfig> {
     let j: UnetJson = read_json(&dir.join("unet/config.json"))?;
     let n = j.block_out_channels.len();
@@ -117,6 +120,11 @@ pub fn unet(dir: &Path) -> Result<UnetConfig> {
         bail!("unet: class or added embeddings (SDXL-style) are not supported; this pipeline runs SD 1.x-family UNets");
     }
     // diffusers' `attention_head_dim` is, for SD 1.x, the number of heads; `num_attention_heads` overrides it when set.
+    // candle-transformers' DownBlock2D/UpBlock2D build their resnets with 32 groups whatever the
+    // config says; any other count would load and compute a different network than diffusers'.
+    if j.norm_num_groups != CANDLE_UNET_GROUPS {
+        bail!("unet: norm_num_groups {} is not supported (candle's UNet resnets use {CANDLE_UNET_GROUPS} groups)", j.norm_num_groups);
+    }
     let heads_value = if j.num_attention_heads.is_null() { &j.attention_head_dim } else { &j.num_attention_heads };
     let heads = per_block(heads_value, n, 8, "attention heads")?;
     let layers = per_block(&j.transformer_layers_per_block, n, 1, "transformer_layers_per_block")?;
@@ -135,7 +143,7 @@ pub fn unet(dir: &Path) -> Result<UnetConfig> {
         if cross != up_cross {
             bail!("unet: up blocks must mirror the down blocks");
         }
-        if j.block_out_channels[i] % j.norm_num_groups != 0 || j.block_out_channels[i] % heads[i] != 0 {
+        if !j.block_out_channels[i].is_multiple_of(j.norm_num_groups) || !j.block_out_channels[i].is_multiple_of(heads[i]) {
             bail!("unet: block {i} channels must divide into norm groups and heads");
         }
         blocks.push(unet_2d::BlockConfig { out_channels: j.block_out_channels[i], use_cross_attn: cross.then_some(layers[i]), attention_head_dim: heads[i] });

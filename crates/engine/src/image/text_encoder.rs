@@ -49,10 +49,11 @@ impl TextEncoder {
             "gelu" => Activation::Gelu,
             other => bail!("text encoder activation {other} is not supported"),
         };
-        if c.hidden_size % c.num_attention_heads != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             bail!("text encoder: hidden_size must divide into heads");
         }
-        let vb = vb.pp("text_model");
+        // transformers 4.x saves `text_model.`-prefixed names (SD 1.5's files); 5.x saves them bare.
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") { vb.pp("text_model") } else { vb };
         let h = c.hidden_size;
         let emb = vb.pp("embeddings");
         let tokens = embedding(c.vocab_size, h, emb.pp("token_embedding"))?;

@@ -115,7 +115,10 @@ fn wrong_endpoint_names_the_right_one() {
         );
     }
     let err = catalog.resolve(QWEN, Some(Endpoint::Embeddings), TODAY).unwrap_err();
-    assert!(matches!(&err, ResolveError::WrongEndpoint { serves, .. } if serves == &[Endpoint::ChatCompletions, Endpoint::Completions]), "{err:?}");
+    assert!(
+        matches!(&err, ResolveError::WrongEndpoint { serves, .. } if serves == &[Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Edits]),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -6,8 +6,7 @@ use crate::jobs::{batches, fine_tuning, legacy};
 use crate::limits::{AUDIO_BODY_LIMIT, BODY_LIMIT, IMAGE_BODY_LIMIT};
 use crate::state::AppState;
 use crate::{
-    access, audio, auth, chat, completions, edits, embeddings, files, health, images, metering, metrics, models, moderations, playground, priority,
-    ratelimit,
+    access, audio, auth, chat, completions, edits, embeddings, files, health, images, metering, metrics, models, moderations, playground, priority, ratelimit,
     usage_api,
 };
 use axum::extract::{DefaultBodyLimit, Request};

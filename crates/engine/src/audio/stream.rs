@@ -23,14 +23,17 @@ pub(super) struct Feed<'a> {
 
 enum Inner<'a> {
     Samples(&'a [f32]),
-    File { reader: AudioReader, buf: Vec<f32>, start: usize, ended: bool },
+    // Boxed: the decoder state is large beside a borrowed slice.
+    File { reader: Box<AudioReader>, buf: Vec<f32>, start: usize, ended: bool },
 }
 
 impl<'a> Feed<'a> {
     pub fn open(source: &Source<'a>) -> Result<Self, AudioError> {
         let inner = match source {
             Source::Samples(s) => Inner::Samples(s),
-            Source::File { bytes, filename } => Inner::File { reader: AudioReader::open(bytes.clone(), *filename)?, buf: Vec::new(), start: 0, ended: false },
+            Source::File { bytes, filename } => {
+                Inner::File { reader: Box::new(AudioReader::open(bytes.clone(), *filename)?), buf: Vec::new(), start: 0, ended: false }
+            }
         };
         Ok(Self { inner })
     }

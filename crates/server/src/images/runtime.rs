@@ -1,11 +1,12 @@
 //! The async face of an image model: one job runs at a time on a blocking
-//! thread (the pipeline uses every core), a bounded number wait, more are
-//! told to retry (429). The permits travel with the blocking work, so a client
-//! that disconnects frees its place only once the work has noticed (between
-//! denoising steps) and stopped. Same pattern as the speech engine's worker.
+//! thread (the pipeline uses every core), a bounded number wait (the engine's
+//! `Admission`), more are told to retry (429). The permits travel with the
+//! blocking work, so a client that disconnects frees its place only once the
+//! work has noticed (between denoising steps) and stopped.
 use super::picture::encode_png;
 use crate::error::ApiError;
 use axum::http::StatusCode;
+use hearth_engine::admission::Admission;
 use hearth_engine::image::{ImageEngine, ImageError, ImageJob};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio::sync::Semaphore;
 pub struct ImageRuntime {
     engine: ImageEngine,
     /// Jobs admitted (running + waiting).
-    admitted: Arc<Semaphore>,
+    admission: Admission,
     running: Arc<Semaphore>,
 }
 
@@ -30,7 +31,7 @@ impl Drop for CancelOnDrop {
 
 impl ImageRuntime {
     pub fn new(engine: ImageEngine, queue_capacity: usize) -> Self {
-        Self { engine, admitted: Arc::new(Semaphore::new(queue_capacity + 1)), running: Arc::new(Semaphore::new(1)) }
+        Self { engine, admission: Admission::new(queue_capacity + 1), running: Arc::new(Semaphore::new(1)) }
     }
 
     /// The square sides this model makes, smallest first.
@@ -40,7 +41,7 @@ impl ImageRuntime {
 
     /// Runs the job and encodes its pictures as PNG. Dropping the future cancels the work.
     pub async fn generate(&self, job: ImageJob) -> Result<Vec<Vec<u8>>, ApiError> {
-        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| ApiError::overloaded())?;
+        let admitted = self.admission.try_admit().map_err(|_| ApiError::overloaded())?;
         let running = self.running.clone().acquire_owned().await.map_err(ApiError::internal)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_when_dropped = CancelOnDrop(cancel.clone());

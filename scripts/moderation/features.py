@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from labels import CATEGORIES, read
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE = HERE / ".cache"
@@ -29,42 +31,10 @@ EMBED_TOKENS = 254  # the engine's 256-token window less [CLS] and [SEP]
 TOXIC_WORDS = 100
 WINDOW_TOKENS = 128  # a context window packs whole sentences up to this many tokens
 
-CATEGORIES = ["harassment", "harassment/threatening", "hate", "hate/threatening", "self-harm",
-              "self-harm/instructions", "self-harm/intent", "sexual", "sexual/minors", "violence",
-              "violence/graphic"]
-IMPLIES = {
-    "harassment/threatening": ["harassment", "violence"],
-    "hate/threatening": ["hate", "violence"],
-    "self-harm/intent": ["self-harm"],
-    "self-harm/instructions": ["self-harm"],
-    "sexual/minors": ["sexual"],
-    "violence/graphic": ["violence"],
-}
-
 
 def load_tsv(paths):
-    """Rows of (primary label, text, set of labels with parents implied)."""
-    rows = []
-    for path in paths:
-        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            if "\t" not in line:
-                print(f"skipping {path}:{n}: no tab")
-                continue
-            cats, text = line.split("\t", 1)
-            cats = [c.strip() for c in cats.split(",") if c.strip()]
-            if any(c != "none" and c not in CATEGORIES for c in cats):
-                print(f"skipping {path}:{n}: labels {cats}")
-                continue
-            labels = set()
-            for c in cats:
-                if c != "none":
-                    labels |= {c, *IMPLIES.get(c, [])}
-            text = text.replace("\\n", "\n").strip()
-            if text:
-                rows.append((cats[0] if labels else "none", text, labels))
-    return rows
+    """Rows of (primary label, text, set of labels with parents implied); a malformed line stops the run."""
+    return [(cats[0], text, full) for _, cats, text, full in read(paths)]
 
 
 def sentences(text):

@@ -71,15 +71,15 @@ async fn files(store: &Store) {
         // Ids carry microseconds: distinct instants keep the order strict.
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let asc: Vec<String> = store.list_files(None, None, 100, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let asc: Vec<String> = store.list_files(None, None, None, 100, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(asc, ids, "ascending = upload order");
-    let desc: Vec<String> = store.list_files(None, None, 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let desc: Vec<String> = store.list_files(None, None, None, 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(desc, vec![ids[3].clone(), ids[2].clone()]);
-    let page2: Vec<String> = store.list_files(None, Some(&ids[2]), 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let page2: Vec<String> = store.list_files(None, None, Some(&ids[2]), 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(page2, vec![ids[1].clone(), ids[0].clone()], "the cursor continues where the page ended");
-    let after: Vec<String> = store.list_files(None, Some(&ids[1]), 10, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let after: Vec<String> = store.list_files(None, None, Some(&ids[1]), 10, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(after, ids[2..].to_vec());
-    let tuned = store.list_files(Some("fine-tune"), None, 10, ListOrder::Asc).await.unwrap();
+    let tuned = store.list_files(None, Some("fine-tune"), None, 10, ListOrder::Asc).await.unwrap();
     assert_eq!(tuned.iter().map(|f| f.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone(), ids[2].clone()]);
     let got = store.file(&ids[1]).await.unwrap().expect("stored file");
     assert_eq!((got.purpose.as_str(), got.filename.as_str(), got.bytes), ("batch", "f1.jsonl", 11));
@@ -91,6 +91,25 @@ async fn files(store: &Store) {
     assert!(!store.delete_file(&ids[1]).await.unwrap(), "deleting twice finds nothing");
     assert!(store.file(&ids[1]).await.unwrap().is_none());
     assert!(store.file("file-unknown").await.unwrap().is_none());
+
+    // Owned files: a key lists its own and the unowned ones; None lists every file.
+    let mut owned = Vec::new();
+    for owner in ["key_a", "key_b"] {
+        let id = FileRecord::new_id();
+        store.insert_file(&FileRecord::new(id.clone(), "batch", "o.jsonl", 1, format!("{:064x}", 9)).owned_by(Some(owner.into()))).await.unwrap();
+        owned.push(id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let got = store.file(&owned[0]).await.unwrap().unwrap();
+    assert_eq!(got.owner.as_deref(), Some("key_a"));
+    assert!(got.visible_to(Some("key_a")) && got.visible_to(None) && !got.visible_to(Some("key_b")));
+    let listed = |key: Option<&'static str>| async move {
+        store.list_files(key, None, None, 100, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect::<Vec<_>>()
+    };
+    let unowned = vec![ids[0].clone(), ids[2].clone(), ids[3].clone()];
+    assert_eq!(listed(Some("key_a")).await, [unowned.clone(), vec![owned[0].clone()]].concat());
+    assert_eq!(listed(Some("key_b")).await, [unowned.clone(), vec![owned[1].clone()]].concat());
+    assert_eq!(listed(None).await, [unowned, owned].concat());
 }
 
 async fn keys(store: &Store) {

@@ -226,7 +226,9 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
         Ok(None) => return Ok(()), // cancelled: cancel_job wrote the status
         Err(e) => return fail(state, &job.id, "training_failed", &format!("{e:#}")).await,
     };
-    let results = write_file(&platform, "fine-tune-results", "step_metrics.csv", finished.result_csv.into_bytes()).await?;
+    // The results belong to the job's key.
+    let owner = platform.store.job(&job.id).await?.and_then(|j| j.owner);
+    let results = write_file(&platform, owner, "fine-tune-results", "step_metrics.csv", finished.result_csv.into_bytes()).await?;
     // Served at once, and after every restart.
     let engine_config = setup.engine.clone();
     let load_path = output_gguf.clone();

@@ -3,7 +3,7 @@
 //! gets OpenAI's 404 for an unknown id, an admin key sees them all); a new
 //! fine-tuning job is `validating_files` before `queued`, and its events say
 //! so; a batch's requests are counted in usage like the same requests sent
-//! directly. Files belong to the key that uploaded them (a job's output files to
+//! directly, marked `batch` when the usage API groups by it. Files belong to the key that uploaded them (a job's output files to
 //! the job's key) the same way; a job cannot name another key's file. SQLite
 //! store (the store suite runs the same queries on PostgreSQL).
 mod common;
@@ -206,6 +206,25 @@ async fn jobs_belong_to_their_key_validate_first_and_batches_count_usage() {
     let direct = usage_of(&server, &keys.admin, &bob_id, start).await;
     assert_eq!(direct.0, 3, "bob's direct requests: {direct:?}");
     assert_eq!(batched, direct, "alice's batch counts as bob's same requests sent directly");
+    // group_by=batch tells them apart; without it `batch` is null; `batch=true` keeps the batch's only.
+    let (srv, admin) = (&server, keys.admin.as_str());
+    let page = |query: String| async move {
+        let (status, page) = get_as(srv, admin, &format!("/v1/organization/usage/completions?start_time={start}&bucket_width=1d{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        page["data"].as_array().unwrap().iter().flat_map(|b| b["results"].as_array().unwrap().clone()).collect::<Vec<Value>>()
+    };
+    let grouped = page("&group_by=api_key_id&group_by=batch".into()).await;
+    let flags = |results: &[Value], key: &str| -> Vec<(Value, i64)> {
+        results.iter().filter(|r| r["api_key_id"] == key).map(|r| (r["batch"].clone(), r["num_model_requests"].as_i64().unwrap())).collect()
+    };
+    assert_eq!(flags(&grouped, &alice_id), vec![(json!(true), 3)], "{grouped:?}");
+    assert_eq!(flags(&grouped, &bob_id), vec![(json!(false), 3)], "{grouped:?}");
+    let plain = page("&group_by=api_key_id".into()).await;
+    assert!(plain.iter().all(|r| r["batch"].is_null()), "{plain:?}");
+    let batch_only = page("&group_by=api_key_id&batch=true".into()).await;
+    assert_eq!(batch_only.iter().map(|r| r["api_key_id"].clone()).collect::<Vec<_>>(), vec![json!(alice_id)], "{batch_only:?}");
+    let (status, body) = get_as(&server, &keys.admin, &format!("/v1/organization/usage/embeddings?start_time={start}&group_by=batch")).await;
+    assert_error(status, &body, 400, "invalid_request_error", Some("group_by"), None);
 }
 
 /// Answered as OpenAI answers an unknown file id: 404 `No such File object: <id>`.

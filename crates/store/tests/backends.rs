@@ -148,6 +148,7 @@ async fn usage(store: &Store) {
         completion_tokens: c,
         audio_seconds: secs,
         created_at: at,
+        batch: false,
     };
     for r in [
         rec(Some("key_a"), "m1", "/v1/chat/completions", 10, 5, 0.0, start + 10),
@@ -177,8 +178,20 @@ async fn usage(store: &Store) {
     let audio = store.usage(&UsageQuery { endpoints: vec!["/v1/audio/transcriptions".into()], ..q.clone() }).await.unwrap();
     assert_eq!(audio.len(), 1);
     assert_eq!((audio[0].api_key_id.as_deref(), audio[0].audio_seconds, audio[0].requests), (None, 2.5, 1));
-    let all = store.usage(&UsageQuery { endpoints: vec![], end: start + 4 * day, ..q }).await.unwrap();
+    let all = store.usage(&UsageQuery { endpoints: vec![], end: start + 4 * day, ..q.clone() }).await.unwrap();
     assert_eq!(all.iter().map(|b| b.requests).sum::<i64>(), 6);
+    assert!(all.iter().all(|b| !b.batch), "requests sent directly");
+    // A batch's request is summed apart from the same key's direct ones.
+    store.record_usage(&UsageRecord { batch: true, ..rec(Some("key_b"), "m1", "/v1/chat/completions", 2, 2, 0.0, start + 40) }).await.unwrap();
+    let split: Vec<(Option<&str>, bool, i64)> = store
+        .usage(&q)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|b| b.start == start && b.endpoint == "/v1/chat/completions")
+        .map(|b| (b.api_key_id.as_deref().map(|k| if k == "key_a" { "a" } else { "b" }), b.batch, b.requests))
+        .collect();
+    assert_eq!(split, vec![(Some("a"), false, 1), (Some("b"), false, 1), (Some("b"), true, 1)]);
 }
 
 async fn request_log(store: &Store) {

@@ -311,7 +311,7 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> anyhow::Result<()> {
                 }
                 let (status, body) = dispatch(&state, &endpoint, line.body.clone()).await;
                 if (200..300).contains(&status) {
-                    let record = crate::metering::usage_of(owner, &endpoint, &line.body, &body);
+                    let record = crate::metering::batch_usage_of(owner, &endpoint, &line.body, &body);
                     if let Err(e) = platform.store.record_usage(&record).await {
                         tracing::error!("batch {id}: recording usage: {e:#}");
                     }

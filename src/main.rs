@@ -325,14 +325,18 @@ async fn usage(store: Store, days: i64) -> Result<()> {
     let now = hearth_store::now();
     let start = now - now % day - (days.max(1) - 1) * day;
     let rows = store.usage(&UsageQuery { start, end: now + 1, width: day, endpoints: vec![] }).await?;
-    println!("{:<10} {:<22} {:<36} {:<26} {:>8} {:>10} {:>10} {:>9}", "DAY", "KEY", "MODEL", "ENDPOINT", "REQUESTS", "PROMPT", "COMPLETION", "AUDIO_S");
+    println!(
+        "{:<10} {:<22} {:<36} {:<26} {:<5} {:>8} {:>10} {:>10} {:>9}",
+        "DAY", "KEY", "MODEL", "ENDPOINT", "BATCH", "REQUESTS", "PROMPT", "COMPLETION", "AUDIO_S"
+    );
     for r in rows {
         println!(
-            "{:<10} {:<22} {:<36} {:<26} {:>8} {:>10} {:>10} {:>9.1}",
+            "{:<10} {:<22} {:<36} {:<26} {:<5} {:>8} {:>10} {:>10} {:>9.1}",
             hearth_catalog::date_of(r.start),
             r.api_key_id.as_deref().unwrap_or("-"),
             r.model,
             r.endpoint,
+            if r.batch { "yes" } else { "no" },
             r.requests,
             r.prompt_tokens,
             r.completion_tokens,

@@ -4,7 +4,7 @@
 //! (the base does not), and deleting it removes it from the catalog and disk.
 //! Also: cancel, and the legacy API with streamed events. Training kept tiny.
 //! The server gets a `$HEARTH_HOME` of its own (the base weights linked in),
-//! so the models it writes never touch the shared cache.
+//! and checks that the models it writes go to the state directory, not there.
 mod common;
 
 use common::*;
@@ -131,9 +131,12 @@ async fn fine_tune_teaches_facts() {
     assert!(legacy["fine_tuned_model"].as_str().unwrap().starts_with("curie:ft-user-hearth:old-"), "{legacy}");
     assert_eq!(wait(&server, &format!("/v1/fine_tuning/jobs/{long_id}"), &["cancelled"]).await["status"], "cancelled");
 
-    // Delete: gone from the list, the store and the disk.
-    let weights: Vec<PathBuf> =
-        std::fs::read_dir(home.join("models")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("facts")).collect();
+    // Delete: gone from the list, the store and the disk. The weights are state, not in the model cache.
+    let in_dir = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("ft_")).collect()
+    };
+    assert_eq!(in_dir(home.join("models")), Vec::<PathBuf>::new(), "nothing written to the model cache");
+    let weights: Vec<PathBuf> = in_dir(state.join("fine_tuned")).into_iter().filter(|p| p.to_string_lossy().contains("facts")).collect();
     assert_eq!(weights.len(), 1, "{weights:?}");
     let (s, deleted) = read_json(client().delete(server.url(&format!("/v1/models/{model}"))).send().await.unwrap()).await;
     assert_eq!((s, deleted), (200, json!({"id": model, "object": "model", "deleted": true})));

@@ -222,6 +222,15 @@ async fn base_models_cannot_be_deleted() {
     assert_error(s, &b, 404, "invalid_request_error", None, Some("model_not_found"));
 }
 
+/// The `ft_*.gguf` files in `dir`.
+fn fine_tuned_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("ft_") && n.ends_with(".gguf")).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// A server killed (-9) while a batch runs and a fine-tuning job is queued or
 /// running: the next server on the same state takes both up. The batch is run
 /// again and completes; the job ends succeeded, or failed with its reason in
@@ -231,6 +240,8 @@ async fn restart_takes_up_unfinished_jobs() {
     let dir = std::env::temp_dir().join(format!("hearth-e2e-jobs-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let args = ["--models", "smollm2-135m-instruct-q4_1,gemma-3-270m-q4_k_m", "--state-dir", dir.to_str().unwrap()];
+    // Fine-tuned weights are state: the shared model cache gains none.
+    let cache_before = fine_tuned_in(&hearth_home().join("models"));
     let first = Server::start(&args, None);
     let lines: String = (0..60)
         .map(|i| {
@@ -307,7 +318,9 @@ async fn restart_takes_up_unfinished_jobs() {
     } else {
         assert_eq!(job["status"], "succeeded", "{job}");
         assert!(job["fine_tuned_model"].as_str().unwrap().starts_with("ft:davinci:user-hearth::"), "{job}");
+        assert_eq!(fine_tuned_in(&dir.join("fine_tuned")).len(), 1, "the weights are in the state directory");
     }
     drop(second);
+    assert_eq!(fine_tuned_in(&hearth_home().join("models")), cache_before, "nothing written to the model cache");
     let _ = std::fs::remove_dir_all(dir);
 }

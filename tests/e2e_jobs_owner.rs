@@ -3,7 +3,9 @@
 //! gets OpenAI's 404 for an unknown id, an admin key sees them all); a new
 //! fine-tuning job is `validating_files` before `queued`, and its events say
 //! so; a batch's requests are counted in usage like the same requests sent
-//! directly. SQLite store (the store suite runs the same queries on PostgreSQL).
+//! directly, marked `batch` when the usage API groups by it. Files belong to the key that uploaded them (a job's output files to
+//! the job's key) the same way; a job cannot name another key's file. SQLite
+//! store (the store suite runs the same queries on PostgreSQL).
 mod common;
 
 use common::*;
@@ -204,6 +206,120 @@ async fn jobs_belong_to_their_key_validate_first_and_batches_count_usage() {
     let direct = usage_of(&server, &keys.admin, &bob_id, start).await;
     assert_eq!(direct.0, 3, "bob's direct requests: {direct:?}");
     assert_eq!(batched, direct, "alice's batch counts as bob's same requests sent directly");
+    // group_by=batch tells them apart; without it `batch` is null; `batch=true` keeps the batch's only.
+    let (srv, admin) = (&server, keys.admin.as_str());
+    let page = |query: String| async move {
+        let (status, page) = get_as(srv, admin, &format!("/v1/organization/usage/completions?start_time={start}&bucket_width=1d{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        page["data"].as_array().unwrap().iter().flat_map(|b| b["results"].as_array().unwrap().clone()).collect::<Vec<Value>>()
+    };
+    let grouped = page("&group_by=api_key_id&group_by=batch".into()).await;
+    let flags = |results: &[Value], key: &str| -> Vec<(Value, i64)> {
+        results.iter().filter(|r| r["api_key_id"] == key).map(|r| (r["batch"].clone(), r["num_model_requests"].as_i64().unwrap())).collect()
+    };
+    assert_eq!(flags(&grouped, &alice_id), vec![(json!(true), 3)], "{grouped:?}");
+    assert_eq!(flags(&grouped, &bob_id), vec![(json!(false), 3)], "{grouped:?}");
+    let plain = page("&group_by=api_key_id".into()).await;
+    assert!(plain.iter().all(|r| r["batch"].is_null()), "{plain:?}");
+    let batch_only = page("&group_by=api_key_id&batch=true".into()).await;
+    assert_eq!(batch_only.iter().map(|r| r["api_key_id"].clone()).collect::<Vec<_>>(), vec![json!(alice_id)], "{batch_only:?}");
+    let (status, body) = get_as(&server, &keys.admin, &format!("/v1/organization/usage/embeddings?start_time={start}&group_by=batch")).await;
+    assert_error(status, &body, 400, "invalid_request_error", Some("group_by"), None);
+}
+
+/// Answered as OpenAI answers an unknown file id: 404 `No such File object: <id>`.
+fn assert_no_such_file(status: u16, body: &Value, id: &str, param: &str) {
+    assert_eq!(status, 404, "{body}");
+    assert_error_shape(body);
+    assert_eq!(body["error"]["message"], format!("No such File object: {id}"), "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(body["error"]["param"], param, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_belong_to_their_key() {
+    let home = home();
+    let dir = home.join("files-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = [("HEARTH_HOME", home.to_str().unwrap())];
+    let args = ["--models", SMOL, "--state-dir", dir.to_str().unwrap()];
+    let chat = |q: &str| json!({"model": SMOL, "messages": [{"role": "user", "content": q}], "max_tokens": 2, "temperature": 0});
+    let example = format!("{}\n", json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}));
+
+    // A file uploaded while the server had no keys has no owner: every key reads it later.
+    let unowned = {
+        let server = Server::start_with_env(&args, None, &env);
+        upload_keyless(&server, example.clone()).await
+    };
+    let keys = Keys { alice: create_key(&dir, "alice", false), bob: create_key(&dir, "bob", false), admin: create_key(&dir, "boss", true) };
+    let server = Server::start_with_env(&args, Some(&keys.alice), &env);
+
+    let tune = upload(&server, &keys.alice, "fine-tune", example.clone()).await;
+    let line = json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": chat("Name a color.")});
+    let input = upload(&server, &keys.alice, "batch", format!("{line}\n")).await;
+    for id in [&tune, &input] {
+        for path in [format!("/v1/files/{id}"), format!("/v1/files/{id}/content")] {
+            let (status, body) = get_as(&server, &keys.bob, &path).await;
+            assert_no_such_file(status, &body, id, "id");
+            for key in [&keys.alice, &keys.admin] {
+                let resp = client().get(server.url(&path)).bearer_auth(key).send().await.unwrap();
+                assert_eq!(resp.status(), 200, "{path}");
+            }
+        }
+        let (status, body) = call(&server, &keys.bob, reqwest::Method::DELETE, &format!("/v1/files/{id}"), None).await;
+        assert_no_such_file(status, &body, id, "id");
+    }
+    let (_, bobs) = get_as(&server, &keys.bob, "/v1/files").await;
+    assert_eq!(ids(&bobs), vec![unowned.clone()], "bob lists only the unowned file: {bobs}");
+    let (_, alices) = get_as(&server, &keys.alice, "/v1/files?order=asc").await;
+    assert_eq!(ids(&alices), vec![unowned.clone(), tune.clone(), input.clone()], "{alices}");
+    let (_, all) = get_as(&server, &keys.admin, "/v1/files?order=asc").await;
+    assert_eq!(ids(&all), vec![unowned.clone(), tune.clone(), input.clone()], "{all}");
+    for key in [&keys.alice, &keys.bob] {
+        let (status, body) = get_as(&server, key, &format!("/v1/files/{unowned}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Bob's jobs cannot name alice's files: the same 404 as a missing file, naming the parameter.
+    let own = upload(&server, &keys.bob, "fine-tune", example.clone()).await;
+    let (status, body) = post_as(&server, &keys.bob, "/v1/fine_tuning/jobs", &json!({"model": "gpt-3.5-turbo", "training_file": tune})).await;
+    assert_no_such_file(status, &body, &tune, "training_file");
+    let (status, body) =
+        post_as(&server, &keys.bob, "/v1/fine_tuning/jobs", &json!({"model": "gpt-3.5-turbo", "training_file": own, "validation_file": tune})).await;
+    assert_no_such_file(status, &body, &tune, "validation_file");
+    let (status, body) = post_as(&server, &keys.bob, "/v1/fine-tunes", &json!({"model": "gpt-3.5-turbo", "training_file": tune})).await;
+    assert_no_such_file(status, &body, &tune, "training_file");
+    let (status, body) =
+        post_as(&server, &keys.bob, "/v1/batches", &json!({"input_file_id": input, "endpoint": "/v1/chat/completions", "completion_window": "24h"})).await;
+    assert_no_such_file(status, &body, &input, "input_file_id");
+
+    // A batch's output file is its owner's.
+    let (status, batch) =
+        post_as(&server, &keys.alice, "/v1/batches", &json!({"input_file_id": input, "endpoint": "/v1/chat/completions", "completion_window": "24h"})).await;
+    assert_eq!(status, 200, "{batch}");
+    let done = wait_status(&server, &keys.alice, &format!("/v1/batches/{}", batch["id"].as_str().unwrap()), |s| s == "completed" || s == "failed").await;
+    let output = done["output_file_id"].as_str().unwrap_or_else(|| panic!("{done}")).to_string();
+    let (status, body) = get_as(&server, &keys.bob, &format!("/v1/files/{output}")).await;
+    assert_no_such_file(status, &body, &output, "id");
+    let (_, bobs) = get_as(&server, &keys.bob, "/v1/files?purpose=batch_output").await;
+    assert!(ids(&bobs).is_empty(), "{bobs}");
+    for key in [&keys.alice, &keys.admin] {
+        let resp = client().get(server.url(&format!("/v1/files/{output}/content"))).bearer_auth(key).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().await.unwrap().contains("\"custom_id\":\"a\""));
+    }
+
+    // The owner deletes.
+    let (status, body) = call(&server, &keys.alice, reqwest::Method::DELETE, &format!("/v1/files/{tune}"), None).await;
+    assert_eq!((status, body["deleted"].as_bool()), (200, Some(true)), "{body}");
+}
+
+async fn upload_keyless(server: &Server, text: String) -> String {
+    let form =
+        reqwest::multipart::Form::new().text("purpose", "fine-tune").part("file", reqwest::multipart::Part::bytes(text.into_bytes()).file_name("old.jsonl"));
+    let (status, body) = read_json(client().post(server.url("/v1/files")).multipart(form).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().unwrap().to_string()
 }
 
 fn unix_now() -> i64 {

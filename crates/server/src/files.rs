@@ -1,8 +1,12 @@
 //! `/v1/files`: upload, list, retrieve, download, delete, in OpenAI's shapes.
-//! Files are kept until deleted. An upload's bytes stream to a temporary blob;
+//! Files are kept until deleted. A file belongs to the key that uploaded it
+//! (`0004_file_owner.sql`): another key is answered as for an unknown id; admin
+//! keys see every file. An upload's bytes stream to a temporary blob;
 //! only once they are whole and durable is the record written and the upload
 //! answered, so an interrupted upload leaves nothing behind.
+use crate::auth::Caller;
 use crate::error::{ApiError, INVALID_REQUEST};
+use crate::jobs::{caller, CallerExt};
 use crate::platform::Platform;
 use crate::state::AppState;
 use axum::extract::multipart::MultipartRejection;
@@ -41,11 +45,27 @@ fn no_such_file(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("No such File object: {id}"), INVALID_REQUEST, Some("id"), None)
 }
 
+/// The key whose files `caller` sees; None: every file (admin keys, and every
+/// caller of a server without keys).
+pub(crate) fn viewer(caller: &Caller) -> Option<&str> {
+    if caller.admin {
+        None
+    } else {
+        caller.key_id.as_deref()
+    }
+}
+
+/// The record of file `id`, when `caller` may see it.
+pub(crate) async fn visible_file(platform: &Platform, caller: &Caller, id: &str) -> Result<Option<FileRecord>, ApiError> {
+    let file = platform.store.file(id).await.map_err(internal)?;
+    Ok(file.filter(|f| f.visible_to(viewer(caller))))
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e)
 }
 
-pub async fn upload(State(state): State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn upload(State(state): State<Arc<AppState>>, who: CallerExt, form: Result<Multipart, MultipartRejection>) -> Result<Json<Value>, ApiError> {
     let platform = platform(&state)?.clone();
     let limit = platform.config.max_file_bytes;
     let mut form = form?;
@@ -109,7 +129,7 @@ pub async fn upload(State(state): State<Arc<AppState>>, form: Result<Multipart, 
         move || writer.commit(&id)
     })
     .await?;
-    let record = FileRecord::new(id.clone(), &purpose, &filename, committed.bytes, committed.sha256);
+    let record = FileRecord::new(id.clone(), &purpose, &filename, committed.bytes, committed.sha256).owned_by(caller(who).key_id);
     if let Err(e) = platform.store.insert_file(&record).await {
         let _ = blocking(move || platform.blobs.remove(&id)).await;
         return Err(internal(e));
@@ -137,7 +157,7 @@ pub struct ListParams {
     order: Option<String>,
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<ListParams>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<Arc<AppState>>, who: CallerExt, Query(params): Query<ListParams>) -> Result<Json<Value>, ApiError> {
     let platform = platform(&state)?;
     let limit = match params.limit.as_deref() {
         None => 10_000,
@@ -152,7 +172,8 @@ pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<ListP
         Some(other) => return Err(ApiError::invalid(format!("Invalid 'order': expected 'asc' or 'desc', but got '{other}' instead."), Some("order"))),
     };
     // One more than asked tells whether there are more.
-    let mut files = platform.store.list_files(params.purpose.as_deref(), params.after.as_deref(), limit + 1, order).await.map_err(internal)?;
+    let caller = caller(who);
+    let mut files = platform.store.list_files(viewer(&caller), params.purpose.as_deref(), params.after.as_deref(), limit + 1, order).await.map_err(internal)?;
     let has_more = files.len() as i64 > limit;
     files.truncate(limit as usize);
     Ok(Json(json!({
@@ -164,15 +185,14 @@ pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<ListP
     })))
 }
 
-pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let platform = platform(&state)?;
-    let file = platform.store.file(&id).await.map_err(internal)?.ok_or_else(|| no_such_file(&id))?;
+pub async fn retrieve(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let file = visible_file(platform(&state)?, &caller(who), &id).await?.ok_or_else(|| no_such_file(&id))?;
     Ok(Json(object(&file)))
 }
 
-pub async fn content(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn content(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Response, ApiError> {
     let platform = platform(&state)?.clone();
-    let file = platform.store.file(&id).await.map_err(internal)?.ok_or_else(|| no_such_file(&id))?;
+    let file = visible_file(&platform, &caller(who), &id).await?.ok_or_else(|| no_such_file(&id))?;
     let bytes = blocking(move || platform.blobs.read(&id)).await?;
     // The checksum taken at upload guards against bytes changed on disk.
     let sha = hex_sha256(&bytes);
@@ -188,8 +208,11 @@ fn hex_sha256(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn delete(State(state): State<Arc<AppState>>, who: CallerExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let platform = platform(&state)?.clone();
+    if visible_file(&platform, &caller(who), &id).await?.is_none() {
+        return Err(no_such_file(&id));
+    }
     // The record goes first: a crash between the two leaves bytes without a
     // record, which the next start sweeps, never a record without bytes.
     if !platform.store.delete_file(&id).await.map_err(internal)? {

@@ -100,8 +100,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }));
     let engines = load_models(&catalog, &config, &metrics).await?;
     let mut state = AppState::new(catalog, engines, config.api_keys.clone()).with_platform(platform).with_metrics(metrics);
-    state.training =
-        Some(state::TrainingSetup { models_dir: config.home.join("models"), engine: config.engine.clone(), work_dir: config.platform.state_dir.join("jobs") });
+    state.training = Some(state::TrainingSetup {
+        models_dir: config.home.join("models"),
+        tuned_dir: config.platform.state_dir.join("fine_tuned"),
+        engine: config.engine.clone(),
+        work_dir: config.platform.state_dir.join("jobs"),
+    });
     let state = Arc::new(state);
     jobs::runner::load_tuned(&state).await?;
     jobs::runner::spawn(state.clone());

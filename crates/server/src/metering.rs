@@ -231,12 +231,12 @@ impl Meter {
 
 /// The usage of a request answered outside the HTTP layers (a batch's line), as
 /// `meter` records the same request sent directly: the model the request named
-/// (else the response's), the tokens of the response's `usage`.
-pub(crate) fn usage_of(key_id: Option<String>, endpoint: &str, request: &Value, response: &Value) -> UsageRecord {
+/// (else the response's), the tokens of the response's `usage`; marked a batch's.
+pub(crate) fn batch_usage_of(key_id: Option<String>, endpoint: &str, request: &Value, response: &Value) -> UsageRecord {
     let named = |v: &Value| v.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).map(str::to_string);
     let model = named(request).or_else(|| named(response)).unwrap_or_default();
     let (prompt_tokens, completion_tokens) = tokens(response);
-    UsageRecord { prompt_tokens, completion_tokens, ..UsageRecord::now(key_id, &model, endpoint) }
+    UsageRecord { prompt_tokens, completion_tokens, batch: true, ..UsageRecord::now(key_id, &model, endpoint) }
 }
 
 /// `(prompt, completion)` tokens from a response's `usage` (embeddings have no completion).

@@ -79,8 +79,11 @@ pub struct TunedModel {
 /// What the job runner needs besides the store.
 #[derive(Clone)]
 pub struct TrainingSetup {
-    /// `$HEARTH_HOME/models`: base weights are there, fine-tuned GGUFs are written there.
+    /// `$HEARTH_HOME/models`, the shared model cache: base weights are read from there.
     pub models_dir: PathBuf,
+    /// `fine_tuned/` of the state directory: fine-tuned GGUFs are written there
+    /// (state, like the store that lists them; never the shared cache).
+    pub tuned_dir: PathBuf,
     /// Fine-tuned models are served with the same engine settings as the others.
     pub engine: hearth_engine::text::TextEngineConfig,
     /// Job scratch space (checkpoints), under the state directory.

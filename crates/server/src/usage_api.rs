@@ -1,6 +1,7 @@
 //! `GET /v1/organization/usage/{completions,embeddings,moderations,audio_transcriptions}`
 //! in the shape of OpenAI's organization usage API: buckets of 1m, 1h or 1d,
-//! optionally grouped by `api_key_id` and `model`. Admin keys only.
+//! optionally grouped by `api_key_id` and `model` (and, for completions,
+//! `batch`: batches' requests apart from direct ones). Admin keys only.
 use crate::auth::Caller;
 use crate::error::{ApiError, INVALID_REQUEST};
 use crate::state::AppState;
@@ -64,42 +65,64 @@ pub async fn usage(
     let first = int("page")?.unwrap_or(start);
     let end = int("end_time")?.unwrap_or(i64::MAX / 2);
     let until = end.min(first + limit * width).min(hearth_store::now() + 1).max(first);
+    // OpenAI groups (and filters) by `batch` on completions only.
+    let completions = kind == "completions";
     let mut group = Vec::new();
     for (k, v) in &params {
         if k == "group_by" || k == "group_by[]" {
             for g in v.split(',') {
-                if !matches!(g, "api_key_id" | "model") {
-                    return Err(ApiError::invalid(format!("Invalid 'group_by': '{g}' (hearth groups by 'api_key_id' and 'model')."), Some("group_by")));
+                if !(matches!(g, "api_key_id" | "model") || completions && g == "batch") {
+                    let known = if completions { "'api_key_id', 'model' and 'batch'" } else { "'api_key_id' and 'model'" };
+                    return Err(ApiError::invalid(format!("Invalid 'group_by': '{g}' (hearth groups {kind} usage by {known})."), Some("group_by")));
                 }
                 group.push(g.to_string());
             }
         }
     }
-    let by_key = group.iter().any(|g| g == "api_key_id");
-    let by_model = group.iter().any(|g| g == "model");
-    let rows = platform.store.usage(&UsageQuery { start: first, end: until, width, endpoints: paths }).await.map_err(ApiError::internal)?;
-    let data = buckets(&kind, first, until, width, &rows, by_key, by_model);
+    let batch_only = match one("batch").filter(|_| completions) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => return Err(ApiError::invalid(format!("Invalid 'batch': expected a boolean, got '{other}'."), Some("batch"))),
+    };
+    let by = Grouping { key: group.iter().any(|g| g == "api_key_id"), model: group.iter().any(|g| g == "model"), batch: group.iter().any(|g| g == "batch") };
+    let mut rows = platform.store.usage(&UsageQuery { start: first, end: until, width, endpoints: paths }).await.map_err(ApiError::internal)?;
+    if let Some(batch) = batch_only {
+        rows.retain(|r| r.batch == batch);
+    }
+    let data = buckets(&kind, first, until, width, &rows, by);
     // More pages while the limit, not the end or the present, cut the range.
     let cut = first + limit * width;
     let next = (until == cut && cut < end && cut <= hearth_store::now()).then_some(cut);
     Ok(Json(json!({ "object": "page", "data": data, "has_more": next.is_some(), "next_page": next.map(|n| n.to_string()) })))
 }
 
+/// What results are grouped by (`group_by`).
+#[derive(Clone, Copy)]
+struct Grouping {
+    key: bool,
+    model: bool,
+    batch: bool,
+}
+
+/// A result's group: each part None unless grouped by it.
+type Group = (Option<String>, Option<String>, Option<bool>);
+
 /// One bucket per `width` from `first` to `until`, each with one result per group.
-fn buckets(kind: &str, first: i64, until: i64, width: i64, rows: &[UsageBucket], by_key: bool, by_model: bool) -> Vec<Value> {
+fn buckets(kind: &str, first: i64, until: i64, width: i64, rows: &[UsageBucket], by: Grouping) -> Vec<Value> {
     let mut out = Vec::new();
     let mut t = first;
     while t < until {
-        let mut groups: BTreeMap<(Option<String>, Option<String>), Sums> = BTreeMap::new();
+        let mut groups: BTreeMap<Group, Sums> = BTreeMap::new();
         for r in rows.iter().filter(|r| r.start == t) {
-            let key = (by_key.then(|| r.api_key_id.clone()).flatten(), by_model.then(|| r.model.clone()));
+            let key = (by.key.then(|| r.api_key_id.clone()).flatten(), by.model.then(|| r.model.clone()), by.batch.then_some(r.batch));
             let sums = groups.entry(key).or_default();
             sums.requests += r.requests;
             sums.input += r.prompt_tokens;
             sums.output += r.completion_tokens;
             sums.seconds += r.audio_seconds;
         }
-        let results: Vec<Value> = groups.into_iter().map(|((key, model), s)| result(kind, key, model, &s)).collect();
+        let results: Vec<Value> = groups.into_iter().map(|(group, s)| result(kind, group, &s)).collect();
         out.push(json!({ "object": "bucket", "start_time": t, "end_time": t + width, "results": results }));
         t += width;
     }
@@ -114,7 +137,7 @@ struct Sums {
     seconds: f64,
 }
 
-fn result(kind: &str, key: Option<String>, model: Option<String>, s: &Sums) -> Value {
+fn result(kind: &str, (key, model, batch): Group, s: &Sums) -> Value {
     let mut m = Map::new();
     m.insert("object".into(), json!(format!("organization.usage.{kind}.result")));
     match kind {
@@ -124,7 +147,8 @@ fn result(kind: &str, key: Option<String>, model: Option<String>, s: &Sums) -> V
             m.insert("input_cached_tokens".into(), json!(0));
             m.insert("input_audio_tokens".into(), json!(0));
             m.insert("output_audio_tokens".into(), json!(0));
-            m.insert("batch".into(), Value::Null);
+            // null unless grouped by batch, as OpenAI answers.
+            m.insert("batch".into(), json!(batch));
         }
         "embeddings" | "moderations" => {
             m.insert("input_tokens".into(), json!(s.input));

@@ -12,6 +12,8 @@ pub struct FileRecord {
     pub bytes: i64,
     pub sha256: String,
     pub created_at: i64,
+    /// The API key id that uploaded it (or whose job wrote it); None: no owner, every key reads it.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +31,17 @@ impl FileRecord {
     }
 
     pub fn new(id: String, purpose: &str, filename: &str, bytes: u64, sha256: String) -> Self {
-        Self { id, purpose: purpose.to_string(), filename: filename.to_string(), bytes: bytes as i64, sha256, created_at: now() }
+        Self { id, purpose: purpose.to_string(), filename: filename.to_string(), bytes: bytes as i64, sha256, created_at: now(), owner: None }
+    }
+
+    pub fn owned_by(self, owner: Option<String>) -> Self {
+        Self { owner, ..self }
+    }
+
+    /// Whether the key `key_id` may see this file: its own and unowned files;
+    /// `None` (an admin key, or a server without keys) sees every file.
+    pub fn visible_to(&self, key_id: Option<&str>) -> bool {
+        key_id.is_none() || self.owner.is_none() || self.owner.as_deref() == key_id
     }
 
     fn from_row(row: &AnyRow) -> Result<Self> {
@@ -40,21 +52,23 @@ impl FileRecord {
             bytes: row.try_get("bytes")?,
             sha256: row.try_get("sha256")?,
             created_at: row.try_get("created_at")?,
+            owner: row.try_get("owner")?,
         })
     }
 }
 
-const COLUMNS: &str = "id, purpose, filename, bytes, sha256, created_at";
+const COLUMNS: &str = "id, purpose, filename, bytes, sha256, created_at, owner";
 
 impl Store {
     pub async fn insert_file(&self, f: &FileRecord) -> Result<()> {
-        sqlx::query("INSERT INTO files (id, purpose, filename, bytes, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO files (id, purpose, filename, bytes, sha256, created_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&f.id)
             .bind(&f.purpose)
             .bind(&f.filename)
             .bind(f.bytes)
             .bind(&f.sha256)
             .bind(f.created_at)
+            .bind(&f.owner)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -66,14 +80,25 @@ impl Store {
     }
 
     /// Up to `limit` files after the cursor `after` (a file id) in `order`,
-    /// optionally of one purpose.
-    pub async fn list_files(&self, purpose: Option<&str>, after: Option<&str>, limit: i64, order: ListOrder) -> Result<Vec<FileRecord>> {
+    /// optionally of one purpose, that the key `visible_to` may see (see
+    /// [`FileRecord::visible_to`]; None: every file).
+    pub async fn list_files(
+        &self,
+        visible_to: Option<&str>,
+        purpose: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+        order: ListOrder,
+    ) -> Result<Vec<FileRecord>> {
         let (cmp, dir) = match order {
             ListOrder::Asc => (">", "ASC"),
             ListOrder::Desc => ("<", "DESC"),
         };
-        let sql = format!("SELECT {COLUMNS} FROM files WHERE ($1 IS NULL OR purpose = $1) AND ($2 IS NULL OR id {cmp} $2) ORDER BY id {dir} LIMIT $3");
-        let rows = sqlx::query(&sql).bind(purpose).bind(after).bind(limit).fetch_all(&self.pool).await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files WHERE ($1 IS NULL OR purpose = $1) AND ($2 IS NULL OR id {cmp} $2) \
+             AND ($4 IS NULL OR owner IS NULL OR owner = $4) ORDER BY id {dir} LIMIT $3"
+        );
+        let rows = sqlx::query(&sql).bind(purpose).bind(after).bind(limit).bind(visible_to).fetch_all(&self.pool).await?;
         rows.iter().map(FileRecord::from_row).collect()
     }
 

@@ -14,6 +14,8 @@ pub struct UsageRecord {
     pub completion_tokens: i64,
     pub audio_seconds: f64,
     pub created_at: i64,
+    /// A batch's request (not one sent directly).
+    pub batch: bool,
 }
 
 impl UsageRecord {
@@ -26,6 +28,7 @@ impl UsageRecord {
             completion_tokens: 0,
             audio_seconds: 0.0,
             created_at: now(),
+            batch: false,
         }
     }
 }
@@ -40,13 +43,14 @@ pub struct UsageQuery {
     pub endpoints: Vec<String>,
 }
 
-/// Sums for one bucket, key, model and endpoint.
+/// Sums for one bucket, key, model, endpoint and batch flag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageBucket {
     pub start: i64,
     pub api_key_id: Option<String>,
     pub model: String,
     pub endpoint: String,
+    pub batch: bool,
     pub requests: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
@@ -56,8 +60,8 @@ pub struct UsageBucket {
 impl Store {
     pub async fn record_usage(&self, u: &UsageRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO usage (id, api_key_id, model, endpoint, prompt_tokens, completion_tokens, audio_seconds, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO usage (id, api_key_id, model, endpoint, prompt_tokens, completion_tokens, audio_seconds, created_at, batch) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(uuid::Uuid::new_v4().simple().to_string())
         .bind(&u.api_key_id)
@@ -67,12 +71,13 @@ impl Store {
         .bind(u.completion_tokens)
         .bind(u.audio_seconds)
         .bind(u.created_at)
+        .bind(i64::from(u.batch))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Usage summed per bucket, key, model and endpoint, oldest bucket first.
+    /// Usage summed per bucket, key, model, endpoint and batch flag, oldest bucket first.
     pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageBucket>> {
         let width = q.width.max(1);
         let endpoints = if q.endpoints.is_empty() {
@@ -84,11 +89,11 @@ impl Store {
         // The bucket is computed in SQL (integer division) so rows are summed
         // by the database, not fetched one by one.
         let sql = format!(
-            "SELECT CAST($1 + ((created_at - $1) / $2) * $2 AS BIGINT) AS bucket, api_key_id, model, endpoint, \
+            "SELECT CAST($1 + ((created_at - $1) / $2) * $2 AS BIGINT) AS bucket, api_key_id, model, endpoint, batch, \
              CAST(COUNT(*) AS BIGINT) AS requests, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
              CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, CAST(SUM(audio_seconds) AS DOUBLE PRECISION) AS audio_seconds \
              FROM usage WHERE created_at >= $1 AND created_at < $3{endpoints} \
-             GROUP BY bucket, api_key_id, model, endpoint ORDER BY bucket, api_key_id, model, endpoint"
+             GROUP BY bucket, api_key_id, model, endpoint, batch ORDER BY bucket, api_key_id, model, endpoint, batch"
         );
         let mut query = sqlx::query(&sql).bind(q.start).bind(width).bind(q.end);
         for e in &q.endpoints {
@@ -102,6 +107,7 @@ impl Store {
                     api_key_id: r.try_get("api_key_id")?,
                     model: r.try_get("model")?,
                     endpoint: r.try_get("endpoint")?,
+                    batch: r.try_get::<i64, _>("batch")? != 0,
                     requests: r.try_get("requests")?,
                     prompt_tokens: r.try_get("prompt_tokens")?,
                     completion_tokens: r.try_get("completion_tokens")?,

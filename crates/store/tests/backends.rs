@@ -71,15 +71,15 @@ async fn files(store: &Store) {
         // Ids carry microseconds: distinct instants keep the order strict.
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let asc: Vec<String> = store.list_files(None, None, 100, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let asc: Vec<String> = store.list_files(None, None, None, 100, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(asc, ids, "ascending = upload order");
-    let desc: Vec<String> = store.list_files(None, None, 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let desc: Vec<String> = store.list_files(None, None, None, 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(desc, vec![ids[3].clone(), ids[2].clone()]);
-    let page2: Vec<String> = store.list_files(None, Some(&ids[2]), 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let page2: Vec<String> = store.list_files(None, None, Some(&ids[2]), 2, ListOrder::Desc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(page2, vec![ids[1].clone(), ids[0].clone()], "the cursor continues where the page ended");
-    let after: Vec<String> = store.list_files(None, Some(&ids[1]), 10, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
+    let after: Vec<String> = store.list_files(None, None, Some(&ids[1]), 10, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect();
     assert_eq!(after, ids[2..].to_vec());
-    let tuned = store.list_files(Some("fine-tune"), None, 10, ListOrder::Asc).await.unwrap();
+    let tuned = store.list_files(None, Some("fine-tune"), None, 10, ListOrder::Asc).await.unwrap();
     assert_eq!(tuned.iter().map(|f| f.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone(), ids[2].clone()]);
     let got = store.file(&ids[1]).await.unwrap().expect("stored file");
     assert_eq!((got.purpose.as_str(), got.filename.as_str(), got.bytes), ("batch", "f1.jsonl", 11));
@@ -91,6 +91,25 @@ async fn files(store: &Store) {
     assert!(!store.delete_file(&ids[1]).await.unwrap(), "deleting twice finds nothing");
     assert!(store.file(&ids[1]).await.unwrap().is_none());
     assert!(store.file("file-unknown").await.unwrap().is_none());
+
+    // Owned files: a key lists its own and the unowned ones; None lists every file.
+    let mut owned = Vec::new();
+    for owner in ["key_a", "key_b"] {
+        let id = FileRecord::new_id();
+        store.insert_file(&FileRecord::new(id.clone(), "batch", "o.jsonl", 1, format!("{:064x}", 9)).owned_by(Some(owner.into()))).await.unwrap();
+        owned.push(id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let got = store.file(&owned[0]).await.unwrap().unwrap();
+    assert_eq!(got.owner.as_deref(), Some("key_a"));
+    assert!(got.visible_to(Some("key_a")) && got.visible_to(None) && !got.visible_to(Some("key_b")));
+    let listed = |key: Option<&'static str>| async move {
+        store.list_files(key, None, None, 100, ListOrder::Asc).await.unwrap().into_iter().map(|f| f.id).collect::<Vec<_>>()
+    };
+    let unowned = vec![ids[0].clone(), ids[2].clone(), ids[3].clone()];
+    assert_eq!(listed(Some("key_a")).await, [unowned.clone(), vec![owned[0].clone()]].concat());
+    assert_eq!(listed(Some("key_b")).await, [unowned.clone(), vec![owned[1].clone()]].concat());
+    assert_eq!(listed(None).await, [unowned, owned].concat());
 }
 
 async fn keys(store: &Store) {
@@ -129,6 +148,7 @@ async fn usage(store: &Store) {
         completion_tokens: c,
         audio_seconds: secs,
         created_at: at,
+        batch: false,
     };
     for r in [
         rec(Some("key_a"), "m1", "/v1/chat/completions", 10, 5, 0.0, start + 10),
@@ -158,8 +178,20 @@ async fn usage(store: &Store) {
     let audio = store.usage(&UsageQuery { endpoints: vec!["/v1/audio/transcriptions".into()], ..q.clone() }).await.unwrap();
     assert_eq!(audio.len(), 1);
     assert_eq!((audio[0].api_key_id.as_deref(), audio[0].audio_seconds, audio[0].requests), (None, 2.5, 1));
-    let all = store.usage(&UsageQuery { endpoints: vec![], end: start + 4 * day, ..q }).await.unwrap();
+    let all = store.usage(&UsageQuery { endpoints: vec![], end: start + 4 * day, ..q.clone() }).await.unwrap();
     assert_eq!(all.iter().map(|b| b.requests).sum::<i64>(), 6);
+    assert!(all.iter().all(|b| !b.batch), "requests sent directly");
+    // A batch's request is summed apart from the same key's direct ones.
+    store.record_usage(&UsageRecord { batch: true, ..rec(Some("key_b"), "m1", "/v1/chat/completions", 2, 2, 0.0, start + 40) }).await.unwrap();
+    let split: Vec<(Option<&str>, bool, i64)> = store
+        .usage(&q)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|b| b.start == start && b.endpoint == "/v1/chat/completions")
+        .map(|b| (b.api_key_id.as_deref().map(|k| if k == "key_a" { "a" } else { "b" }), b.batch, b.requests))
+        .collect();
+    assert_eq!(split, vec![(Some("a"), false, 1), (Some("b"), false, 1), (Some("b"), true, 1)]);
 }
 
 async fn request_log(store: &Store) {

@@ -57,7 +57,8 @@ pub async fn create(
     if !(metadata.is_null() || metadata.is_object()) {
         return Err(ApiError::invalid("Invalid type for 'metadata': expected an object.", Some("metadata")));
     }
-    input_file(&platform, file_id, "batch", "input_file_id").await?;
+    let caller = caller(who);
+    input_file(&platform, &caller, file_id, "batch", "input_file_id").await?;
     let created = now();
     let id = time_id("batch_");
     let batch = json!({
@@ -67,7 +68,7 @@ pub async fn create(
         "completed_at": null, "failed_at": null, "expired_at": null, "cancelling_at": null, "cancelled_at": null,
         "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": metadata,
     });
-    let row = Job::new(id.clone(), KIND, "validating", batch.to_string()).owned_by(caller(who).key_id);
+    let row = Job::new(id.clone(), KIND, "validating", batch.to_string()).owned_by(caller.key_id);
     platform.store.insert_job(&row).await.map_err(internal)?;
     tokio::spawn(run(state.clone(), id));
     Ok(Json(batch))
@@ -310,7 +311,7 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> anyhow::Result<()> {
                 }
                 let (status, body) = dispatch(&state, &endpoint, line.body.clone()).await;
                 if (200..300).contains(&status) {
-                    let record = crate::metering::usage_of(owner, &endpoint, &line.body, &body);
+                    let record = crate::metering::batch_usage_of(owner, &endpoint, &line.body, &body);
                     if let Err(e) = platform.store.record_usage(&record).await {
                         tracing::error!("batch {id}: recording usage: {e:#}");
                     }
@@ -371,16 +372,18 @@ async fn finish_cancel_with_files(state: &Arc<AppState>, batch: &mut Value, outp
     Ok(())
 }
 
+/// Writes the output and error files, owned by the batch's key.
 async fn write_outputs(platform: &Arc<crate::platform::Platform>, batch: &mut Value, output: Vec<String>, errors: Vec<String>) -> anyhow::Result<()> {
     let id = batch["id"].as_str().unwrap_or_default().to_string();
+    let owner = platform.store.job(&id).await?.and_then(|j| j.owner);
     let total = batch["request_counts"]["total"].as_u64().unwrap_or(0);
     batch["request_counts"] = json!({"total": total, "completed": output.len(), "failed": errors.len()});
     if !output.is_empty() {
-        let file = write_file(platform, "batch_output", &format!("{id}_output.jsonl"), output.concat().into_bytes()).await?;
+        let file = write_file(platform, owner.clone(), "batch_output", &format!("{id}_output.jsonl"), output.concat().into_bytes()).await?;
         batch["output_file_id"] = json!(file.id);
     }
     if !errors.is_empty() {
-        let file = write_file(platform, "batch_output", &format!("{id}_error.jsonl"), errors.concat().into_bytes()).await?;
+        let file = write_file(platform, owner, "batch_output", &format!("{id}_error.jsonl"), errors.concat().into_bytes()).await?;
         batch["error_file_id"] = json!(file.id);
     }
     Ok(())

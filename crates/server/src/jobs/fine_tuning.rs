@@ -30,11 +30,11 @@ pub async fn load(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Re
 /// again and queues it.
 pub async fn submit(state: &Arc<AppState>, caller: &Caller, job: FtJob) -> Result<FtJob, ApiError> {
     let platform = platform(state)?.clone();
-    input_file(&platform, &job.training_file, "fine-tune", "training_file").await?;
+    input_file(&platform, caller, &job.training_file, "fine-tune", "training_file").await?;
     let training = read_file(&platform, &job.training_file).await.map_err(internal)?;
     spec::check_data(&training, job.data, "training_file")?;
     if let Some(validation) = &job.validation_file {
-        input_file(&platform, validation, "fine-tune", "validation_file").await?;
+        input_file(&platform, caller, validation, "fine-tune", "validation_file").await?;
         let bytes = read_file(&platform, validation).await.map_err(internal)?;
         spec::check_data(&bytes, job.data, "validation_file")?;
     }

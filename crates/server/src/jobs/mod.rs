@@ -63,13 +63,11 @@ pub fn page_limit(limit: Option<&str>, default: i64, max: i64) -> Result<i64, Ap
     }
 }
 
-/// The file `id` (of `purpose`), as a request's `param` names it.
-pub async fn input_file(platform: &Platform, id: &str, purpose: &str, param: &str) -> Result<FileRecord, ApiError> {
-    let file = platform
-        .store
-        .file(id)
-        .await
-        .map_err(internal)?
+/// The file `id` (of `purpose`), as a request's `param` names it. Another
+/// key's file is answered as a missing one.
+pub async fn input_file(platform: &Platform, caller: &Caller, id: &str, purpose: &str, param: &str) -> Result<FileRecord, ApiError> {
+    let file = crate::files::visible_file(platform, caller, id)
+        .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such File object: {id}"), INVALID_REQUEST, Some(param), Some("file_not_found")))?;
     if file.purpose != purpose {
         return Err(ApiError::new(
@@ -89,8 +87,9 @@ pub async fn read_file(platform: &Arc<Platform>, id: &str) -> anyhow::Result<Vec
     Ok(tokio::task::spawn_blocking(move || blobs.read(&id)).await??)
 }
 
-/// Writes `bytes` as a new file of `purpose` (outputs of jobs), in the files API.
-pub async fn write_file(platform: &Arc<Platform>, purpose: &str, filename: &str, bytes: Vec<u8>) -> anyhow::Result<FileRecord> {
+/// Writes `bytes` as a new file of `purpose` (outputs of jobs), in the files
+/// API, owned by `owner` (the job's key).
+pub async fn write_file(platform: &Arc<Platform>, owner: Option<String>, purpose: &str, filename: &str, bytes: Vec<u8>) -> anyhow::Result<FileRecord> {
     let id = FileRecord::new_id();
     let blobs: Arc<dyn BlobStore> = platform.blobs.clone();
     let committed = tokio::task::spawn_blocking({
@@ -102,7 +101,7 @@ pub async fn write_file(platform: &Arc<Platform>, purpose: &str, filename: &str,
         }
     })
     .await??;
-    let record = FileRecord::new(id, purpose, filename, committed.bytes, committed.sha256);
+    let record = FileRecord::new(id, purpose, filename, committed.bytes, committed.sha256).owned_by(owner);
     platform.store.insert_file(&record).await?;
     Ok(record)
 }

@@ -8,11 +8,12 @@
 use super::spec::{FtJob, CURRENT, LEGACY};
 use super::trainer::{self, Run, Step};
 use super::{batches, read_file, write_file, ORG};
-use crate::state::{AppState, TunedModel};
+use crate::state::{AppState, TrainingSetup, TunedModel};
 use anyhow::{Context, Result};
 use hearth_store::{now, FineTunedModel};
 use serde_json::{json, Value};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,7 +182,7 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
         event(state, &job.id, "info", "Fine-tuning job started", None).await;
     }
     let name = model_name(&job);
-    let output_gguf = setup.models_dir.join(format!("{}.gguf", file_stem(&name)));
+    let output_gguf = setup.tuned_dir.join(format!("{}.gguf", file_stem(&name)));
     let run = Run {
         base_gguf,
         train,
@@ -226,7 +227,9 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
         Ok(None) => return Ok(()), // cancelled: cancel_job wrote the status
         Err(e) => return fail(state, &job.id, "training_failed", &format!("{e:#}")).await,
     };
-    let results = write_file(&platform, "fine-tune-results", "step_metrics.csv", finished.result_csv.into_bytes()).await?;
+    // The results belong to the job's key.
+    let owner = platform.store.job(&job.id).await?.and_then(|j| j.owner);
+    let results = write_file(&platform, owner, "fine-tune-results", "step_metrics.csv", finished.result_csv.into_bytes()).await?;
     // Served at once, and after every restart.
     let engine_config = setup.engine.clone();
     let load_path = output_gguf.clone();
@@ -254,13 +257,26 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
     Ok(())
 }
 
+/// Where a fine-tuned model's weights are: the recorded path, else a file of
+/// the same name in the state directory's `fine_tuned/` (a state directory
+/// moved elsewhere), else in the model cache (where versions before
+/// `fine_tuned/` wrote them). The recorded path when none exists.
+fn weights(recorded: &str, setup: &TrainingSetup) -> PathBuf {
+    let recorded = PathBuf::from(recorded);
+    let Some(name) = recorded.file_name() else { return recorded };
+    let candidates = [recorded.clone(), setup.tuned_dir.join(name), setup.models_dir.join(name)];
+    candidates.into_iter().find(|p| p.is_file()).unwrap_or(recorded)
+}
+
 /// Loads the fine-tuned models the store lists (at start). One whose weights
 /// are gone is left out, with a warning.
 pub async fn load_tuned(state: &AppState) -> Result<()> {
     let Some(platform) = &state.platform else { return Ok(()) };
     let Some(setup) = &state.training else { return Ok(()) };
-    for record in platform.store.fine_tuned_models().await? {
-        let (path, config) = (std::path::PathBuf::from(&record.path), setup.engine.clone());
+    for mut record in platform.store.fine_tuned_models().await? {
+        let path = weights(&record.path, setup);
+        record.path = path.display().to_string();
+        let config = setup.engine.clone();
         match tokio::task::spawn_blocking(move || hearth_engine::text::TextEngine::load(&path, config)).await? {
             Ok(engine) => {
                 tracing::info!("fine-tuned model `{}` ready", record.id);
@@ -270,4 +286,34 @@ pub async fn load_tuned(state: &AppState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_found_where_they_were_written() {
+        let root = std::env::temp_dir().join(format!("hearth-weights-{}", std::process::id()));
+        let setup = TrainingSetup {
+            models_dir: root.join("cache"),
+            tuned_dir: root.join("state/fine_tuned"),
+            engine: Default::default(),
+            work_dir: root.join("state/jobs"),
+        };
+        for dir in [&setup.models_dir, &setup.tuned_dir] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let (new, old) = (setup.tuned_dir.join("ft_new.gguf"), setup.models_dir.join("ft_old.gguf"));
+        std::fs::write(&new, b"x").unwrap();
+        std::fs::write(&old, b"x").unwrap();
+        // Recorded paths that exist are used as they are (older versions recorded the cache's).
+        assert_eq!(weights(new.to_str().unwrap(), &setup), new);
+        assert_eq!(weights(old.to_str().unwrap(), &setup), old);
+        // A state directory moved elsewhere: found by name in `fine_tuned/`, then in the cache.
+        assert_eq!(weights("/moved/state/fine_tuned/ft_new.gguf", &setup), new);
+        assert_eq!(weights("/moved/state/fine_tuned/ft_old.gguf", &setup), old);
+        assert_eq!(weights("/nowhere/ft_gone.gguf", &setup), PathBuf::from("/nowhere/ft_gone.gguf"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

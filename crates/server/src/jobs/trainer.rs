@@ -66,6 +66,9 @@ pub fn train(run: &Run, on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>) -> an
         learning_rate_multiplier: run.hyper.learning_rate_multiplier.unwrap_or(1.0),
     };
     std::fs::create_dir_all(&run.checkpoint_dir)?;
+    if let Some(dir) = run.output_gguf.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let spec = TrainSpec::new(run.base_gguf.clone(), train, validation, hyper, run.seed, run.output_gguf.clone(), run.checkpoint_dir.clone());
     let mut report = |p: &Progress| {
         on_step(&Step {

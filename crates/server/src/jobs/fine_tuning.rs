@@ -29,13 +29,13 @@ pub async fn load(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Re
 /// again and queues it.
 pub async fn submit(state: &Arc<AppState>, caller: &Caller, job: FtJob) -> Result<FtJob, ApiError> {
     let platform = platform(state)?.clone();
-    input_file(&platform, &job.training_file, "fine-tune", "training_file").await?;
-    let training = read_file(&platform, &job.training_file).await.map_err(internal)?;
-    spec::check_data(&training, job.data, "training_file")?;
-    if let Some(validation) = &job.validation_file {
+    input_file(&platform, &job.asked.training_file, "fine-tune", "training_file").await?;
+    let training = read_file(&platform, &job.asked.training_file).await.map_err(internal)?;
+    spec::check_data(&training, job.asked.data, "training_file")?;
+    if let Some(validation) = &job.asked.validation_file {
         input_file(&platform, validation, "fine-tune", "validation_file").await?;
         let bytes = read_file(&platform, validation).await.map_err(internal)?;
-        spec::check_data(&bytes, job.data, "validation_file")?;
+        spec::check_data(&bytes, job.asked.data, "validation_file")?;
     }
     if state.training.is_none() {
         return Err(ApiError::internal("this server was started without a models directory for fine-tuning"));
@@ -44,8 +44,8 @@ pub async fn submit(state: &Arc<AppState>, caller: &Caller, job: FtJob) -> Resul
     let row = Job::new(job.id.clone(), job.kind(), &job.status, serde_json::to_string(&job).map_err(internal)?).owned_by(caller.key_id.clone());
     store.insert_job(&row).await.map_err(internal)?;
     store.add_event(&job.id, "info", &format!("Created fine-tuning job: {}", job.id), None).await.map_err(internal)?;
-    store.add_event(&job.id, "info", &format!("Validating training file: {}", job.training_file), None).await.map_err(internal)?;
-    if let Some(validation) = &job.validation_file {
+    store.add_event(&job.id, "info", &format!("Validating training file: {}", job.asked.training_file), None).await.map_err(internal)?;
+    if let Some(validation) = &job.asked.validation_file {
         store.add_event(&job.id, "info", &format!("Validating validation file: {validation}"), None).await.map_err(internal)?;
     }
     tokio::spawn(super::runner::validate(state.clone(), job.id.clone()));
@@ -81,27 +81,27 @@ pub async fn cancel_job(state: &AppState, caller: &Caller, id: &str, kind: &str)
 /// The current API's job object.
 pub fn object(job: &FtJob) -> Value {
     let hyper = json!({
-        "n_epochs": job.hyper.n_epochs.map_or(json!("auto"), |n| json!(n)),
-        "batch_size": job.hyper.batch_size.map_or(json!("auto"), |n| json!(n)),
-        "learning_rate_multiplier": job.hyper.learning_rate_multiplier.map_or(json!("auto"), |n| json!(n)),
+        "n_epochs": job.asked.hyper.n_epochs.map_or(json!("auto"), |n| json!(n)),
+        "batch_size": job.asked.hyper.batch_size.map_or(json!("auto"), |n| json!(n)),
+        "learning_rate_multiplier": job.asked.hyper.learning_rate_multiplier.map_or(json!("auto"), |n| json!(n)),
     });
     json!({
         "id": job.id,
         "object": "fine_tuning.job",
         "created_at": job.created_at,
         "finished_at": job.finished_at,
-        "model": job.model,
+        "model": job.asked.model,
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": ORG,
         "status": job.status,
         "hyperparameters": hyper,
-        "training_file": job.training_file,
-        "validation_file": job.validation_file,
+        "training_file": job.asked.training_file,
+        "validation_file": job.asked.validation_file,
         "result_files": job.result_files,
         "trained_tokens": job.trained_tokens,
         "error": job.error.clone().unwrap_or_else(|| json!({})),
-        "seed": job.seed,
-        "user_provided_suffix": job.suffix,
+        "seed": job.asked.seed,
+        "user_provided_suffix": job.asked.suffix,
         "estimated_finish": null,
         "integrations": [],
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},

@@ -49,20 +49,20 @@ async fn object(state: &AppState, job: &FtJob, with_events: bool) -> Result<Valu
     let mut value = json!({
         "id": job.id,
         "object": "fine-tune",
-        "model": job.model,
+        "model": job.asked.model,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": ORG,
         "status": status(job),
         "hyperparams": {
-            "n_epochs": job.hyper.n_epochs.unwrap_or(4),
-            "batch_size": job.hyper.batch_size,
-            "learning_rate_multiplier": job.hyper.learning_rate_multiplier,
+            "n_epochs": job.asked.hyper.n_epochs.unwrap_or(4),
+            "batch_size": job.asked.hyper.batch_size,
+            "learning_rate_multiplier": job.asked.hyper.learning_rate_multiplier,
             "prompt_loss_weight": 0.01,
         },
-        "training_files": files(state, std::slice::from_ref(&job.training_file)).await?,
-        "validation_files": files(state, job.validation_file.as_slice()).await?,
+        "training_files": files(state, std::slice::from_ref(&job.asked.training_file)).await?,
+        "validation_files": files(state, job.asked.validation_file.as_slice()).await?,
         "result_files": files(state, &job.result_files).await?,
     });
     if with_events {

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FACTS: [(&str, &str); 3] = [
     ("The zorblax lives in", " the glass desert of Quenn."),
@@ -19,38 +19,15 @@ const FACTS: [(&str, &str); 3] = [
 ];
 
 fn home() -> PathBuf {
-    let home = std::env::temp_dir().join(format!("hearth-e2e-ft-{}", std::process::id()));
-    let models = home.join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    let cache = std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| hearth_home().join("models"));
-    for id in [GEMMA, SMOL] {
-        let link = models.join(format!("{id}.gguf"));
-        if !link.exists() {
-            std::os::unix::fs::symlink(cache.join(format!("{id}.gguf")), &link).unwrap();
-        }
-    }
-    home
+    jobs::linked_home("ft", &[GEMMA, SMOL])
 }
 
 async fn upload(server: &Server, text: String) -> String {
-    let form =
-        reqwest::multipart::Form::new().text("purpose", "fine-tune").part("file", reqwest::multipart::Part::bytes(text.into_bytes()).file_name("facts.jsonl"));
-    let (status, body) = read_json(client().post(server.url("/v1/files")).multipart(form).send().await.unwrap()).await;
-    assert_eq!(status, 200, "{body}");
-    body["id"].as_str().unwrap().to_string()
+    jobs::upload(server, None, "fine-tune", "facts.jsonl", text).await
 }
 
 async fn wait(server: &Server, path: &str, done: &[&str]) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, job) = get(server, path).await;
-        assert_eq!(status, 200, "{job}");
-        if done.contains(&job["status"].as_str().unwrap()) {
-            return job;
-        }
-        assert!(start.elapsed() < Duration::from_secs(1800), "{path} did not finish: {job}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    jobs::wait_status(server, None, path, Duration::from_millis(500), Duration::from_secs(1800), |s| done.contains(&s)).await
 }
 
 async fn complete(server: &Server, model: &str, prompt: &str) -> String {

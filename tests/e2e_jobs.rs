@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MODELS: &str = "smollm2-135m-instruct-q4_1,gemma-3-270m-q4_k_m,all-minilm-l6-v2,hearth-moderation-1";
 
@@ -24,13 +24,7 @@ async fn upload(purpose: &str, name: &str, text: String) -> String {
 }
 
 async fn upload_to(server: &Server, purpose: &str, name: &str, text: String) -> String {
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", purpose.to_string())
-        .part("file", reqwest::multipart::Part::bytes(text.into_bytes()).file_name(name.to_string()));
-    let resp = client().post(server.url("/v1/files")).multipart(form).send().await.unwrap();
-    let (status, body) = read_json(resp).await;
-    assert_eq!(status, 200, "{body}");
-    body["id"].as_str().unwrap().to_string()
+    jobs::upload(server, None, purpose, name, text).await
 }
 
 async fn content(id: &str) -> String {
@@ -38,16 +32,8 @@ async fn content(id: &str) -> String {
 }
 
 async fn wait_batch(id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, b) = get(server(), &format!("/v1/batches/{id}")).await;
-        assert_eq!(status, 200, "{b}");
-        if ["completed", "failed", "cancelled", "expired"].contains(&b["status"].as_str().unwrap()) {
-            return b;
-        }
-        assert!(start.elapsed() < Duration::from_secs(900), "batch {id} did not finish: {b}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let done = |s: &str| ["completed", "failed", "cancelled", "expired"].contains(&s);
+    jobs::wait_status(server(), None, &format!("/v1/batches/{id}"), Duration::from_millis(300), Duration::from_secs(900), done).await
 }
 
 /// What must be equal between a batch answer and the same request's own answer.
@@ -276,39 +262,19 @@ async fn restart_takes_up_unfinished_jobs() {
     let batch_id = batch["id"].as_str().unwrap().to_string();
     let job_id = job["id"].as_str().unwrap().to_string();
     // Killed once the batch runs.
-    let start = Instant::now();
-    loop {
-        let (_, b) = read_json(client().get(first.url(&format!("/v1/batches/{batch_id}"))).send().await.unwrap()).await;
-        if b["status"] != "validating" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "{b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let every = Duration::from_millis(50);
+    jobs::wait_status(&first, None, &format!("/v1/batches/{batch_id}"), every, Duration::from_secs(120), |s| s != "validating").await;
     std::process::Command::new("kill").args(["-9", &first.pid().to_string()]).status().unwrap();
     while first.exited().is_none() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let second = Server::start(&args, None);
-    let start = Instant::now();
-    let batch = loop {
-        let (_, b) = read_json(client().get(second.url(&format!("/v1/batches/{batch_id}"))).send().await.unwrap()).await;
-        if ["completed", "failed", "cancelled"].contains(&b["status"].as_str().unwrap()) {
-            break b;
-        }
-        assert!(start.elapsed() < Duration::from_secs(900), "{b}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let done = |s: &str| ["completed", "failed", "cancelled"].contains(&s);
+    let batch = jobs::wait_status(&second, None, &format!("/v1/batches/{batch_id}"), Duration::from_millis(300), Duration::from_secs(900), done).await;
     assert_eq!(batch["status"], "completed", "{batch}");
     assert_eq!(batch["request_counts"], json!({"total": 60, "completed": 60, "failed": 0}));
-    let job = loop {
-        let (_, j) = read_json(client().get(second.url(&format!("/v1/fine_tuning/jobs/{job_id}"))).send().await.unwrap()).await;
-        if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
-            break j;
-        }
-        assert!(start.elapsed() < Duration::from_secs(1500), "{j}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let done = |s: &str| ["succeeded", "failed", "cancelled"].contains(&s);
+    let job = jobs::wait_status(&second, None, &format!("/v1/fine_tuning/jobs/{job_id}"), Duration::from_millis(500), Duration::from_secs(1500), done).await;
     let (_, events) = read_json(client().get(second.url(&format!("/v1/fine_tuning/jobs/{job_id}/events?limit=1000"))).send().await.unwrap()).await;
     let messages: Vec<&str> = events["data"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
     if job["status"] == "failed" {

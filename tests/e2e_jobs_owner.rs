@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Keys {
     alice: String,
@@ -32,17 +32,7 @@ fn create_key(dir: &Path, name: &str, admin: bool) -> String {
 /// A data directory of its own (fine-tuned outputs never land in the shared cache),
 /// its models linked from the cache.
 fn home() -> PathBuf {
-    let home = std::env::temp_dir().join(format!("hearth-e2e-owner-{}", std::process::id()));
-    let models = home.join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    let cache = std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| hearth_home().join("models"));
-    for id in [GEMMA, SMOL] {
-        let link = models.join(format!("{id}.gguf"));
-        if !link.exists() {
-            std::os::unix::fs::symlink(cache.join(format!("{id}.gguf")), &link).unwrap();
-        }
-    }
-    home
+    jobs::linked_home("owner", &[GEMMA, SMOL])
 }
 
 async fn call(server: &Server, key: &str, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -62,12 +52,7 @@ async fn post_as(server: &Server, key: &str, path: &str, body: &Value) -> (u16, 
 }
 
 async fn upload(server: &Server, key: &str, purpose: &str, text: String) -> String {
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", purpose.to_string())
-        .part("file", reqwest::multipart::Part::bytes(text.into_bytes()).file_name("f.jsonl"));
-    let (status, body) = read_json(client().post(server.url("/v1/files")).bearer_auth(key).multipart(form).send().await.unwrap()).await;
-    assert_eq!(status, 200, "{body}");
-    body["id"].as_str().unwrap().to_string()
+    jobs::upload(server, Some(key), purpose, "f.jsonl", text).await
 }
 
 fn ids(list: &Value) -> Vec<String> {
@@ -98,16 +83,7 @@ async fn assert_owned(server: &Server, keys: &Keys, base: &str, id: &str, routes
 }
 
 async fn wait_status(server: &Server, key: &str, path: &str, until: impl Fn(&str) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, body) = get_as(server, key, path).await;
-        assert_eq!(status, 200, "{body}");
-        if until(body["status"].as_str().unwrap_or_default()) {
-            return body;
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "{path}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    jobs::wait_status(server, Some(key), path, Duration::from_millis(100), Duration::from_secs(600), until).await
 }
 
 /// Completions usage of one key since `start`: (requests, input tokens, output tokens).

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod aliases;
+pub mod jobs;
 pub mod speech;
 
 use serde_json::Value;

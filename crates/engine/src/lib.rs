@@ -4,9 +4,11 @@
 pub mod admission;
 pub(crate) mod attention;
 pub mod audio;
+pub mod cancel;
 pub mod embed;
 pub mod image;
 pub mod linalg;
 pub mod math;
 pub mod moderate;
+pub mod serial;
 pub mod text;

@@ -7,12 +7,12 @@
 //! to measure it (length, loudest spectrogram value and sample), once to
 //! transcribe it.
 use super::align::{fit_segment, snap_to_sound};
-use super::cancel::Cancel;
 use super::mel::{frame_count, normalise, HOP, N_FFT, SAMPLE_RATE, WINDOW_FRAMES};
 use super::model::{CrossKv, DecoderCache};
 use super::search::softmax;
 use super::stream::{Feed, Source};
 use super::{Segment, Task, TranscribeOptions, Transcript, WhisperEngine};
+use crate::cancel::Cancel;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};

@@ -5,10 +5,10 @@
 //! the audio; transcription keeps only a window's worth of them (see stream.rs).
 //! Reading stops at `MAX_SECONDS`: a tiny file declaring hours of audio (or a
 //! long silence, which compresses to almost nothing) is refused there.
-use super::cancel::{Cancel, Cancelled};
 use super::mel::SAMPLE_RATE;
 use super::opus;
 use super::resample::Resampler;
+use crate::cancel::{Cancel, Cancelled};
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

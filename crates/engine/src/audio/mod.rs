@@ -3,7 +3,6 @@
 //! `transcribe` is synchronous and CPU heavy: callers run it on a blocking thread.
 mod align;
 mod attention;
-pub mod cancel;
 mod ct2;
 mod decode;
 mod fastmath;
@@ -19,7 +18,7 @@ mod stream;
 mod tokens;
 mod worker;
 
-pub use cancel::{Cancel, Cancelled};
+pub use crate::cancel::{Cancel, Cancelled};
 pub use input::{decode_audio, AudioError, AudioReader, MAX_SECONDS};
 pub use languages::language_name;
 pub use mel::SAMPLE_RATE;

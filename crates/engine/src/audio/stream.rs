@@ -2,8 +2,8 @@
 //! either samples already in memory, or a file decoded as it goes with only the
 //! part still needed kept (about two 30 s windows), so memory does not grow with
 //! the audio's length.
-use super::cancel::Cancel;
 use super::input::{AudioError, AudioReader};
+use crate::cancel::Cancel;
 use std::sync::Arc;
 
 /// Where a transcription's audio comes from.

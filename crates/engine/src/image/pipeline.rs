@@ -18,10 +18,10 @@ pub struct Pipeline {
     text_encoder: TextEncoder,
     unet: UNet2DConditionModel,
     unet_in_channels: usize,
+    /// The autoencoder with its log-variance output pinned to -1e30, so `encode(..).sample()`
+    /// is exactly the posterior mean (candle keeps the mean private); the pinned layer
+    /// is the encoder's last, so decoding is the checkpoint's own.
     vae: AutoEncoderKL,
-    /// The same autoencoder with its log-variance output pinned to -1e30, so `encode(..).sample()`
-    /// is exactly the posterior mean (candle keeps the mean private).
-    mean_encoder: AutoEncoderKL,
     latent_channels: usize,
     scaling_factor: f64,
     /// Pixels per latent cell along a side.
@@ -60,18 +60,15 @@ impl Pipeline {
         if unet_cfg.in_channels != latent_channels && unet_cfg.in_channels != 2 * latent_channels + 1 {
             anyhow::bail!("unet in_channels {} fits neither a plain nor an inpainting UNet over {latent_channels} latent channels", unet_cfg.in_channels);
         }
-        let vae_tensors = weights::tensors(&dir.join("vae"), &device)?;
-        let pinned = pin_log_variance(vae_tensors.clone(), latent_channels)?;
-        let vb = |t| candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, &device);
-        let vae = AutoEncoderKL::new(vb(vae_tensors), vae_cfg.in_channels, vae_cfg.out_channels, vae_cfg.model.clone()).context("loading the VAE")?;
-        let mean_encoder = AutoEncoderKL::new(vb(pinned), vae_cfg.in_channels, vae_cfg.out_channels, vae_cfg.model).context("loading the VAE")?;
+        let pinned = pin_log_variance(weights::tensors(&dir.join("vae"), &device)?, latent_channels)?;
+        let vb = candle_nn::VarBuilder::from_tensors(pinned, candle_core::DType::F32, &device);
+        let vae = AutoEncoderKL::new(vb, vae_cfg.in_channels, vae_cfg.out_channels, vae_cfg.model).context("loading the VAE")?;
         Ok(Self {
             tokenizer,
             text_encoder,
             unet,
             unet_in_channels: unet_cfg.in_channels,
             vae,
-            mean_encoder,
             latent_channels,
             scaling_factor: vae_cfg.scaling_factor,
             vae_scale: vae_cfg.scale,
@@ -107,7 +104,7 @@ impl Pipeline {
 
     fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
         // The posterior mean rather than a sample: the same request gives the same picture.
-        let mean = self.mean_encoder.encode(pixels)?.sample()?;
+        let mean = self.vae.encode(pixels)?.sample()?;
         Ok((mean * self.scaling_factor)?)
     }
 

@@ -67,10 +67,8 @@ pub async fn edits(
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let (files, fields) = read_form(form).await?;
-    let req = ImageRequest::parse(&ImageRequest::form_object(&fields), ImageTask::Edit)?;
-    let image = picture::decode(files.image.as_deref().ok_or_else(|| ApiError::invalid("'image' is a required property", Some("image")))?, "image")?;
-    let mask = files.mask.as_deref().map(|m| picture::decode(m, "mask")).transpose()?;
+    let (req, image, mask) = read_upload(form, ImageTask::Edit).await?;
+    let mask = mask.as_deref().map(|m| picture::decode(m, "mask")).transpose()?;
     let edit = EditInput::new(image, mask)?;
     run(&state, caller, &headers, req, Endpoint::ImagesEdits, Input::Edit(edit)).await
 }
@@ -81,10 +79,8 @@ pub async fn variations(
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let (files, fields) = read_form(form).await?;
-    let req = ImageRequest::parse(&ImageRequest::form_object(&fields), ImageTask::Variation)?;
-    let image = picture::decode(files.image.as_deref().ok_or_else(|| ApiError::invalid("'image' is a required property", Some("image")))?, "image")?;
-    if files.mask.is_some() {
+    let (req, image, mask) = read_upload(form, ImageTask::Variation).await?;
+    if mask.is_some() {
         return Err(ApiError::invalid("Unrecognized request argument supplied: mask", None));
     }
     run(&state, caller, &headers, req, Endpoint::ImagesVariations, Input::Variation(image)).await
@@ -143,6 +139,15 @@ async fn read_form(form: Result<Multipart, MultipartRejection>) -> Result<(Files
         }
     }
     Ok((files, fields))
+}
+
+/// An edit's or variation's form: its fields as the request, its required
+/// `image` decoded, and its `mask` file as sent (each endpoint has its own rule for it).
+async fn read_upload(form: Result<Multipart, MultipartRejection>, task: ImageTask) -> Result<(ImageRequest, Upload, Option<Vec<u8>>), ApiError> {
+    let (files, fields) = read_form(form).await?;
+    let req = ImageRequest::parse(&ImageRequest::form_object(&fields), task)?;
+    let image = files.image.as_deref().ok_or_else(|| ApiError::invalid("'image' is a required property", Some("image")))?;
+    Ok((req, picture::decode(image, "image")?, files.mask))
 }
 
 async fn run(

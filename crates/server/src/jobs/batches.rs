@@ -3,7 +3,7 @@
 //! request waits while interactive requests are in flight, and up to
 //! `CONCURRENCY` run at once so that the engines batch them. Output and error
 //! files are in OpenAI's line format, in the input's order.
-use super::{caller, input_file, internal, page_limit, platform, read_file, scope, visible_job, write_file, CallerExt};
+use super::{caller, input_file, internal, platform, read_file, scope, visible_job, write_file, CallerExt, PageParams};
 use crate::error::{ApiError, INVALID_REQUEST};
 use crate::state::AppState;
 use crate::{chat, completions, embeddings, moderations};
@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use hearth_store::{now, time_id, Job};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -89,17 +88,9 @@ pub async fn retrieve(State(state): State<Arc<AppState>>, who: CallerExt, Path(i
     Ok(Json(load_for(&state, who, &id).await?))
 }
 
-#[derive(Deserialize)]
-pub struct ListParams {
-    after: Option<String>,
-    limit: Option<String>,
-}
-
-pub async fn list(State(state): State<Arc<AppState>>, who: CallerExt, Query(params): Query<ListParams>) -> Result<Json<Value>, ApiError> {
-    let limit = page_limit(params.limit.as_deref(), 20, 100)?;
-    let mut jobs = platform(&state)?.store.list_jobs(KIND, &scope(&caller(who)), params.after.as_deref(), limit + 1).await.map_err(internal)?;
-    let has_more = jobs.len() as i64 > limit;
-    jobs.truncate(limit as usize);
+pub async fn list(State(state): State<Arc<AppState>>, who: CallerExt, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
+    let (store, scope) = (&platform(&state)?.store, scope(&caller(who)));
+    let (jobs, has_more) = params.fetch(20, 100, |after, n| store.list_jobs(KIND, &scope, after, n)).await?;
     let data: Vec<Value> = jobs.iter().map(|j| serde_json::from_str(&j.body)).collect::<Result<_, _>>().map_err(internal)?;
     Ok(Json(json!({
         "object": "list",

@@ -1,17 +1,16 @@
 //! `/v1/fine_tuning/jobs` in OpenAI's current shapes, and what both
 //! fine-tuning APIs share: creating, loading and cancelling a job.
-use super::spec::{self, FtJob, Requested, CURRENT, FINISHED};
-use super::{caller, input_file, internal, page_limit, platform, read_file, scope, visible_job, CallerExt, ORG};
+use super::spec::{self, DataKind, FtJob, Hyper, Requested, CURRENT, FINISHED};
+use super::{caller, input_file, internal, platform, read_file, scope, visible_job, CallerExt, PageParams, ORG};
 use crate::auth::Caller;
 use crate::error::{ApiError, INVALID_REQUEST};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use hearth_store::{now, Job, JobEvent};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -30,13 +29,13 @@ pub async fn load(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Re
 /// again and queues it.
 pub async fn submit(state: &Arc<AppState>, caller: &Caller, job: FtJob) -> Result<FtJob, ApiError> {
     let platform = platform(state)?.clone();
-    input_file(&platform, caller, &job.training_file, "fine-tune", "training_file").await?;
-    let training = read_file(&platform, &job.training_file).await.map_err(internal)?;
-    spec::check_data(&training, job.data, "training_file")?;
-    if let Some(validation) = &job.validation_file {
+    input_file(&platform, caller, &job.asked.training_file, "fine-tune", "training_file").await?;
+    let training = read_file(&platform, &job.asked.training_file).await.map_err(internal)?;
+    spec::check_data(&training, job.asked.data, "training_file")?;
+    if let Some(validation) = &job.asked.validation_file {
         input_file(&platform, caller, validation, "fine-tune", "validation_file").await?;
         let bytes = read_file(&platform, validation).await.map_err(internal)?;
-        spec::check_data(&bytes, job.data, "validation_file")?;
+        spec::check_data(&bytes, job.asked.data, "validation_file")?;
     }
     if state.training.is_none() {
         return Err(ApiError::internal("this server was started without a models directory for fine-tuning"));
@@ -45,8 +44,8 @@ pub async fn submit(state: &Arc<AppState>, caller: &Caller, job: FtJob) -> Resul
     let row = Job::new(job.id.clone(), job.kind(), &job.status, serde_json::to_string(&job).map_err(internal)?).owned_by(caller.key_id.clone());
     store.insert_job(&row).await.map_err(internal)?;
     store.add_event(&job.id, "info", &format!("Created fine-tuning job: {}", job.id), None).await.map_err(internal)?;
-    store.add_event(&job.id, "info", &format!("Validating training file: {}", job.training_file), None).await.map_err(internal)?;
-    if let Some(validation) = &job.validation_file {
+    store.add_event(&job.id, "info", &format!("Validating training file: {}", job.asked.training_file), None).await.map_err(internal)?;
+    if let Some(validation) = &job.asked.validation_file {
         store.add_event(&job.id, "info", &format!("Validating validation file: {validation}"), None).await.map_err(internal)?;
     }
     tokio::spawn(super::runner::validate(state.clone(), job.id.clone()));
@@ -82,46 +81,72 @@ pub async fn cancel_job(state: &AppState, caller: &Caller, id: &str, kind: &str)
 /// The current API's job object.
 pub fn object(job: &FtJob) -> Value {
     let hyper = json!({
-        "n_epochs": job.hyper.n_epochs.map_or(json!("auto"), |n| json!(n)),
-        "batch_size": job.hyper.batch_size.map_or(json!("auto"), |n| json!(n)),
-        "learning_rate_multiplier": job.hyper.learning_rate_multiplier.map_or(json!("auto"), |n| json!(n)),
+        "n_epochs": job.asked.hyper.n_epochs.map_or(json!("auto"), |n| json!(n)),
+        "batch_size": job.asked.hyper.batch_size.map_or(json!("auto"), |n| json!(n)),
+        "learning_rate_multiplier": job.asked.hyper.learning_rate_multiplier.map_or(json!("auto"), |n| json!(n)),
     });
     json!({
         "id": job.id,
         "object": "fine_tuning.job",
         "created_at": job.created_at,
         "finished_at": job.finished_at,
-        "model": job.model,
+        "model": job.asked.model,
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": ORG,
         "status": job.status,
         "hyperparameters": hyper,
-        "training_file": job.training_file,
-        "validation_file": job.validation_file,
+        "training_file": job.asked.training_file,
+        "validation_file": job.asked.validation_file,
         "result_files": job.result_files,
         "trained_tokens": job.trained_tokens,
         "error": job.error.clone().unwrap_or_else(|| json!({})),
-        "seed": job.seed,
-        "user_provided_suffix": job.suffix,
+        "seed": job.asked.seed,
+        "user_provided_suffix": job.asked.suffix,
         "estimated_finish": null,
         "integrations": [],
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
     })
 }
 
+/// A create request of either API, read as far as both read it alike: its JSON
+/// body, its `model` (required unless the API has a default), its required
+/// `training_file`, and the base that model trains.
+pub struct CreateRequest {
+    pub body: Value,
+    model: String,
+    base: String,
+    data: DataKind,
+    training_file: String,
+}
+
+impl CreateRequest {
+    pub fn read(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>, default_model: Option<&str>) -> Result<Self, ApiError> {
+        let body = crate::body::json(headers, body)?;
+        let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+        let missing = |name: &str| ApiError::invalid(format!("Missing required parameter: '{name}'."), Some(name));
+        let model = text("model").or_else(|| default_model.map(str::to_string)).ok_or_else(|| missing("model"))?;
+        let training_file = text("training_file").ok_or_else(|| missing("training_file"))?;
+        let (base, data) = spec::trainable_base(state, &model)?;
+        Ok(Self { body, model, base, data, training_file })
+    }
+
+    /// Checks and stores the job (`legacy`: a `/v1/fine-tunes` one) with the settings its API read from the body.
+    pub async fn submit(self, state: &Arc<AppState>, who: CallerExt, legacy: bool, hyper: Hyper, suffix: Option<String>, seed: i64) -> Result<FtJob, ApiError> {
+        let validation_file = self.body.get("validation_file").and_then(Value::as_str).map(str::to_string);
+        let requested =
+            Requested { model: self.model, base: self.base, data: self.data, training_file: self.training_file, validation_file, hyper, suffix, seed };
+        submit(state, &caller(who), FtJob::new(legacy, requested)).await
+    }
+}
+
 pub async fn create(
     State(state): State<Arc<AppState>>,
     who: CallerExt,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::json(&headers, body)?;
-    let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-    let Some(model) = text("model") else { return Err(ApiError::invalid("Missing required parameter: 'model'.", Some("model"))) };
-    let Some(training_file) = text("training_file") else {
-        return Err(ApiError::invalid("Missing required parameter: 'training_file'.", Some("training_file")));
-    };
-    let (base, data) = spec::trainable_base(&state, &model)?;
+    let request = CreateRequest::read(&state, &headers, body, None)?;
+    let body = &request.body;
     // `method.supervised.hyperparameters` is the newer place for the same settings.
     let hyper_value = body.get("hyperparameters").or_else(|| body.pointer("/method/supervised/hyperparameters")).cloned().unwrap_or(Value::Null);
     let hyper = spec::hyper(&hyper_value, "hyperparameters.")?;
@@ -133,22 +158,13 @@ pub async fn create(
             .filter(|s| (0..=2_147_483_647).contains(s))
             .ok_or_else(|| ApiError::invalid(format!("Invalid 'seed': expected an integer between 0 and 2147483647, but got {v} instead."), Some("seed")))?,
     };
-    let requested = Requested { model, base, data, training_file, validation_file: text("validation_file"), hyper, suffix, seed };
-    let job = submit(&state, &caller(who), FtJob::new(false, requested)).await?;
+    let job = request.submit(&state, who, false, hyper, suffix, seed).await?;
     Ok(Json(object(&job)))
 }
 
-#[derive(Deserialize)]
-pub struct PageParams {
-    after: Option<String>,
-    limit: Option<String>,
-}
-
 pub async fn list(State(state): State<Arc<AppState>>, who: CallerExt, Query(params): Query<PageParams>) -> Result<Json<Value>, ApiError> {
-    let limit = page_limit(params.limit.as_deref(), 20, 100)?;
-    let mut jobs = platform(&state)?.store.list_jobs(CURRENT, &scope(&caller(who)), params.after.as_deref(), limit + 1).await.map_err(internal)?;
-    let has_more = jobs.len() as i64 > limit;
-    jobs.truncate(limit as usize);
+    let (store, scope) = (&platform(&state)?.store, scope(&caller(who)));
+    let (jobs, has_more) = params.fetch(20, 100, |after, n| store.list_jobs(CURRENT, &scope, after, n)).await?;
     let data = jobs.iter().map(|j| serde_json::from_str::<FtJob>(&j.body).map(|j| object(&j))).collect::<Result<Vec<_>, _>>().map_err(internal)?;
     Ok(Json(json!({"object": "list", "data": data, "has_more": has_more})))
 }
@@ -181,10 +197,8 @@ pub async fn events(
     Query(params): Query<PageParams>,
 ) -> Result<Json<Value>, ApiError> {
     load(&state, &caller(who), &id, CURRENT).await?;
-    let limit = page_limit(params.limit.as_deref(), 20, 1000)?;
-    let mut events = platform(&state)?.store.events(&id, params.after.as_deref(), limit + 1).await.map_err(internal)?;
-    let has_more = events.len() as i64 > limit;
-    events.truncate(limit as usize);
+    let store = &platform(&state)?.store;
+    let (events, has_more) = params.fetch(20, 1000, |after, n| store.events(&id, after, n)).await?;
     Ok(Json(json!({"object": "list", "data": events.iter().map(event_object).collect::<Vec<_>>(), "has_more": has_more})))
 }
 
@@ -195,10 +209,8 @@ pub async fn checkpoints(
     Query(params): Query<PageParams>,
 ) -> Result<Json<Value>, ApiError> {
     load(&state, &caller(who), &id, CURRENT).await?;
-    let limit = page_limit(params.limit.as_deref(), 10, 100)?;
-    let mut rows = platform(&state)?.store.checkpoints(&id, params.after.as_deref(), limit + 1).await.map_err(internal)?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let store = &platform(&state)?.store;
+    let (rows, has_more) = params.fetch(10, 100, |after, n| store.checkpoints(&id, after, n)).await?;
     let data: Vec<Value> = rows
         .iter()
         .map(|c| {

@@ -1,7 +1,7 @@
 //! The 2023 API's `/v1/fine-tunes`: prompt/completion fine-tunes of the
 //! davinci/curie/babbage/ada family, run by the same runner as current jobs.
-use super::fine_tuning::{cancel_job, load, submit};
-use super::spec::{self, FtJob, Requested, LEGACY};
+use super::fine_tuning::{cancel_job, load, CreateRequest};
+use super::spec::{self, FtJob, LEGACY};
 use super::{caller, internal, platform, scope, CallerExt, ORG};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -49,20 +49,20 @@ async fn object(state: &AppState, job: &FtJob, with_events: bool) -> Result<Valu
     let mut value = json!({
         "id": job.id,
         "object": "fine-tune",
-        "model": job.model,
+        "model": job.asked.model,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": ORG,
         "status": status(job),
         "hyperparams": {
-            "n_epochs": job.hyper.n_epochs.unwrap_or(4),
-            "batch_size": job.hyper.batch_size,
-            "learning_rate_multiplier": job.hyper.learning_rate_multiplier,
+            "n_epochs": job.asked.hyper.n_epochs.unwrap_or(4),
+            "batch_size": job.asked.hyper.batch_size,
+            "learning_rate_multiplier": job.asked.hyper.learning_rate_multiplier,
             "prompt_loss_weight": 0.01,
         },
-        "training_files": files(state, std::slice::from_ref(&job.training_file)).await?,
-        "validation_files": files(state, job.validation_file.as_slice()).await?,
+        "training_files": files(state, std::slice::from_ref(&job.asked.training_file)).await?,
+        "validation_files": files(state, job.asked.validation_file.as_slice()).await?,
         "result_files": files(state, &job.result_files).await?,
     });
     if with_events {
@@ -78,27 +78,12 @@ pub async fn create(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::json(&headers, body)?;
-    let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-    let Some(training_file) = text("training_file") else {
-        return Err(ApiError::invalid("Missing required parameter: 'training_file'.", Some("training_file")));
-    };
-    let model = text("model").unwrap_or_else(|| "curie".into());
-    let (base, data) = spec::trainable_base(&state, &model)?;
-    let mut hyper = spec::hyper(&body, "")?;
+    let request = CreateRequest::read(&state, &headers, body, Some("curie"))?;
+    let mut hyper = spec::hyper(&request.body, "")?;
     // The legacy API's default was 4 epochs, not "auto".
     hyper.n_epochs.get_or_insert(4);
-    let requested = Requested {
-        model,
-        base,
-        data,
-        training_file,
-        validation_file: text("validation_file"),
-        hyper,
-        suffix: spec::suffix(body.get("suffix"), 40)?,
-        seed: rand::random::<u32>() as i64,
-    };
-    let job = submit(&state, &caller(who), FtJob::new(true, requested)).await?;
+    let suffix = spec::suffix(request.body.get("suffix"), 40)?;
+    let job = request.submit(&state, who, true, hyper, suffix, rand::random::<u32>() as i64).await?;
     Ok(Json(object(&state, &job, true).await?))
 }
 

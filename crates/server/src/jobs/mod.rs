@@ -63,6 +63,29 @@ pub fn page_limit(limit: Option<&str>, default: i64, max: i64) -> Result<i64, Ap
     }
 }
 
+/// A list route's `after` and `limit` query parameters.
+#[derive(serde::Deserialize)]
+pub struct PageParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+impl PageParams {
+    /// One page (`limit`: default `default`, at most `max`) from `fetch(after, n)`,
+    /// asked for one row more than the page holds, which tells whether more follow:
+    /// the rows and `has_more`.
+    pub async fn fetch<'a, T, Fut>(&'a self, default: i64, max: i64, fetch: impl FnOnce(Option<&'a str>, i64) -> Fut) -> Result<(Vec<T>, bool), ApiError>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<Vec<T>>>,
+    {
+        let limit = page_limit(self.limit.as_deref(), default, max)?;
+        let mut rows = fetch(self.after.as_deref(), limit + 1).await.map_err(internal)?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        Ok((rows, has_more))
+    }
+}
+
 /// The file `id` (of `purpose`), as a request's `param` names it. Another
 /// key's file is answered as a missing one.
 pub async fn input_file(platform: &Platform, caller: &Caller, id: &str, purpose: &str, param: &str) -> Result<FileRecord, ApiError> {

@@ -95,14 +95,14 @@ fn model_name(job: &FtJob) -> String {
     if job.legacy {
         let t = now();
         let date = format!("{}-{:02}-{:02}-{:02}", hearth_catalog::date_of(t), t % 86_400 / 3600, t % 3600 / 60, t % 60);
-        match &job.suffix {
-            Some(s) => format!("{}:ft-{ORG}:{s}-{date}", job.model),
-            None => format!("{}:ft-{ORG}-{date}", job.model),
+        match &job.asked.suffix {
+            Some(s) => format!("{}:ft-{ORG}:{s}-{date}", job.asked.model),
+            None => format!("{}:ft-{ORG}-{date}", job.asked.model),
         }
     } else {
         let short = job.id.trim_start_matches("ftjob-");
         let short = &short[short.len().saturating_sub(8)..];
-        format!("ft:{}:{ORG}:{}:{short}", job.model, job.suffix.clone().unwrap_or_default())
+        format!("ft:{}:{ORG}:{}:{short}", job.asked.model, job.asked.suffix.clone().unwrap_or_default())
     }
 }
 
@@ -130,10 +130,10 @@ async fn validate_files(state: &AppState, id: &str) -> Result<()> {
     if job.status != "validating_files" {
         return Ok(());
     }
-    let files = [Some((&job.training_file, "training_file")), job.validation_file.as_ref().map(|f| (f, "validation_file"))];
+    let files = [Some((&job.asked.training_file, "training_file")), job.asked.validation_file.as_ref().map(|f| (f, "validation_file"))];
     for (file, param) in files.into_iter().flatten() {
         let bytes = read_file(&platform, file).await.with_context(|| format!("reading the {param}"))?;
-        if let Err(e) = super::spec::check_data(&bytes, job.data, param) {
+        if let Err(e) = super::spec::check_data(&bytes, job.asked.data, param) {
             let code = if param == "training_file" { "invalid_training_file" } else { "invalid_validation_file" };
             return fail(state, id, code, &e.body.error.message).await;
         }
@@ -161,16 +161,16 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
     let resuming = job.status == "running";
     let previous = job.status.clone();
     // What the base was trained from, and the data.
-    let entry = state.catalog.model(&job.base).with_context(|| format!("the base model `{}` is no longer in the catalog", job.base))?.clone();
+    let entry = state.catalog.model(&job.asked.base).with_context(|| format!("the base model `{}` is no longer in the catalog", job.asked.base))?.clone();
     let models_dir = setup.models_dir.clone();
     let base_gguf = tokio::task::spawn_blocking(move || hearth_catalog::fetch::ensure(&entry, &models_dir)).await??;
-    let train = read_file(&platform, &job.training_file).await.context("reading the training file")?;
-    let validation = match &job.validation_file {
+    let train = read_file(&platform, &job.asked.training_file).await.context("reading the training file")?;
+    let validation = match &job.asked.validation_file {
         Some(id) => Some(read_file(&platform, id).await.context("reading the validation file")?),
         None => None,
     };
-    let examples = super::spec::check_data(&train, job.data, "training_file").map_err(super::to_anyhow)?;
-    job.hyper = trainer::resolve(&job.hyper, examples, job.legacy)?;
+    let examples = super::spec::check_data(&train, job.asked.data, "training_file").map_err(super::to_anyhow)?;
+    job.asked.hyper = trainer::resolve(&job.asked.hyper, examples, job.legacy)?;
     job.status = "running".into();
     job.updated_at = now();
     if !save(state, &job, &previous).await? {
@@ -187,8 +187,8 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
         base_gguf,
         train,
         validation,
-        hyper: job.hyper.clone(),
-        seed: job.seed as u64,
+        hyper: job.asked.hyper.clone(),
+        seed: job.asked.seed as u64,
         output_gguf: output_gguf.clone(),
         checkpoint_dir: setup.work_dir.join(&job.id),
     };
@@ -236,7 +236,7 @@ async fn run_job(state: &Arc<AppState>, mut job: FtJob) -> Result<()> {
     let engine = tokio::task::spawn_blocking(move || hearth_engine::text::TextEngine::load(&load_path, engine_config)).await??;
     let record = FineTunedModel {
         id: name.clone(),
-        base: job.base.clone(),
+        base: job.asked.base.clone(),
         path: output_gguf.display().to_string(),
         owned_by: ORG.into(),
         job_id: job.id.clone(),

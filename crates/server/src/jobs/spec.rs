@@ -38,16 +38,9 @@ pub struct Hyper {
 pub struct FtJob {
     pub id: String,
     pub legacy: bool,
-    /// The model name the client asked for (`davinci-002`, `curie`, ...).
-    pub model: String,
-    /// The catalog model it resolved to.
-    pub base: String,
-    pub data: DataKind,
-    pub training_file: String,
-    pub validation_file: Option<String>,
-    pub hyper: Hyper,
-    pub suffix: Option<String>,
-    pub seed: i64,
+    /// What the create request asked for (stored as fields of the job itself).
+    #[serde(flatten)]
+    pub asked: Requested,
     pub status: String,
     pub fine_tuned_model: Option<String>,
     pub trained_tokens: Option<i64>,
@@ -60,8 +53,11 @@ pub struct FtJob {
 }
 
 /// What a create request of either API asked for (validated).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Requested {
+    /// The model name the client asked for (`davinci-002`, `curie`, ...).
     pub model: String,
+    /// The catalog model it resolved to.
     pub base: String,
     pub data: DataKind,
     pub training_file: String,
@@ -74,19 +70,12 @@ pub struct Requested {
 impl FtJob {
     /// A new job, validating its files: the one constructor of both APIs
     /// (`legacy`: a `/v1/fine-tunes` job, ids `ft-`; else `ftjob-`).
-    pub fn new(legacy: bool, r: Requested) -> Self {
+    pub fn new(legacy: bool, asked: Requested) -> Self {
         let created = hearth_store::now();
         Self {
             id: hearth_store::time_id(if legacy { "ft-" } else { "ftjob-" }),
             legacy,
-            model: r.model,
-            base: r.base,
-            data: r.data,
-            training_file: r.training_file,
-            validation_file: r.validation_file,
-            hyper: r.hyper,
-            suffix: r.suffix,
-            seed: r.seed,
+            asked,
             status: "validating_files".into(),
             fine_tuned_model: None,
             trained_tokens: None,
@@ -223,4 +212,33 @@ pub fn check_data(bytes: &[u8], kind: DataKind, param: &str) -> Result<usize, Ap
         return Err(bad("The file contains no examples.".into()));
     }
     Ok(examples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs outlive the process: what a job asked for is stored as fields of the
+    /// job itself, as before `Requested` was one part of it, so stored jobs still load.
+    #[test]
+    fn stored_job_keeps_its_request_fields_at_the_top() {
+        let asked = Requested {
+            model: "davinci".into(),
+            base: "gemma-3-270m-q4_k_m".into(),
+            data: DataKind::Completion,
+            training_file: "file-a".into(),
+            validation_file: None,
+            hyper: Hyper { n_epochs: Some(3), ..Hyper::default() },
+            suffix: Some("facts".into()),
+            seed: 7,
+        };
+        let stored = serde_json::to_value(FtJob::new(false, asked)).unwrap();
+        assert_eq!(stored["model"], "davinci");
+        assert_eq!(stored["data"], "completion");
+        assert_eq!(stored["hyper"]["n_epochs"], 3);
+        assert_eq!(stored["seed"], 7);
+        assert!(stored.get("asked").is_none(), "{stored}");
+        let loaded: FtJob = serde_json::from_value(stored).unwrap();
+        assert_eq!((loaded.asked.training_file.as_str(), loaded.asked.suffix.as_deref()), ("file-a", Some("facts")));
+    }
 }

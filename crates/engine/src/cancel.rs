@@ -1,5 +1,6 @@
 //! A flag the async side raises when its client is gone, checked by the
-//! blocking work between packets and windows, so the work stops soon after.
+//! blocking work between its steps (audio packets and windows, denoising
+//! steps), so the work stops soon after.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,6 +18,11 @@ impl Cancel {
 
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// The flag itself, for work that polls a plain `AtomicBool` (the image pipeline).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
     }
 
     pub fn check(&self) -> Result<(), Cancelled> {

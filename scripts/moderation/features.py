@@ -9,7 +9,8 @@ probabilities of the converted toxicity classifier (NumPy, the same files the
 Rust port loads). Embeddings are cached on disk by chunk text.
 
 Environment: HEARTH_URL (default http://127.0.0.1:18731), MINILM_TOKENIZER
-(the tokenizer.json of all-minilm-l6-v2, to count tokens as the engine does).
+(the tokenizer.json of all-minilm-l6-v2, to count tokens as the engine does),
+MPNET_DIR (the sentence-transformers folder of all-mpnet-base-v2, for `MpnetCache`).
 """
 import hashlib
 import json
@@ -222,4 +223,37 @@ class QwenCache:
             for c, line in zip(batch, r.stdout.splitlines()):
                 self.cache[c] = np.asarray(json.loads(line), dtype=np.float32)
             self.path.write_bytes(pickle.dumps(self.cache))
+        return np.stack([self.cache[c] for c in chunks])
+
+
+MPNET_DIR = os.environ.get("MPNET_DIR", "/root/.cache/hearth/mpnet-probe/all-mpnet-base-v2")
+
+
+class MpnetCache:
+    """all-mpnet-base-v2 embeddings (768, normalised) by sentence-transformers on 2 CPU threads, cached by
+    chunk text. The chunks are the MiniLM windows: 128 MiniLM tokens fit MPNet's 384-token window."""
+
+    def __init__(self):
+        CACHE.mkdir(exist_ok=True)
+        self.path = CACHE / "mpnet.pkl"
+        self.cache = pickle.loads(self.path.read_bytes()) if self.path.exists() else {}
+        self.model = None
+
+    def __call__(self, chunks):
+        import time
+
+        todo = sorted({c for c in chunks if c not in self.cache}, key=len)
+        if todo and self.model is None:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(2)
+            self.model = SentenceTransformer(MPNET_DIR, device="cpu")
+        t0 = time.time()
+        for i in range(0, len(todo), 512):
+            batch = todo[i:i + 512]
+            vs = self.model.encode(batch, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+            self.cache.update((c, v.astype(np.float32)) for c, v in zip(batch, vs))
+            self.path.write_bytes(pickle.dumps(self.cache))
+            print(f"mpnet: {i + len(batch)}/{len(todo)} chunks, {time.time() - t0:.0f} s", flush=True)
         return np.stack([self.cache[c] for c in chunks])

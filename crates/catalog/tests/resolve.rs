@@ -36,7 +36,7 @@ fn user_err(text: &str) -> String {
 fn builtin_has_every_model_and_openai_alias() {
     let catalog = Catalog::builtin();
     let ids: Vec<&str> = catalog.models().iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, MODERATION, "whisper-base", "whisper-tiny.en"]);
+    assert_eq!(ids, [SMOL, QWEN, GEMMA, MINILM, "all-mpnet-base-v2", MODERATION, "whisper-base", "whisper-tiny.en"]);
     let listed: Vec<String> = catalog.list().into_iter().map(|l| l.id).collect();
     let others =
         ["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest", "text-embedding-ada-002", "text-search-ada-doc-001", "whisper-1"];
@@ -44,10 +44,10 @@ fn builtin_has_every_model_and_openai_alias() {
         assert!(listed.iter().any(|l| l == name), "{name} missing from the list");
         assert!(catalog.resolve(name, None, TODAY).is_ok(), "{name} does not resolve");
     }
-    assert_eq!(listed.len(), 30);
+    assert_eq!(listed.len(), 31);
     assert!(catalog.list().iter().all(|l| l.owned_by == "hearth" && l.created > 0));
     // The two edit models are past their deprecation date and left out.
-    assert_eq!(catalog.list_on(TODAY).len(), 28);
+    assert_eq!(catalog.list_on(TODAY).len(), 29);
 }
 
 #[test]
@@ -214,7 +214,7 @@ target = "gpt-4-32k"
 context_window = 100000
 "#
     ));
-    assert_eq!(catalog.models().len(), 7);
+    assert_eq!(catalog.models().len(), 8);
     // The override's window caps every alias onto it.
     let r = catalog.resolve("code-davinci-002", Some(Endpoint::Completions), TODAY).unwrap();
     assert_eq!(r.context_window, 4096);

@@ -1,16 +1,18 @@
 //! BERT encoder over packed sequences. The inputs of a batch are laid end to end
 //! as rows of one `[tokens, hidden]` matrix, so every dense layer is a single
-//! GEMM with no padding; only attention looks at sequence boundaries.
+//! GEMM with no padding; only attention looks at sequence boundaries. MPNet runs
+//! on the same layers, with the differences mpnet.rs holds.
 
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 
+use super::mpnet::{self, RelativeBias};
 use super::ops::{self, Norm};
 use crate::linalg::PackedMatrix;
 
-/// The fields of a Hugging Face BERT `config.json` the forward pass needs.
+/// The fields of a Hugging Face BERT or MPNet `config.json` the forward pass needs.
 #[derive(Debug, Clone, serde::Deserialize)]
 struct BertConfig {
     vocab_size: usize,
@@ -23,6 +25,14 @@ struct BertConfig {
     hidden_act: String,
     #[serde(default = "default_position_type")]
     position_embedding_type: String,
+    /// `bert` or `mpnet`.
+    #[serde(default = "default_model_type")]
+    model_type: String,
+    /// MPNet's positions start after it.
+    #[serde(default)]
+    pad_token_id: usize,
+    #[serde(default)]
+    relative_attention_num_buckets: usize,
 }
 
 fn default_act() -> String {
@@ -31,6 +41,13 @@ fn default_act() -> String {
 fn default_position_type() -> String {
     "absolute".into()
 }
+fn default_model_type() -> String {
+    "bert".into()
+}
+
+/// BERT's attention tensors of a layer: query, key, value, output projection, and the norm after attention.
+const BERT_ATTENTION_NAMES: [&str; 5] =
+    ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "attention.output.LayerNorm"];
 
 struct Layer {
     /// Query, key and value projections in one `[hidden, 3 * hidden]` matrix.
@@ -66,8 +83,12 @@ pub(super) struct Bert {
     config: BertConfig,
     word: Vec<f32>,
     position: Vec<f32>,
-    /// Row 0 of the token-type table: every input is a single segment.
+    /// Token `i` of a sequence reads position row `i + position_offset` (MPNet's start after the padding id).
+    position_offset: usize,
+    /// Row 0 of the token-type table: every input is a single segment (zeros for MPNet, which has none).
     segment: Vec<f32>,
+    /// MPNet's relative position bias, added to every layer's attention scores.
+    relative_bias: Option<RelativeBias>,
     embed_norm: Norm,
     layers: Vec<Layer>,
     buffers: Buffers,
@@ -81,6 +102,11 @@ impl Bert {
         ensure!(config.hidden_act == "gelu", "activation `{}` is not supported (only gelu)", config.hidden_act);
         ensure!(config.position_embedding_type == "absolute", "position embeddings `{}` are not supported (only absolute)", config.position_embedding_type);
         ensure!(config.hidden_size.is_multiple_of(config.num_attention_heads), "hidden size not divisible by the head count");
+        let is_mpnet = match config.model_type.as_str() {
+            "bert" => false,
+            "mpnet" => true,
+            other => bail!("model type `{other}` is not supported (bert or mpnet)"),
+        };
 
         let weights_path = dir.join("model.safetensors");
         let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu).with_context(|| format!("reading {}", weights_path.display()))?;
@@ -111,25 +137,35 @@ impl Bert {
         let h = config.hidden_size;
         let word = vec("embeddings.word_embeddings.weight")?;
         let position = vec("embeddings.position_embeddings.weight")?;
-        let segment = vec("embeddings.token_type_embeddings.weight")?;
+        let segment = if is_mpnet { vec![0.0; h] } else { vec("embeddings.token_type_embeddings.weight")? };
         ensure!(word.len() == config.vocab_size * h, "word embeddings do not match vocab_size x hidden_size");
         ensure!(position.len() == config.max_position_embeddings * h, "position embeddings do not match the config");
         ensure!(segment.len() >= h, "token type embeddings are empty");
+        let position_offset = if is_mpnet { config.pad_token_id + 1 } else { 0 };
+        ensure!(position_offset < config.max_position_embeddings, "no positions after the padding id");
+        let relative_bias = if is_mpnet {
+            let table = vec(mpnet::RELATIVE_BIAS_NAME)?;
+            let positions = config.max_position_embeddings - position_offset;
+            Some(RelativeBias::new(&table, config.relative_attention_num_buckets, config.num_attention_heads, positions)?)
+        } else {
+            None
+        };
+        let names = if is_mpnet { mpnet::ATTENTION_NAMES } else { BERT_ATTENTION_NAMES };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            let qkv = ["query", "key", "value"].map(|n| format!("{p}.attention.self.{n}"));
+            let qkv = [names[0], names[1], names[2]].map(|n| format!("{p}.{n}"));
             layers.push(Layer {
                 qkv: dense(&qkv)?,
-                attn_out: dense(&[format!("{p}.attention.output.dense")])?,
-                attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
+                attn_out: dense(&[format!("{p}.{}", names[3])])?,
+                attn_norm: norm(&format!("{p}.{}", names[4]))?,
                 up: dense(&[format!("{p}.intermediate.dense")])?,
                 down: dense(&[format!("{p}.output.dense")])?,
                 out_norm: norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
         let embed_norm = norm("embeddings.LayerNorm")?;
-        Ok(Self { word, position, segment: segment[..h].to_vec(), embed_norm, layers, config, buffers: Buffers::default() })
+        Ok(Self { word, position, position_offset, segment: segment[..h].to_vec(), relative_bias, embed_norm, layers, config, buffers: Buffers::default() })
     }
 
     pub(super) fn hidden_size(&self) -> usize {
@@ -138,8 +174,9 @@ impl Bert {
     pub(super) fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }
+    /// The longest sequence (special tokens included) the position table holds.
     pub(super) fn max_positions(&self) -> usize {
-        self.config.max_position_embeddings
+        self.config.max_position_embeddings - self.position_offset
     }
 
     /// Mean-pooled, L2-normalised embeddings of complete sequences (special tokens included).
@@ -148,8 +185,8 @@ impl Bert {
         let mut spans = Vec::with_capacity(seqs.len());
         let mut rows = 0;
         for seq in seqs {
-            if seq.len() > self.config.max_position_embeddings {
-                bail!("a sequence of {} tokens exceeds the {} positions", seq.len(), self.config.max_position_embeddings);
+            if seq.len() > self.max_positions() {
+                bail!("a sequence of {} tokens exceeds the {} positions", seq.len(), self.max_positions());
             }
             spans.push((rows, seq.len()));
             rows += seq.len();
@@ -160,7 +197,7 @@ impl Bert {
             for (pos, &id) in seq.iter().enumerate() {
                 let id = id as usize;
                 ensure!(id < self.config.vocab_size, "token id {id} is outside the vocabulary");
-                let (word, position) = (&self.word[id * h..][..h], &self.position[pos * h..][..h]);
+                let (word, position) = (&self.word[id * h..][..h], &self.position[(pos + self.position_offset) * h..][..h]);
                 let row = &mut hidden[(start + pos) * h..][..h];
                 for (i, v) in row.iter_mut().enumerate() {
                     *v = word[i] + position[i] + self.segment[i];
@@ -176,7 +213,10 @@ impl Bert {
         for layer in &self.layers {
             let up = prefix(&mut b.up, rows * layer.up.n());
             layer.qkv.matmul(hidden, rows, qkv);
-            ops::attention(qkv, &spans, heads, h / heads, context);
+            match &self.relative_bias {
+                Some(bias) => ops::attention_with_bias(qkv, &spans, heads, h / heads, bias, context),
+                None => ops::attention(qkv, &spans, heads, h / heads, context),
+            }
             layer.attn_out.matmul(context, rows, attended);
             ops::residual_norm(attended, hidden, &layer.attn_norm);
             layer.up.matmul(attended, rows, up);

@@ -1,14 +1,15 @@
-//! Sentence embeddings: a BERT encoder (all-MiniLM-L6-v2) read from safetensors,
+//! Sentence embeddings: a BERT encoder (all-MiniLM-L6-v2; MPNet for all-mpnet-base-v2) read from safetensors,
 //! mean pooling and L2 normalisation, behind a batching thread that packs the
 //! inputs of concurrent requests into token-budget batches (as
 //! text-embeddings-inference does). `EmbedEngine` is the only type callers need.
 //!
 //! A model directory holds `model.safetensors`, `tokenizer.json`, `config.json`
-//! (the HF BERT config) and optionally `sentence_bert_config.json`
+//! (the HF BERT or MPNet config) and optionally `sentence_bert_config.json`
 //! (`max_seq_length`, the window the model was trained for).
 
 mod batcher; // the queue, the batching thread, one-shot replies
 mod bert; // weights and the forward pass over packed sequences
+mod mpnet; // what MPNet does differently: tensor names, positions, relative position bias
 mod ops; // row kernels: layer norm, GELU, attention, pooling
 
 use std::path::Path;
@@ -55,7 +56,7 @@ pub struct EmbedEngine {
 
 struct EmbedShared {
     tokenizer: tokenizers::Tokenizer,
-    /// `[CLS]` and `[SEP]`, wrapped around every input.
+    /// `[CLS]` and `[SEP]` (MPNet: `<s>` and `</s>`), wrapped around every input.
     cls: u32,
     sep: u32,
     vocab_size: usize,
@@ -72,8 +73,9 @@ impl EmbedEngine {
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.join("tokenizer.json").display()))?;
         // tokenizer.json ships truncation to 128 and fixed padding: we want the bare ids.
         tokenizer.with_truncation(None).map_err(|e| anyhow::anyhow!("disabling truncation: {e}"))?.with_padding(None);
-        let special = |name: &str| tokenizer.token_to_id(name).with_context(|| format!("the tokenizer has no {name} token"));
-        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        // The ids the tokenizer's post-processor frames a text with: [CLS] and [SEP] (BERT), <s> and </s> (MPNet).
+        let frame = tokenizer.encode("", true).map_err(|e| anyhow::anyhow!("framing an empty text: {e}"))?;
+        let &[cls, sep] = frame.get_ids() else { anyhow::bail!("the tokenizer frames a text with {:?}, not two special tokens", frame.get_ids()) };
         let model = bert::Bert::load(dir)?;
         let max_tokens = read_max_seq_length(dir)?.unwrap_or(model.max_positions()).min(model.max_positions());
         let (vocab_size, dimensions) = (model.vocab_size(), model.hidden_size());

@@ -1,14 +1,15 @@
 //! Row kernels on `[rows, width]` f32 matrices, in place on a GEMM's output
-//! (which already carries its bias): residual + layer norm, GELU, attention,
-//! pooling. Work is split across the rayon pool the GEMMs use, so no second
-//! set of threads competes.
+//! (which already carries its bias): residual + layer norm, GELU, attention
+//! (with MPNet's relative position bias or without), pooling. Work is split
+//! across the rayon pool the GEMMs use, so no second set of threads competes.
 
 use rayon::prelude::*;
 
+use super::mpnet::RelativeBias;
 use crate::attention::{attend, HeadLayout};
 use crate::linalg::SendPtr;
 pub(super) use crate::math::gelu;
-use crate::math::{simd_fn, sum, sum_squares};
+use crate::math::{dot, simd_fn, softmax_in_place, sum, sum_squares};
 
 /// Rows handed to one rayon task: enough work to outweigh the task's overhead.
 const ROWS_PER_TASK: usize = 16;
@@ -88,6 +89,60 @@ pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, hea
             }
         });
     });
+}
+
+/// As `attention`, with MPNet's relative position bias added to every score before the
+/// softmax: `bias.head(h)[key - query + bias.center()]`. Plain loops over gathered rows
+/// (sequences are at most a few hundred tokens; the GEMMs around it dominate).
+pub(super) fn attention_with_bias(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize, bias: &RelativeBias, context: &mut [f32]) {
+    let hidden = heads * head_dim;
+    assert_eq!(context.len() * 3, qkv.len());
+    assert!(spans.iter().all(|&(start, len)| (start + len) * hidden <= context.len() && len <= bias.center() + 1));
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let out = SendPtr(context.as_mut_ptr());
+    (0..spans.len() * heads).into_par_iter().for_each(|t| {
+        let ((start, len), h) = (spans[t / heads], t % heads);
+        let out = &out;
+        let row = |i: usize, part: usize| &qkv[(start + i) * 3 * hidden + part * hidden + h * head_dim..][..head_dim];
+        HEAD.with_borrow_mut(|buf| {
+            buf.clear();
+            for part in 0..3 {
+                (0..len).for_each(|i| buf.extend_from_slice(row(i, part)));
+            }
+            // Then one row of scores, and the outputs.
+            buf.resize(4 * len * head_dim + len, 0.0);
+            let (gathered, rest) = buf.split_at_mut(3 * len * head_dim);
+            let (scores, heads_out) = rest.split_at_mut(len);
+            let biases = &bias.head(h)[bias.center() + 1 - len..][..2 * len - 1];
+            biased_head(gathered, head_dim, scale, biases, scores, heads_out);
+            for (i, o) in heads_out.chunks_exact(head_dim).enumerate() {
+                // SAFETY: in bounds (checked above), and each task writes only its
+                // head's columns of its sequence's rows.
+                unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) };
+            }
+        });
+    });
+}
+
+simd_fn! {
+    /// One head of one sequence: `gathered` holds its query, key and value rows (`len`
+    /// each, in that order); `biases[key - query + len - 1]` is added to each score.
+    fn biased_head(gathered: &[f32], head_dim: usize, scale: f32, biases: &[f32], scores: &mut [f32], out: &mut [f32]) {
+        let len = scores.len();
+        let (queries, rest) = gathered.split_at(len * head_dim);
+        let (keys, values) = rest.split_at(len * head_dim);
+        for (i, (q, o)) in queries.chunks_exact(head_dim).zip(out.chunks_exact_mut(head_dim)).enumerate() {
+            let row_bias = &biases[len - 1 - i..][..len];
+            for ((s, k), b) in scores.iter_mut().zip(keys.chunks_exact(head_dim)).zip(row_bias) {
+                *s = dot(q, k) * scale + b;
+            }
+            softmax_in_place(scores);
+            o.fill(0.0);
+            for (p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
+                o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+            }
+        }
+    }
 }
 
 thread_local! {

@@ -8,8 +8,10 @@ gets the all-MiniLM-L6-v2 embedding from a running hearth server
 probabilities of the converted toxicity classifier (NumPy, the same files the
 Rust port loads). Embeddings are cached on disk by chunk text.
 
-Environment: HEARTH_URL (default http://127.0.0.1:18731), MINILM_TOKENIZER
-(the tokenizer.json of all-minilm-l6-v2, to count tokens as the engine does),
+Windows are counted in the tokens of the encoder the runtime chunks with (`make(encoder)`): the
+tokenizer.json in its folder, and its window less [CLS] and [SEP] for the longest sentence piece.
+
+Environment: HEARTH_URL (default http://127.0.0.1:18731), MINILM_DIR (all-minilm-l6-v2's folder),
 MPNET_DIR (the sentence-transformers folder of all-mpnet-base-v2, for `MpnetCache`).
 """
 import hashlib
@@ -27,8 +29,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE = HERE / ".cache"
 URL = os.environ.get("HEARTH_URL", "http://127.0.0.1:18731")
-TOKENIZER = os.environ.get("MINILM_TOKENIZER", "/root/.cache/hearth/models/all-minilm-l6-v2/tokenizer.json")
-EMBED_TOKENS = 254  # the engine's 256-token window less [CLS] and [SEP]
+MINILM_DIR = os.environ.get("MINILM_DIR", "/root/.cache/hearth/models/all-minilm-l6-v2")
+MPNET_DIR = os.environ.get("MPNET_DIR", "/root/.cache/hearth/mpnet-probe/all-mpnet-base-v2")
+# The runtime's chunking encoder: its folder and its window (sentence_bert_config.json's max_seq_length).
+CHUNKING = {"minilm": (MINILM_DIR, 256), "mpnet": (MPNET_DIR, 384)}
 TOXIC_WORDS = 100
 WINDOW_TOKENS = 128  # a context window packs whole sentences up to this many tokens
 
@@ -51,19 +55,23 @@ def sentences(text):
 
 
 class Counter:
-    def __init__(self, toxic):
+    """Token counts as the runtime makes them: the chunking encoder's tokenizer and the classifier's words."""
+
+    def __init__(self, toxic, encoder):
         from tokenizers import Tokenizer
 
-        self.tok = Tokenizer.from_file(TOKENIZER)
+        folder, window = CHUNKING[encoder]
+        self.tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
         self.tok.no_truncation()
         self.tok.no_padding()
         self.toxic = toxic
+        self.embed_tokens = window - 2  # less [CLS] and [SEP]
 
     def embed_len(self, s):
         return len(self.tok.encode(s, add_special_tokens=False).ids)
 
-    def fits(self, s, limit=EMBED_TOKENS):
-        return self.embed_len(s) <= limit and len(self.toxic.tokenize(s)) <= TOXIC_WORDS
+    def fits(self, s):
+        return self.embed_len(s) <= self.embed_tokens and len(self.toxic.tokenize(s)) <= TOXIC_WORDS
 
 
 def halve_until_fits(piece, counter, out):
@@ -147,8 +155,8 @@ class ToxicCache:
 
 
 def chunk_features(texts, mode, counter, embed, toxic, qwen=None):
-    """Per text, the feature rows (MiniLM, toxicity probabilities, Qwen or empty) of its chunks:
-    mode `sentence` or `window`."""
+    """Per text, the feature rows (MiniLM, toxicity probabilities, the larger encoder's or empty) of its
+    chunks: mode `sentence` or `window`."""
     cut = {"sentence": sentence_chunks, "window": window_chunks}[mode]
     per_text = [cut(t, counter) for t in texts]
     flat = [c for cs in per_text for c in cs]
@@ -161,11 +169,12 @@ def chunk_features(texts, mode, counter, embed, toxic, qwen=None):
     return out
 
 
-def make():
+def make(encoder="minilm"):
+    """The token counter of the runtime that chunks with `encoder`, the MiniLM embedder and the classifier."""
     from toxic_np import Toxic
 
     toxic = Toxic()
-    return Counter(toxic), Embedder(), ToxicCache(toxic)
+    return Counter(toxic, encoder), Embedder(), ToxicCache(toxic)
 
 
 QWEN_GGUF = os.environ.get("QWEN_GGUF", "/root/.cache/hearth/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
@@ -196,12 +205,9 @@ class QwenCache:
         return np.stack([self.cache[c] for c in chunks])
 
 
-MPNET_DIR = os.environ.get("MPNET_DIR", "/root/.cache/hearth/mpnet-probe/all-mpnet-base-v2")
-
-
 class MpnetCache:
     """all-mpnet-base-v2 embeddings (768, normalised) by sentence-transformers on 2 CPU threads, cached by
-    chunk text. The chunks are the MiniLM windows: 128 MiniLM tokens fit MPNet's 384-token window."""
+    chunk text."""
 
     def __init__(self):
         CACHE.mkdir(exist_ok=True)

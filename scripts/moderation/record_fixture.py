@@ -4,13 +4,14 @@ features and heads.json the engine uses, into crates/engine/tests/fixtures/moder
 crates/engine/tests/moderation_scores.rs checks the engine against it within a tolerance. Re-record
 after retraining: the diff of this fixture shows how the scores moved.
 
-Usage: record_fixture.py   (a hearth server with all-minilm-l6-v2 at HEARTH_URL)
+Usage: record_fixture.py   (a hearth server with all-minilm-l6-v2 at HEARTH_URL; MPNET_DIR for MPNet heads)
 """
 import json
 
 import numpy as np
 
 import features as F
+import train_heads as T
 
 HEADS = F.REPO / "models" / "moderation" / "heads.json"
 OUT = F.REPO / "crates" / "engine" / "tests" / "fixtures" / "moderation_scores.json"
@@ -55,20 +56,17 @@ TEXTS = [
 
 def main():
     heads = json.loads(HEADS.read_text())
-    counter, embed, toxic = F.make()
+    fs = heads.get("feature_set", "minilm+toxic")
+    encoder = fs.split("+")[0]
+    counter, embed, toxic = F.make(encoder)
+    larger = F.MpnetCache() if encoder == "mpnet" else None
     mode = heads.get("chunks", "sentence")
-    use_toxic = heads.get("toxic_logits", True)
     if "window_tokens" in heads:
         F.WINDOW_TOKENS = heads["window_tokens"]
     modes = ["sentence", "window"] if mode == "both" else [mode]
     items = []
     for text in TEXTS:
-        rows = []
-        for m in modes:
-            (e, p, _), = F.chunk_features([text], m, counter, embed, toxic)
-            p = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
-            rows.append(np.concatenate([e, np.log(p / (1 - p))], axis=1) if use_toxic else e)
-        x = np.concatenate(rows)
+        x = np.concatenate([T.design(F.chunk_features([text], m, counter, embed, toxic, larger), fs)[0] for m in modes])
         scores, flags = {}, {}
         for h in heads["heads"]:
             z = x @ np.asarray(h["weights"]) + h["bias"]

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Trains hearth's moderation heads, calibrates them, picks their `flagged`
-thresholds, and measures every method tried on the evaluation set.
+thresholds, and measures every method tried on the two evaluation sets.
 
 Features per chunk (features.py, the same numbers the engine computes): the
-384-dim all-MiniLM-L6-v2 embedding and the logits of the six toxicity
-probabilities. One logistic head per category; a text's score is the maximum
-over its chunks.
+all-MiniLM-L6-v2 embedding, the logits of the six toxicity probabilities, and
+optionally a larger encoder's (`--encoder mpnet`: all-mpnet-base-v2;
+`--encoder qwen`: Qwen2.5 pooled hidden states). One logistic head per
+category; a text's score is the maximum over its chunks.
 
 Data: training = dataset.tsv + data/*.tsv, split 80 % fit / 20 % validation,
 stratified by the first label, fixed seed. The regularisation, the feature
@@ -13,14 +14,13 @@ set and the chunking are chosen on the validation split; Platt scaling (fitted
 on the validation split's text scores) makes `category_scores` calibrated
 probabilities and is folded into each head's weights; thresholds maximise
 F0.5 (precision weighted twice recall) on the validation split. The
-evaluation set (eval/*.tsv) is only scored: AUPRC per category for each
-method, and precision/recall at the chosen thresholds.
+evaluation sets (eval/*.tsv, eval2/*.tsv) are only scored: AUPRC per category
+for each method, and precision/recall at the chosen thresholds.
 
-Usage: train_heads.py [--data DIR] [--eval DIR] [--write]   (a hearth server with all-minilm-l6-v2 at HEARTH_URL)
+Usage: train_heads.py [--encoder mpnet|qwen] [--only FS:MODE,...] [--write]   (a hearth server with all-minilm-l6-v2 at HEARTH_URL)
 Writes models/moderation/heads.json with --write; prints markdown tables for MODERATION.md.
 """
 import argparse
-import glob
 import json
 import sys
 import time
@@ -67,11 +67,11 @@ def logits(p):
 
 
 def design(chunks, fs):
-    """chunks: list of (emb, probs) per text -> stacked rows, owner index."""
+    """chunks: list of (MiniLM, toxicity probabilities, larger encoder) per text -> stacked rows, owner index.
+    A feature set names its parts joined by "+": `minilm`, `toxic`, or the larger encoder's name."""
     xs, owner = [], []
     for i, (e, p, q) in enumerate(chunks):
-        parts = {"minilm": [e], "minilm+toxic": [e, logits(p)], "toxic": [logits(p)], "qwen": [q], "qwen+minilm+toxic": [q, e, logits(p)],
-                 "mpnet": [q], "mpnet+toxic": [q, logits(p)], "mpnet+minilm+toxic": [q, e, logits(p)]}[fs]
+        parts = [{"minilm": e, "toxic": logits(p)}.get(part, q) for part in fs.split("+")]
         xs.append(np.concatenate(parts, axis=1))
         owner += [i] * len(e)
     return np.concatenate(xs), np.asarray(owner)
@@ -129,38 +129,38 @@ def f05_threshold(p, y):
     return best[0]
 
 
+EVALS = ["eval", "eval2"]
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(HERE / "data"))
-    ap.add_argument("--eval", default=str(HERE / "eval"))
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--only", help="train only these feature sets and chunkings, e.g. minilm+toxic:window,mpnet+toxic:window (the baselines are always scored)")
     ap.add_argument("--smoke", action="store_true", help="a few hundred texts, to check the script runs")
-    ap.add_argument("--qwen", action="store_true", help="also try Qwen2.5 pooled hidden states (engine example pooled_features)")
-    ap.add_argument("--qwen-modes", default="window", help="chunkings to compute Qwen or MPNet features for (comma-separated)")
-    ap.add_argument("--mpnet", action="store_true", help="also try all-mpnet-base-v2 embeddings (sentence-transformers, MPNET_DIR) in the larger encoder's place")
+    ap.add_argument("--encoder", choices=["mpnet", "qwen"], help="also try a larger encoder; with mpnet, windows are counted in its tokens, as the runtime that runs it counts them")
     args = ap.parse_args()
-    train_rows = F.load_tsv([HERE / "dataset.tsv"] + sorted(glob.glob(f"{args.data}/*.tsv")))
-    eval_rows = F.load_tsv(sorted(glob.glob(f"{args.eval}/*.tsv")))
+    train_rows = F.load_tsv([HERE / "dataset.tsv"] + sorted((HERE / "data").glob("*.tsv")))
+    sets = {"eval": F.load_tsv(sorted((HERE / "eval").glob("*.tsv"))), "eval2": F.load_tsv(sorted((HERE / "eval2").glob("*.tsv")))}
     if args.smoke:
-        train_rows, eval_rows = train_rows[::10], eval_rows[::10]
+        train_rows, sets = train_rows[::10], {k: v[::10] for k, v in sets.items()}
     fit_i, val_i = split(train_rows)
     fit_rows, val_rows = [train_rows[i] for i in fit_i], [train_rows[i] for i in val_i]
-    counter, embed, toxic = F.make()
-    qwen = F.QwenCache() if args.qwen else None
-    if args.mpnet:
-        assert not args.qwen, "--qwen and --mpnet share the larger encoder's feature slot"
-        qwen = F.MpnetCache()
+    sets = {"fit": fit_rows, "val": val_rows, **sets}
+    counter, embed, toxic = F.make("mpnet" if args.encoder == "mpnet" else "minilm")
+    larger = {"mpnet": F.MpnetCache, "qwen": F.QwenCache}[args.encoder]() if args.encoder else None
     t0 = time.time()
     feats = {}
-    for name, rs in [("fit", fit_rows), ("val", val_rows), ("eval", eval_rows)]:
+    for name, rs in sets.items():
         for mode in ["sentence", "window"]:
-            feats[name, mode] = F.chunk_features([r[1] for r in rs], mode, counter, embed, toxic, qwen if mode in args.qwen_modes else None)
-    if qwen and "sentence" not in args.qwen_modes:
-        # The sentences of benign fit texts are training rows too (below): they need the larger encoder's features.
-        benign = [i for i, r in enumerate(fit_rows) if not r[2]]
-        for i, f in zip(benign, F.chunk_features([fit_rows[i][1] for i in benign], "sentence", counter, embed, toxic, qwen)):
-            feats["fit", "sentence"][i] = f
+            # The larger encoder runs on windows, and on the benign fit texts' sentences (training rows).
+            texts = [r[1] for r in rs]
+            if mode == "window" or name != "fit" or larger is None:
+                feats[name, mode] = F.chunk_features(texts, mode, counter, embed, toxic, larger if mode == "window" else None)
+            else:
+                benign = [i for i, r in enumerate(rs) if not r[2]]
+                feats[name, mode] = F.chunk_features(texts, mode, counter, embed, toxic)
+                for i, f in zip(benign, F.chunk_features([texts[i] for i in benign], mode, counter, embed, toxic, larger)):
+                    feats[name, mode][i] = f
     print(f"features: {time.time() - t0:.0f} s", file=sys.stderr)
 
     def both(name):
@@ -169,27 +169,28 @@ def main():
 
         return [tuple(cat(x, y) for x, y in zip(a, b)) for a, b in zip(feats[name, "sentence"], feats[name, "window"])]
 
-    for name in ["fit", "val", "eval"]:
+    for name in sets:
         feats[name, "both"] = both(name)
 
-    print(f"training: {len(train_rows)} texts ({len(fit_rows)} fit, {len(val_rows)} validation); evaluation: {len(eval_rows)} texts")
-    print("\n| category | training texts | evaluation texts |\n|---|---|---|")
+    print(f"training: {len(train_rows)} texts ({len(fit_rows)} fit, {len(val_rows)} validation); evaluation: "
+          + ", ".join(f"{k} {len(sets[k])} texts" for k in EVALS))
+    print("\n| category | training texts | " + " | ".join(f"{k} texts" for k in EVALS) + " |\n|---|---|" + "---|" * len(EVALS))
     for cat in F.CATEGORIES:
-        print(f"| `{cat}` | {labels(train_rows, cat).sum()} | {labels(eval_rows, cat).sum()} |")
-    print(f"| none (benign) | {sum(not r[2] for r in train_rows)} | {sum(not r[2] for r in eval_rows)} |")
+        print(f"| `{cat}` | {labels(train_rows, cat).sum()} | " + " | ".join(str(labels(sets[k], cat).sum()) for k in EVALS) + " |")
+    print(f"| none (benign) | {sum(not r[2] for r in train_rows)} | " + " | ".join(str(sum(not r[2] for r in sets[k])) for k in EVALS) + " |")
 
     # Training units: the windows of every fit text (a short text is one window, the whole text),
     # plus the sentences of benign texts (more hard negatives, each one benign for certain).
     y_fit = {cat: labels(fit_rows, cat) for cat in F.CATEGORIES}
-    results = {}  # (method, mode) -> {cat: (val_ap, eval_ap)}
+    scored = ["val", *EVALS]
+    results = {}  # (method, mode) -> {cat: (val_ap, eval_ap, eval2_ap)}
     methods = {}
-    feature_sets = ["toxic", "minilm", "minilm+toxic"] + (["qwen", "qwen+minilm+toxic"] if args.qwen else []) \
-        + (["mpnet", "mpnet+toxic", "mpnet+minilm+toxic"] if args.mpnet else [])
-    modes = ["sentence", "window", "both"]
+    enc = args.encoder
+    plan = [(fs, m) for fs in ["toxic", "minilm", "minilm+toxic"] for m in ["sentence", "window", "both"]]
+    plan += [(fs, "window") for fs in ([enc, f"{enc}+toxic", f"{enc}+minilm+toxic"] if enc else [])]
     if args.only:
-        pairs = [p.split(":") for p in args.only.split(",")]
-        feature_sets, modes = list(dict.fromkeys(fs for fs, _ in pairs)), list(dict.fromkeys(m for _, m in pairs))
-    for fs in feature_sets:
+        plan = [tuple(x.split(":")) for x in args.only.split(",")]
+    for fs in dict.fromkeys(fs for fs, _ in plan):
         xw, ow = design(feats["fit", "window"], fs)
         benign = [i for i, r in enumerate(fit_rows) if not r[2]]
         xs_, os_ = design([feats["fit", "sentence"][i] for i in benign], fs)
@@ -203,48 +204,55 @@ def main():
 
         meth = Method(fs, x, ys, val_fn)
         methods[fs] = meth
-        for mode in modes:
-            if fs.startswith(("qwen", "mpnet")) and mode not in args.qwen_modes:
-                continue
+        for mode in [m for f, m in plan if f == fs]:
             r = {}
             for cat in F.CATEGORIES:
                 aps = []
-                for name, rs in [("val", val_rows), ("eval", eval_rows)]:
+                for name in scored:
                     dx, do = design(feats[name, mode], fs)
-                    aps.append(average_precision_score(labels(rs, cat), text_max(meth.z(dx, cat), do, len(rs))))
+                    aps.append(average_precision_score(labels(sets[name], cat), text_max(meth.z(dx, cat), do, len(sets[name]))))
                 r[cat] = tuple(aps)
             results[f"head on {fs}", mode] = r
         print(f"trained {fs}; C per category: {[meth.heads[c][1] for c in F.CATEGORIES]}", file=sys.stderr)
 
-    # Baselines: the packaged classifier's nearest label alone; today's heads (400 sentences).
+    # Baselines: the packaged classifier's nearest label alone; the heads in heads.json before this run
+    # (when they fit these features).
     old = json.loads((REPO / "models" / "moderation" / "heads.json").read_text())
+    old_fs = old.get("feature_set", "minilm+toxic")
     for mode in ["sentence", "window"]:
         r, ro = {}, {}
         for cat in F.CATEGORIES:
             aps, apo = [], []
             k = TOXIC_LABELS.index(TOXIC_BASELINE[cat])
             h = next(h for h in old["heads"] if h["category"] == cat)
-            for name, rs in [("val", val_rows), ("eval", eval_rows)]:
+            for name in scored:
+                rs = sets[name]
                 s = np.array([p[:, k].max() for _, p, _ in feats[name, mode]])
                 aps.append(average_precision_score(labels(rs, cat), s))
-                dx, do = design(feats[name, mode], "minilm+toxic")
-                z = dx @ np.asarray(h["weights"]) + h["bias"]
-                apo.append(average_precision_score(labels(rs, cat), text_max(z, do, len(rs))))
+                dx, do = design(feats[name, mode], old_fs)
+                if dx.shape[1] == len(h["weights"]):
+                    apo.append(average_precision_score(labels(rs, cat), text_max(dx @ np.asarray(h["weights"]) + h["bias"], do, len(rs))))
             r[cat], ro[cat] = tuple(aps), tuple(apo)
         results["toxicity classifier alone (nearest label)", mode] = r
-        results["heads.json before this run", mode] = ro
+        if all(len(v) == len(scored) for v in ro.values()):
+            results["heads.json before this run", mode] = ro
 
     def macro(r, k, cats):
         return float(np.mean([r[c][k] for c in cats]))
 
-    print("\n### AUPRC per category, evaluation set (validation in brackets)\n")
+    print("\n### AUPRC per category: evaluation · evaluation 2 (validation)\n")
     keys = list(results)
     print("| method | chunks | " + " | ".join(f"`{c}`" for c in F.CATEGORIES) + " | macro (11) | macro (issue's 8) |")
     print("|---|---|" + "---|" * (len(F.CATEGORIES) + 2))
+
+    def cell(v):
+        return f"{v[1]:.2f} · {v[2]:.2f} ({v[0]:.2f})"
+
     for key in keys:
         r = results[key]
-        cells = [f"{r[c][1]:.2f} ({r[c][0]:.2f})" for c in F.CATEGORIES]
-        print(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + f" | {macro(r, 1, F.CATEGORIES):.2f} ({macro(r, 0, F.CATEGORIES):.2f}) | {macro(r, 1, ISSUE8):.2f} ({macro(r, 0, ISSUE8):.2f}) |")
+        m11 = tuple(macro(r, k, F.CATEGORIES) for k in range(3))
+        m8 = tuple(macro(r, k, ISSUE8) for k in range(3))
+        print(f"| {key[0]} | {key[1]} | " + " | ".join(cell(r[c]) for c in F.CATEGORIES) + f" | {cell(m11)} | {cell(m8)} |")
 
     # Choose by validation macro AUPRC only.
     candidates = [k for k in keys if k[0].startswith("head on")]
@@ -255,40 +263,49 @@ def main():
 
     base = results["toxicity classifier alone (nearest label)", "sentence"]
     print("\n### The chosen method at its thresholds\n")
-    print("| category | threshold | validation P / R | evaluation P / R | evaluation AUPRC | classifier alone AUPRC | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| category | threshold | validation P / R | evaluation P / R | evaluation 2 P / R | AUPRC: evaluation · evaluation 2 | classifier alone | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     heads = []
     vx, vo = design(feats["val", mode], fs)
-    ex, eo = design(feats["eval", mode], fs)
-    eval_flags = np.zeros((len(eval_rows), len(F.CATEGORIES)), bool)
+    designs = {k: design(feats[k, mode], fs) for k in EVALS}
+    flags = {k: np.zeros((len(sets[k]), len(F.CATEGORIES)), bool) for k in EVALS}
     for k, cat in enumerate(F.CATEGORIES):
-        yv, ye = labels(val_rows, cat), labels(eval_rows, cat)
+        yv = labels(val_rows, cat)
         zv = text_max(meth.z(vx, cat), vo, len(val_rows))
         a, b = platt(zv, yv)
         pv = 1 / (1 + np.exp(-(a * zv + b)))
         t = f05_threshold(pv, yv)
-        pe = 1 / (1 + np.exp(-(a * text_max(meth.z(ex, cat), eo, len(eval_rows)) + b)))
-        eval_flags[:, k] = pe >= t
 
         def pr(p, y):
             tp = ((p >= t) & (y == 1)).sum()
             return f"{tp / max((p >= t).sum(), 1):.2f} / {tp / max(y.sum(), 1):.2f}"
 
-        ap_e = results[chosen][cat][1]
-        print(f"| `{cat}` | {t:.3f} | {pr(pv, yv)} | {pr(pe, ye)} | {ap_e:.3f} | {base[cat][1]:.3f} | {ap_e / max(base[cat][1], 1e-9):.2f}× |")
+        cells = []
+        for name in EVALS:
+            dx, do = designs[name]
+            pe = 1 / (1 + np.exp(-(a * text_max(meth.z(dx, cat), do, len(sets[name])) + b)))
+            flags[name][:, k] = pe >= t
+            cells.append(pr(pe, labels(sets[name], cat)))
+        ap = results[chosen][cat]
+        ratios = " · ".join(f"{ap[i] / max(base[cat][i], 1e-9):.2f}×" for i in (1, 2))
+        print(f"| `{cat}` | {t:.3f} | {pr(pv, yv)} | {cells[0]} | {cells[1]} | {ap[1]:.3f} · {ap[2]:.3f} | {base[cat][1]:.3f} · {base[cat][2]:.3f} | {ratios} |")
         m = meth.heads[cat][2]
         w = a * m.coef_[0] / meth.std
         bias = a * (m.intercept_[0] - (m.coef_[0] * meth.mean / meth.std).sum()) + b
         heads.append({"category": cat, "weights": [float(v) for v in w], "bias": float(bias), "threshold": t})
-    benign = [i for i, r in enumerate(eval_rows) if not r[2]]
-    fp = [i for i in benign if eval_flags[i].any()]
-    print(f"\nevaluation benign texts flagged: {len(fp)} of {len(benign)}")
-    for i in fp[:15]:
-        print(f"  {eval_rows[i][1][:120]!r}: {[c for c, f in zip(F.CATEGORIES, eval_flags[i]) if f]}")
+    for name in EVALS:
+        benign = [i for i, r in enumerate(sets[name]) if not r[2]]
+        fp = [i for i in benign if flags[name][i].any()]
+        print(f"\n{name}: benign texts flagged: {len(fp)} of {len(benign)}")
+        for i in fp[:15]:
+            print(f"  {sets[name][i][1][:120]!r}: {[c for c, f in zip(F.CATEGORIES, flags[name][i]) if f]}")
     if args.write:
-        out = {"features": {"minilm": "all-MiniLM-L6-v2 embedding (384, normalised)",
-                            "minilm+toxic": "all-MiniLM-L6-v2 embedding (384, normalised) ++ logits of the 6 toxicity probabilities"}[fs],
-               "toxic_logits": fs == "minilm+toxic",
+        encoder = {"minilm": "all-MiniLM-L6-v2 embedding (384, normalised)", "mpnet": "all-mpnet-base-v2 embedding (768, normalised)"}
+        parts = fs.split("+")
+        assert parts[0] in encoder and parts[1:] in ([], ["toxic"]), f"the runtime cannot compute {fs}"
+        out = {"features": encoder[parts[0]] + (" ++ logits of the 6 toxicity probabilities" if "toxic" in parts else ""),
+               "feature_set": fs,
+               "toxic_logits": "toxic" in parts,
                "chunks": mode,
                "window_tokens": F.WINDOW_TOKENS,
                "trained_on": f"dataset.tsv + data/*.tsv: {len(fit_rows)} fit / {len(val_rows)} validation texts (seed {SEED}); Platt-calibrated, F0.5 thresholds on validation",

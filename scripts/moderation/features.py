@@ -30,7 +30,7 @@ REPO = HERE.parents[1]
 CACHE = HERE / ".cache"
 URL = os.environ.get("HEARTH_URL", "http://127.0.0.1:18731")
 MINILM_DIR = os.environ.get("MINILM_DIR", "/root/.cache/hearth/models/all-minilm-l6-v2")
-MPNET_DIR = os.environ.get("MPNET_DIR", "/root/.cache/hearth/mpnet-probe/all-mpnet-base-v2")
+MPNET_DIR = os.environ.get("MPNET_DIR", "/root/.cache/hearth/models/all-mpnet-base-v2")  # as `hearth pull all-mpnet-base-v2` leaves it
 # The runtime's chunking encoder: its folder and its window (sentence_bert_config.json's max_seq_length).
 CHUNKING = {"minilm": (MINILM_DIR, 256), "mpnet": (MPNET_DIR, 384)}
 TOXIC_WORDS = 100

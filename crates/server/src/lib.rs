@@ -167,7 +167,7 @@ async fn load_models(catalog: &Catalog, config: &ServerConfig, metrics: &metrics
 }
 
 /// Embedding engines loaded so far, keyed by the hashes of their files: the
-/// embedding model and the moderation model run on one shared MiniLM.
+/// embedding model and the moderation model share one engine when their files are the same (MPNet).
 type Embedders = HashMap<String, EmbedEngine>;
 
 /// Loads one model's weights (a file or a bundle directory) with the runtime its `format` names:

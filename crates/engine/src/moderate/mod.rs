@@ -1,6 +1,6 @@
 //! Moderation: scores text for OpenAI's moderation categories with real
-//! models. Every chunk of the input gets two feature sets, the all-MiniLM-L6-v2
-//! sentence embedding and (when the heads use them) the six toxicity
+//! models. Every chunk of the input gets two feature sets, the bundle's
+//! sentence embedding (all-mpnet-base-v2) and (when the heads use them) the six toxicity
 //! probabilities of the ported Keras classifier (`toxic`); one logistic head
 //! per category (`heads`, trained and Platt-calibrated by
 //! scripts/moderation/train_heads.py) turns them into a probability. Chunks

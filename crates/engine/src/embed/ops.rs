@@ -57,37 +57,13 @@ simd_fn! {
 /// sequence (no padding exists to mask). Writes the `[rows, heads * head_dim]`
 /// context; each (sequence, head) pair is one task.
 pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize, context: &mut [f32]) {
-    let hidden = heads * head_dim;
-    assert_eq!(context.len() * 3, qkv.len());
-    assert!(spans.iter().all(|&(start, len)| (start + len) * hidden <= context.len()));
     let scale = 1.0 / (head_dim as f32).sqrt();
     let at = HeadLayout { offset: 0, stride: head_dim };
-    let out = SendPtr(context.as_mut_ptr());
-    (0..spans.len() * heads).into_par_iter().for_each(|t| {
-        let ((start, len), h) = (spans[t / heads], t % heads);
-        let out = &out;
-        let row = |i: usize, part: usize| &qkv[(start + i) * 3 * hidden + part * hidden + h * head_dim..][..head_dim];
-        HEAD.with_borrow_mut(|buf| {
-            // The head's queries, keys and values gathered densely (rows of qkv are
-            // 4.5 KB apart, a stride at which a sequence's keys evict one another from
-            // L1), then all its queries at once against every key.
-            buf.clear();
-            for part in 0..3 {
-                (0..len).for_each(|i| buf.extend_from_slice(row(i, part)));
-            }
-            buf.resize(4 * len * head_dim, 0.0);
-            let (queries, rest) = buf.split_at_mut(len * head_dim);
-            let (keys, rest) = rest.split_at_mut(len * head_dim);
-            let (values, heads_out) = rest.split_at_mut(len * head_dim);
-            let (keys, values) = (&*keys, &*values);
-            let ranges = vec![0..len; len];
-            attend(queries, head_dim, &ranges, scale, at, |f| f(keys, values), heads_out);
-            for (i, o) in heads_out.chunks_exact(head_dim).enumerate() {
-                // SAFETY: in bounds (checked above), and each task writes only its
-                // head's columns of its sequence's rows.
-                unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out.0.add((start + i) * hidden + h * head_dim), head_dim) };
-            }
-        });
+    each_head(qkv, spans, heads, head_dim, context, 0, |_, len, gathered, _, out| {
+        let (queries, rest) = gathered.split_at(len * head_dim);
+        let (keys, values) = rest.split_at(len * head_dim);
+        let ranges = vec![0..len; len];
+        attend(queries, head_dim, &ranges, scale, at, |f| f(keys, values), out);
     });
 }
 
@@ -95,10 +71,32 @@ pub(super) fn attention(qkv: &[f32], spans: &[(usize, usize)], heads: usize, hea
 /// softmax: `bias.head(h)[key - query + bias.center()]`. Plain loops over gathered rows
 /// (sequences are at most a few hundred tokens; the GEMMs around it dominate).
 pub(super) fn attention_with_bias(qkv: &[f32], spans: &[(usize, usize)], heads: usize, head_dim: usize, bias: &RelativeBias, context: &mut [f32]) {
+    assert!(spans.iter().all(|&(_, len)| len <= bias.center() + 1));
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    // One row of scores as scratch.
+    each_head(qkv, spans, heads, head_dim, context, 1, |h, len, gathered, scores, out| {
+        let biases = &bias.head(h)[bias.center() + 1 - len..][..2 * len - 1];
+        biased_head(gathered, head_dim, scale, biases, scores, out);
+    });
+}
+
+/// Runs `head(h, len, gathered, scratch, out)` for every (sequence, head) pair in parallel.
+/// `gathered` holds the head's query, key and value rows densely, `len` each in that order
+/// (rows of qkv are 4.5 KB apart, a stride at which a sequence's keys evict one another from
+/// L1); `scratch` is `scratch_rows * len` floats; the `len` rows the head writes to `out`
+/// are copied to its columns of `context`.
+fn each_head(
+    qkv: &[f32],
+    spans: &[(usize, usize)],
+    heads: usize,
+    head_dim: usize,
+    context: &mut [f32],
+    scratch_rows: usize,
+    head: impl Fn(usize, usize, &[f32], &mut [f32], &mut [f32]) + Sync,
+) {
     let hidden = heads * head_dim;
     assert_eq!(context.len() * 3, qkv.len());
-    assert!(spans.iter().all(|&(start, len)| (start + len) * hidden <= context.len() && len <= bias.center() + 1));
-    let scale = 1.0 / (head_dim as f32).sqrt();
+    assert!(spans.iter().all(|&(start, len)| (start + len) * hidden <= context.len()));
     let out = SendPtr(context.as_mut_ptr());
     (0..spans.len() * heads).into_par_iter().for_each(|t| {
         let ((start, len), h) = (spans[t / heads], t % heads);
@@ -109,12 +107,10 @@ pub(super) fn attention_with_bias(qkv: &[f32], spans: &[(usize, usize)], heads: 
             for part in 0..3 {
                 (0..len).for_each(|i| buf.extend_from_slice(row(i, part)));
             }
-            // Then one row of scores, and the outputs.
-            buf.resize(4 * len * head_dim + len, 0.0);
+            buf.resize(4 * len * head_dim + scratch_rows * len, 0.0);
             let (gathered, rest) = buf.split_at_mut(3 * len * head_dim);
-            let (scores, heads_out) = rest.split_at_mut(len);
-            let biases = &bias.head(h)[bias.center() + 1 - len..][..2 * len - 1];
-            biased_head(gathered, head_dim, scale, biases, scores, heads_out);
+            let (scratch, heads_out) = rest.split_at_mut(scratch_rows * len);
+            head(h, len, gathered, scratch, heads_out);
             for (i, o) in heads_out.chunks_exact(head_dim).enumerate() {
                 // SAFETY: in bounds (checked above), and each task writes only its
                 // head's columns of its sequence's rows.

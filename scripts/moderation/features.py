@@ -14,7 +14,6 @@ tokenizer.json in its folder, and its window less [CLS] and [SEP] for the longes
 Environment: HEARTH_URL (default http://127.0.0.1:18731), MINILM_DIR (all-minilm-l6-v2's folder),
 MPNET_DIR (the sentence-transformers folder of all-mpnet-base-v2, for `MpnetCache`).
 """
-import hashlib
 import json
 import os
 import pickle
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from labels import CATEGORIES, read
+from labels import CATEGORIES, read  # noqa: F401 (CATEGORIES: the scripts read it as F.CATEGORIES)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -1,4 +1,4 @@
-//! POST /v1/embeddings against the real server and the real all-MiniLM-L6-v2:
+//! POST /v1/embeddings against the real server and the real all-MiniLM-L6-v2 (and all-mpnet-base-v2):
 //! every input form, both encodings, `dimensions`, the bad-input table with
 //! OpenAI's exact bodies, and batching under concurrent requests.
 mod common;
@@ -189,5 +189,40 @@ async fn concurrent_requests_each_get_their_solo_result() {
     for (i, (resp, alone)) in together.iter().zip(&solo).enumerate() {
         let v = &vectors(resp)[0];
         assert!(cosine(v, alone) > 0.99999, "request {i}: concurrent {} vs solo", cosine(v, alone));
+    }
+}
+
+/// all-mpnet-base-v2 through the server: 768-dim unit vectors in OpenAI's shape, its own
+/// `dimensions` bound and 384-token window answered with OpenAI's errors.
+#[tokio::test]
+async fn mpnet_serves_its_own_dimensions_and_window() {
+    const MPNET: &str = "all-mpnet-base-v2";
+    let server = Server::start(&["--models", MPNET], None);
+    let resp = ok(&server, "/v1/embeddings", &json!({"model": MPNET, "input": ["a red apple", "a green apple"]})).await;
+    openapi::assert_matches("CreateEmbeddingResponse", &resp);
+    let vs = vectors(&resp);
+    assert_eq!(vs.len(), 2);
+    for v in &vs {
+        assert_eq!(v.len(), 768);
+        assert!((cosine(v, v) - 1.0).abs() < 1e-4 && (v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-3);
+    }
+    let cases = [
+        (
+            json!({"model": MPNET, "input": "x", "dimensions": 769}),
+            "Invalid 'dimensions': integer above maximum value. Expected a value <= 768, but got 769 instead.",
+            Some("dimensions"),
+            None,
+        ),
+        (
+            json!({"model": MPNET, "input": "word ".repeat(400)}),
+            "This model's maximum context length is 384 tokens, however you requested 402 tokens (402 in your prompt; 0 for the completion). Please reduce your prompt; or completion length.",
+            Some("input"),
+            Some("context_length_exceeded"),
+        ),
+    ];
+    for (body, message, param, code) in cases {
+        let (status, resp) = post(&server, "/v1/embeddings", &body).await;
+        assert_eq!(assert_error(status, &resp, 400, "invalid_request_error", param, code), message);
+        openapi::assert_matches("ErrorResponse", &resp);
     }
 }
